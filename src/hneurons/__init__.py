@@ -1,0 +1,1 @@
+"""hneurons: hallucination-associated neurons in Hugging Face causal LMs."""

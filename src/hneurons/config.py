@@ -1,0 +1,318 @@
+"""Typed configuration with presets, TOML files and ``--set section.key=value`` overrides.
+
+One parameter travels CLI → config → stage → hook unchanged: every stage reads its own section
+of :class:`Config`, and the fully resolved config is written to the run manifest, so a run can be
+repeated from its manifest alone.
+
+Presets:
+
+* ``paper`` — the paper's sizes and settings (PAPER.md §10): 10,000 questions, K = 10 at T = 1.0,
+  all 10 samples must agree, 1,000 + 1,000 training questions. Needs a GPU and hours.
+* ``default`` — the README's main job on the embedded 135M model within ~30 min on 2 CPU cores.
+  The model answers only ~7 % of TriviaQA correctly and almost never 10/10 at T = 1, so this
+  preset screens with a greedy pass and checks consistency with K = 5 samples at T = 0.5
+  (see README "Default preset" for the measured effect). Everything else follows the paper.
+* ``smoke`` — a tiny slice for tests (a few minutes on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hneurons.errors import ConfigError
+
+PAPER_SUFFIX = "Respond with the answer only, without any explanation."
+
+
+@dataclass
+class ModelConfig:
+    name: str | None = None  # None → $HNEURONS_MODEL or the embedded SmolLM2-135M-Instruct
+    dtype: str = "auto"
+    device: str = "auto"
+    device_map: str | None = None
+    trust_remote_code: bool = False
+    prompt_format: str = "chat"  # "chat" (tokenizer's template) or "plain" (f"{q}\nAnswer:")
+
+
+@dataclass
+class ResponsesConfig:
+    dataset: str = "triviaqa_dev"  # training pool (DPR dev ⊂ TriviaQA train)
+    path: str | None = None  # a user's own copy (e.g. rc.nocontext parquet)
+    n_questions: int = 10_000  # first N of the pool, as the official code
+    suffix: str = PAPER_SUFFIX
+    k: int = 10
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 0.9
+    max_new_tokens: int = 50
+    min_agree: int | None = None  # None → all k samples must agree (paper)
+    screen: bool = False  # greedy pass first; sample K only for questions the classes still need
+    screen_max_candidates: int = 0  # per class, 0 = no cap
+    backend: str = "hf"  # hf | vllm | openai
+    backend_url: str | None = None
+    backend_model: str | None = None
+    batch_size: int = 64
+    judge: str = "rule"  # rule | llm
+    judge_url: str | None = None
+    judge_model: str | None = None
+    refusal_phrases: list[str] = field(default_factory=lambda: ["don't know", "cannot", "not provided", "no information"])
+    per_class: int = 1000  # training questions per class (paper 1,000)
+    test_per_class: int = 0  # held-out consistent questions per class (0 → none; detection uses triviaqa_test)
+    min_per_class: int = 20
+
+
+@dataclass
+class FeaturesConfig:
+    other_scope: str = "full_sequence"  # official: everything but the answer; or "response_only"
+    prompt_region: bool = False  # also store the mean over prompt tokens
+    batch_size: int = 16
+    store_dtype: str = "float16"
+
+
+@dataclass
+class ProbeConfig:
+    mode: str = "3-vs-1"
+    Cs: list[float] | None = None  # None → a grid relative to the data's C_min
+    n_Cs: int = 8
+    standardize: bool = False
+    heldout_fraction: float = 0.2  # of training questions, for the C rule's held-out accuracy
+    suppression_questions: int = 200  # TriviaQA questions answered with H-Neurons at α = 0 for the C rule (0 = off)
+    suppression_max_new_tokens: int = 32
+    stability_resamples: int = 10
+    solver: str = "auto"
+
+
+@dataclass
+class DetectConfig:
+    sets: list[str] = field(default_factory=lambda: ["triviaqa", "nq_open", "bioasq", "nonexist"])
+    n_questions: int = 2000  # questions sampled per set before balancing
+    per_class: int = 1000
+    min_per_class: int = 10
+    temperature: float = 1.0  # 0 → greedy
+    max_new_tokens: int = 50
+    random_draws: int = 20
+    n_boot: int = 1000
+
+
+@dataclass
+class InterveneConfig:
+    benchmarks: list[str] = field(default_factory=lambda: ["falseqa", "faitheval", "sycophancy", "jailbreak"])
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
+    n_items: int = 0  # per benchmark, 0 = all
+    random_seeds: int = 3
+    faitheval_path: str | None = None  # the real FaithEval counterfactual file, if you have it
+    max_new_tokens: int | None = None  # None → each benchmark's paper setting
+    method: str = "hook"  # hook | weights
+    judge: str = "rule"
+    judge_url: str | None = None
+    judge_model: str | None = None
+
+
+@dataclass
+class OriginConfig:
+    base_model: str | None = None  # the instruct model's base checkpoint; None → stage not run
+    sets: list[str] = field(default_factory=lambda: ["triviaqa", "nq_open", "bioasq"])
+    n_questions: int = 1000
+    permutations: int = 10_000
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    intervene: InterveneConfig = field(default_factory=InterveneConfig)
+    origin: OriginConfig = field(default_factory=OriginConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (what the manifest records)."""
+        return dataclasses.asdict(self)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section as a dict, for stage input fingerprints."""
+        return dataclasses.asdict(getattr(self, name))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "default": {
+        "responses.n_questions": 1200,
+        "responses.screen": True,
+        "responses.k": 5,
+        "responses.temperature": 0.5,
+        "responses.max_new_tokens": 32,
+        "responses.per_class": 1000,
+        "responses.min_per_class": 10,
+        "features.batch_size": 16,
+        "probe.suppression_questions": 60,
+        "probe.stability_resamples": 5,
+        "detect.n_questions": 150,
+        "detect.temperature": 0.0,
+        "detect.max_new_tokens": 32,
+        "detect.min_per_class": 5,
+        "detect.random_draws": 20,
+        "intervene.n_items": 16,
+        "intervene.alphas": [0.0, 1.0, 2.0, 3.0],
+        "intervene.random_seeds": 1,
+        "intervene.max_new_tokens": 48,
+    },
+    "smoke": {
+        "responses.n_questions": 48,
+        "responses.screen": True,
+        "responses.k": 2,
+        "responses.temperature": 0.5,
+        "responses.max_new_tokens": 16,
+        "responses.min_per_class": 2,
+        "responses.batch_size": 48,
+        "probe.n_Cs": 4,
+        "probe.suppression_questions": 8,
+        "probe.suppression_max_new_tokens": 12,
+        "probe.stability_resamples": 2,
+        "detect.n_questions": 16,
+        "detect.temperature": 0.0,
+        "detect.max_new_tokens": 16,
+        "detect.min_per_class": 1,
+        "detect.random_draws": 3,
+        "detect.n_boot": 100,
+        "intervene.n_items": 3,
+        "intervene.alphas": [0.0, 1.0, 3.0],
+        "intervene.random_seeds": 1,
+        "intervene.max_new_tokens": 16,
+    },
+}
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Turn a TOML value or a ``--set`` string into the field's type, or explain why not."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() in {"none", "null", ""}):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        (inner,) = args
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.strip("[]").split(",")) if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, inner, key) for v in value]
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in {"true", "1", "yes", "on"}:
+                return True
+            if str(value).lower() in {"false", "0", "no", "off"}:
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: {value!r} is not a valid {getattr(typ, '__name__', typ)}") from None
+    return value
+
+
+def _set(cfg: Config, key: str, value: Any) -> None:
+    parts = key.split(".")
+    obj: Any = cfg
+    for p in parts[:-1]:
+        if not dataclasses.is_dataclass(obj) or p not in {f.name for f in dataclasses.fields(obj)}:
+            raise ConfigError(f"unknown config section {p!r} in {key!r}; sections: model, responses, features, probe, detect, intervene, origin")
+        obj = getattr(obj, p)
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    name = parts[-1]
+    if name not in fields:
+        raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(type(obj))
+    setattr(obj, name, _coerce(value, hints[name], key))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def load_config(
+    preset: str = "default",
+    file: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Config:
+    """Build a config: preset, then a TOML file, then ``key=value`` overrides (later wins)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    cfg = Config()
+    for k, v in copy.deepcopy(PRESETS[preset]).items():
+        _set(cfg, k, v)
+    if file is not None:
+        p = Path(file)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+        for k, v in _flatten(data).items():
+            _set(cfg, k, v)
+    items = overrides.items() if isinstance(overrides, dict) else []
+    if isinstance(overrides, list):
+        parsed = []
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set responses.k=5")
+            k, v = item.split("=", 1)
+            parsed.append((k.strip(), v.strip()))
+        items = parsed
+    for k, v in items:
+        _set(cfg, k, v)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Reject values no stage could use, with the key and what to do."""
+    r = cfg.responses
+    if r.k < 1:
+        raise ConfigError(f"responses.k must be ≥ 1 (samples per question), got {r.k}")
+    if r.n_questions < 1:
+        raise ConfigError(f"responses.n_questions must be ≥ 1, got {r.n_questions}")
+    if r.min_agree is not None and not (r.k // 2 < r.min_agree <= r.k):
+        raise ConfigError(f"responses.min_agree must be in ({r.k // 2}, {r.k}] for k={r.k}, got {r.min_agree}")
+    if r.backend not in {"hf", "vllm", "openai"}:
+        raise ConfigError(f"responses.backend must be hf, vllm or openai, got {r.backend!r}")
+    if r.judge not in {"rule", "llm"}:
+        raise ConfigError(f"responses.judge must be rule or llm, got {r.judge!r}")
+    if cfg.model.prompt_format not in {"chat", "plain"}:
+        raise ConfigError(f"model.prompt_format must be chat or plain, got {cfg.model.prompt_format!r}")
+    if cfg.features.other_scope not in {"full_sequence", "response_only"}:
+        raise ConfigError(f"features.other_scope must be full_sequence or response_only, got {cfg.features.other_scope!r}")
+    if cfg.features.store_dtype not in {"float16", "float32"}:
+        raise ConfigError(f"features.store_dtype must be float16 or float32, got {cfg.features.store_dtype!r}")
+    if cfg.probe.mode not in {"3-vs-1", "1-vs-1"}:
+        raise ConfigError(f"probe.mode must be 3-vs-1 or 1-vs-1, got {cfg.probe.mode!r}")
+    for a in cfg.intervene.alphas:
+        if not (a >= 0 and a == a and a != float("inf")):
+            raise ConfigError(f"intervene.alphas: {a} is not a finite number ≥ 0")

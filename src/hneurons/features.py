@@ -1,0 +1,262 @@
+"""CETT features: one forward pass per response, reduced to per-region means inside the hook.
+
+For each labelled response the full sequence (prompt + response, as rendered for sampling) goes
+through the model once; :func:`hneurons.hooks.capture_cett` turns every layer's down-projection
+input into the mean CETT over each region (``answer``, ``other``, optionally ``prompt``), so the host
+only ever holds [batch, layers, regions, d_ff].
+
+Batches are length-bucketed and right-padded: with causal attention a real token never attends to
+a pad on its right, and pads carry zero weight in every region, so batching cannot change a feature.
+
+:class:`FeatureStore` keeps the result on disk as float16 (or float32) safetensors chunks, written
+as they finish, so a re-run resumes at the first missing chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
+from tqdm.auto import tqdm
+
+from hneurons.arch import Layout
+from hneurons.errors import DataError, FingerprintMismatch, StageError
+from hneurons.hooks import capture_cett
+from hneurons.rundir import atomic_path, write_json
+
+REGIONS = ("answer", "other", "prompt")
+
+
+@dataclass(frozen=True)
+class FeatureItem:
+    """One response to featurise: token ids of the full sequence and where its parts are.
+
+    ``answer`` and ``response`` are token ranges [start, end) inside ``input_ids``; the prompt is
+    everything before ``response[0]``.
+    """
+
+    qid: str
+    input_ids: tuple[int, ...]
+    answer: tuple[int, int]
+    response: tuple[int, int]
+
+
+def region_masks(item: FeatureItem, seq_len: int, regions: Sequence[str], other_scope: str) -> torch.Tensor:
+    """0/1 masks [regions, seq_len] for one item (positions ≥ len(item) are padding and stay 0).
+
+    ``other`` is the official complement of the answer over the whole sequence
+    (``full_sequence``) or only the response tokens outside the answer (``response_only``).
+    """
+    n = len(item.input_ids)
+    a0, a1 = item.answer
+    r0, r1 = item.response
+    if not (0 <= a0 < a1 <= n and 0 <= r0 <= r1 <= n):
+        raise DataError(f"{item.qid}: answer span {item.answer} / response {item.response} outside the {n}-token sequence")
+    masks = torch.zeros(len(regions), seq_len)
+    for i, region in enumerate(regions):
+        if region == "answer":
+            masks[i, a0:a1] = 1
+        elif region == "other":
+            if other_scope == "full_sequence":
+                masks[i, :n] = 1
+            else:
+                masks[i, r0:r1] = 1
+            masks[i, a0:a1] = 0
+        elif region == "prompt":
+            masks[i, :r0] = 1
+        else:
+            raise DataError(f"unknown feature region {region!r}; regions are {', '.join(REGIONS)}")
+    return masks
+
+
+def _batches(items: Sequence[FeatureItem], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Length-bucketed batches of item indices (longest first, so memory peaks early)."""
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].input_ids))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        longest = len(items[cur[0]].input_ids) if cur else len(items[i].input_ids)
+        if cur and (len(cur) >= batch_size or longest * (len(cur) + 1) > max_tokens):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+@torch.inference_mode()
+def extract_cett(
+    model: torch.nn.Module,
+    layout: Layout,
+    items: Sequence[FeatureItem],
+    regions: Sequence[str] = ("answer", "other"),
+    other_scope: str = "full_sequence",
+    batch_size: int = 16,
+    max_tokens: int = 8192,
+    pad_token_id: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Mean CETT per region for every item: ``{region: float32 [n_items, n_neurons]}``.
+
+    Row order follows ``items``; the flat neuron index is ``layer * d_ff + neuron``. A region with
+    no tokens in an item gives a NaN row.
+    """
+    out = {r: np.empty((len(items), layout.n_neurons), dtype=np.float32) for r in regions}
+    device = layout.down_weight(0).device
+    try:
+        device = next(model.parameters()).device  # the embedding's device under device_map
+    except StopIteration:
+        pass
+    batches = _batches(items, batch_size, max_tokens)
+    bar = tqdm(total=len(items), desc="CETT features", unit="resp", disable=not progress)
+    for batch in batches:
+        seq_len = max(len(items[i].input_ids) for i in batch)
+        ids = torch.full((len(batch), seq_len), pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(batch), seq_len), dtype=torch.long)
+        masks = torch.zeros((len(batch), len(regions), seq_len))
+        for row, i in enumerate(batch):
+            n = len(items[i].input_ids)
+            ids[row, :n] = torch.tensor(items[i].input_ids)
+            attn[row, :n] = 1
+            masks[row] = region_masks(items[i], seq_len, regions, other_scope)
+        with capture_cett(layout, masks) as feats:
+            model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False)
+        flat = feats.reshape(len(batch), layout.n_layers, len(regions), layout.d_ff).permute(2, 0, 1, 3)
+        flat = flat.reshape(len(regions), len(batch), layout.n_neurons).numpy()
+        for r, region in enumerate(regions):
+            out[region][batch] = flat[r]
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def check_finite(features: dict[str, np.ndarray], qids: Sequence[str], d_ff: int, regions: Sequence[str] = ("answer",)) -> None:
+    """Refuse features with NaN/inf in the given regions, naming the question and layer."""
+    for region in regions:
+        arr = features.get(region)
+        if arr is None:
+            continue
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            row, col = map(int, np.argwhere(bad)[0])
+            raise DataError(
+                f"features region {region!r} has {int(bad.sum())} NaN/inf values, first for question "
+                f"{qids[row]!r} at layer {col // d_ff}, neuron {col % d_ff}; check that its answer span is not empty"
+            )
+
+
+class FeatureStore:
+    """Chunked on-disk features of one split: ``chunk_*.safetensors`` plus ``index.json``.
+
+    Chunks are written atomically as extraction proceeds; :meth:`extract` skips items whose chunk
+    exists, so an interrupted extraction resumes where it stopped.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / "index.json"
+
+    def exists(self) -> bool:
+        """Whether a complete store (with its index) is on disk."""
+        return self.index_path.is_file()
+
+    def index(self) -> dict[str, Any]:
+        """The store's index, or a StageError saying which stage to run."""
+        if not self.exists():
+            raise StageError(f"{self.path} has no features; run `hneurons features` first")
+        return json.loads(self.index_path.read_text())
+
+    def extract(
+        self,
+        model: torch.nn.Module,
+        layout: Layout,
+        items: Sequence[FeatureItem],
+        *,
+        model_fingerprint: str,
+        regions: Sequence[str] = ("answer", "other"),
+        other_scope: str = "full_sequence",
+        dtype: str = "float16",
+        batch_size: int = 16,
+        chunk_size: int = 256,
+        pad_token_id: int = 0,
+        progress: bool = True,
+    ) -> "FeatureStore":
+        """Extract features for ``items`` chunk by chunk, skipping chunks already on disk."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        np_dtype = np.float16 if dtype == "float16" else np.float32
+        meta = {"model_fingerprint": model_fingerprint, "regions": json.dumps(list(regions)), "dtype": dtype,
+                "other_scope": other_scope}
+        chunks = []
+        n_chunks = (len(items) + chunk_size - 1) // chunk_size
+        for c in range(n_chunks):
+            part = items[c * chunk_size:(c + 1) * chunk_size]
+            name = f"chunk_{c:05d}.safetensors"
+            chunk_path = self.path / name
+            qids = [it.qid for it in part]
+            if chunk_path.is_file() and self._chunk_qids(chunk_path) == qids:
+                chunks.append(name)
+                continue
+            if progress:
+                print(f"features {self.path.name}: chunk {c + 1}/{n_chunks} ({len(part)} responses)")
+            feats = extract_cett(model, layout, part, regions, other_scope, batch_size,
+                                 pad_token_id=pad_token_id, progress=progress)
+            arrays = {r: feats[r].astype(np_dtype) for r in regions}
+            with atomic_path(chunk_path) as tmp:
+                save_file(arrays, str(tmp), metadata={**meta, "qids": json.dumps(qids)})
+            chunks.append(name)
+        write_json(self.index_path, {
+            "qids": [it.qid for it in items], "n": len(items), "n_neurons": layout.n_neurons, "d_ff": layout.d_ff,
+            "n_layers": layout.n_layers, "regions": list(regions), "dtype": dtype,
+            "model_fingerprint": model_fingerprint, "other_scope": other_scope, "chunks": chunks,
+        })
+        return self
+
+    @staticmethod
+    def _chunk_qids(path: Path) -> list[str] | None:
+        try:
+            with safe_open(str(path), framework="np") as fh:
+                return json.loads((fh.metadata() or {}).get("qids", "null"))
+        except Exception:  # a torn or foreign file is simply re-extracted
+            return None
+
+    def load(
+        self,
+        regions: Sequence[str] | None = None,
+        expect_fingerprint: str | None = None,
+        dtype: type = np.float32,
+    ) -> tuple[list[str], dict[str, np.ndarray]]:
+        """Read all chunks into one array per region (preallocated: peak RAM ≈ final size + one chunk)."""
+        idx = self.index()
+        if expect_fingerprint is not None and idx["model_fingerprint"] != expect_fingerprint:
+            raise FingerprintMismatch(
+                f"{self.path} holds features of model {idx['model_fingerprint']}, not {expect_fingerprint}; "
+                "re-run `hneurons features` for this model (or use --force)"
+            )
+        regions = list(regions or idx["regions"])
+        missing = [r for r in regions if r not in idx["regions"]]
+        if missing:
+            raise StageError(f"{self.path} has no region(s) {missing}; re-run features with them enabled")
+        out = {r: np.empty((idx["n"], idx["n_neurons"]), dtype=dtype) for r in regions}
+        row = 0
+        for name in idx["chunks"]:
+            with safe_open(str(self.path / name), framework="np") as fh:
+                n = None
+                for r in regions:
+                    block = fh.get_tensor(r)
+                    n = block.shape[0]
+                    out[r][row:row + n] = block
+                row += n or 0
+        if row != idx["n"]:
+            raise StageError(f"{self.path}: chunks hold {row} rows but the index says {idx['n']}; delete the folder and re-run features")
+        return list(idx["qids"]), out

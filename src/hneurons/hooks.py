@@ -1,0 +1,222 @@
+"""Forward hooks on the down-projections, as context managers that always remove themselves.
+
+Three things touch neuron activations z (the input of each layer's down-projection):
+
+* :func:`capture_cett` reduces CETT = |z_j|·‖W_down[:, j]‖ / ‖h‖ to per-region means *inside the
+  hook*, so a batch never leaves more than [batch, regions, d_ff] per layer on the host;
+* :func:`record_cett` keeps per-token CETT of a few chosen neurons (for scoring during generation);
+* :func:`scale_neurons` multiplies chosen activations by α during any forward (generation included),
+  and :func:`scale_down_weights` is the equivalent weight edit (the official code's method), undone
+  on exit.
+
+All arithmetic on CETT is float32 whatever the model dtype (PAPER.md §8.20).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from hneurons.arch import Layout
+from hneurons.errors import ConfigError
+
+CETT_EPS = 1e-8  # official extract_activations.py
+
+
+def column_norms(layout: Layout, layer: int) -> torch.Tensor:
+    """‖W_down[:, j]‖ for every neuron of a layer, float32, on the layer's device."""
+    return layout.down_weight(layer).detach().float().norm(dim=0)
+
+
+def neurons_by_layer(neurons: Iterable[int] | np.ndarray, d_ff: int, n_layers: int) -> dict[int, list[int]]:
+    """Group flat neuron indices (``layer * d_ff + index``) by layer, checking their range."""
+    grouped: dict[int, list[int]] = {}
+    total = d_ff * n_layers
+    for f in np.asarray(list(neurons) if not isinstance(neurons, np.ndarray) else neurons).ravel():
+        f = int(f)
+        if not 0 <= f < total:
+            raise ConfigError(
+                f"neuron index {f} is out of range for this model ({n_layers} layers × {d_ff} = {total} "
+                "neurons); was the neuron set made for another model?"
+            )
+        grouped.setdefault(f // d_ff, []).append(f % d_ff)
+    return grouped
+
+
+def _check_alpha(alpha: float) -> float:
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise ConfigError(f"alpha must be a number, got {alpha!r}") from None
+    if not math.isfinite(a) or a < 0:
+        raise ConfigError(f"alpha must be a finite number ≥ 0 (1 = no change), got {alpha!r}")
+    return a
+
+
+@contextmanager
+def _hooks(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def capture_cett(
+    layout: Layout,
+    region_masks: torch.Tensor,
+    layers: Iterable[int] | None = None,
+    eps: float = CETT_EPS,
+) -> Iterator[torch.Tensor]:
+    """Capture per-region mean CETT of every neuron during one forward pass.
+
+    Args:
+        layout: the model's resolved layout.
+        region_masks: [batch, regions, seq] 0/1 (or weights); pad positions must be 0 everywhere.
+        layers: restrict to these layers (default all).
+
+    Yields:
+        A float32 CPU tensor [batch, n_layers, regions, d_ff], filled by the forward pass run
+        inside the ``with`` block. A region with no tokens gives NaN (no feature), never 0.
+    """
+    layer_ids = list(range(layout.n_layers)) if layers is None else list(layers)
+    masks = region_masks.float()
+    counts = masks.sum(-1, keepdim=True)  # [B, R, 1]
+    weights_cpu = masks / counts.clamp(min=1.0)
+    empty = (counts.squeeze(-1) == 0)  # [B, R]
+    b, r, _ = masks.shape
+    out = torch.full((b, layout.n_layers, r, layout.d_ff), float("nan"), dtype=torch.float32)
+    handles = []
+    for layer in layer_ids:
+        module = layout.down_projs[layer]
+        dev = layout.down_weight(layer).device
+        wnorm = column_norms(layout, layer)
+        weights = weights_cpu.to(dev)
+
+        def hook(mod: nn.Module, args: tuple, output: torch.Tensor, layer: int = layer,
+                 wnorm: torch.Tensor = wnorm, weights: torch.Tensor = weights) -> None:
+            z = args[0]
+            h = output[0] if isinstance(output, tuple) else output
+            inv = 1.0 / (h.float().norm(dim=-1) + eps)  # [B, T]
+            w = weights * inv.unsqueeze(1)  # [B, R, T]
+            feats = torch.bmm(w, z.float().abs()) * wnorm  # [B, R, d_ff]
+            out[:, layer] = feats.to("cpu", non_blocking=False)
+
+        handles.append(module.register_forward_hook(hook))
+    with _hooks(handles):
+        yield out
+    out[:, :, :, :].masked_fill_(empty[:, None, :, None], float("nan"))
+
+
+@contextmanager
+def record_cett(layout: Layout, neurons: Iterable[int] | np.ndarray, eps: float = CETT_EPS) -> Iterator[list[torch.Tensor]]:
+    """Record per-token CETT of a few neurons over every forward call (prefill and decode steps).
+
+    Yields a list that receives, per forward call, a [batch, seq, k] float32 tensor (k = number of
+    neurons, in the order given); concatenate along ``seq`` to get every position of a generation.
+    Values stay on the model's device until the caller moves them, so nothing per token is copied
+    to the host during generation.
+    """
+    flat = np.asarray(list(neurons) if not isinstance(neurons, np.ndarray) else neurons, dtype=np.int64)
+    grouped = neurons_by_layer(flat, layout.d_ff, layout.n_layers)
+    order = {(int(f) // layout.d_ff, int(f) % layout.d_ff): i for i, f in enumerate(flat)}
+    records: list[torch.Tensor] = []
+    step: dict[str, torch.Tensor | None] = {"buf": None}
+    last_layer = max(grouped) if grouped else -1
+    handles = []
+    for layer, idx in grouped.items():
+        module = layout.down_projs[layer]
+        dev = layout.down_weight(layer).device
+        index = torch.tensor(idx, device=dev)
+        wnorm = column_norms(layout, layer)[index]
+        cols = torch.tensor([order[(layer, j)] for j in idx])
+
+        def hook(mod: nn.Module, args: tuple, output: torch.Tensor, layer: int = layer,
+                 index: torch.Tensor = index, wnorm: torch.Tensor = wnorm, cols: torch.Tensor = cols) -> None:
+            z = args[0]
+            h = output[0] if isinstance(output, tuple) else output
+            vals = z.index_select(-1, index).float().abs() * wnorm / (h.float().norm(dim=-1, keepdim=True) + eps)
+            buf = step["buf"]
+            if buf is None:
+                buf = torch.zeros(*vals.shape[:-1], len(flat), dtype=torch.float32, device=vals.device)
+                step["buf"] = buf
+            buf[..., cols.to(buf.device)] = vals.to(buf.device)
+            if layer == last_layer:
+                records.append(buf)
+                step["buf"] = None
+
+        handles.append(module.register_forward_hook(hook))
+    with _hooks(handles):
+        yield records
+
+
+@contextmanager
+def scale_neurons(
+    layout: Layout,
+    neurons: Iterable[int] | np.ndarray,
+    alpha: float | Mapping[int, float],
+) -> Iterator[None]:
+    """Multiply the activations z of ``neurons`` (flat indices) by α at every position.
+
+    α = 1 is the identity, α = 0 silences the neurons, α > 1 amplifies them (PAPER.md Eq. 5).
+    ``alpha`` may also map flat index → factor. The model's weights are never touched, so the
+    model is bit-identical after exit, and the hook composes with batching and generation.
+    """
+    flat = list(np.asarray(list(neurons) if not isinstance(neurons, np.ndarray) else neurons).ravel())
+    if not flat:
+        raise ConfigError("the neuron set to scale is empty; fit a probe that selects H-Neurons first")
+    per = {int(f): _check_alpha(alpha[int(f)]) for f in flat} if isinstance(alpha, Mapping) else None
+    a = None if per is not None else _check_alpha(alpha)
+    grouped = neurons_by_layer(flat, layout.d_ff, layout.n_layers)
+    handles = []
+    for layer, idx in grouped.items():
+        module = layout.down_projs[layer]
+        dev = layout.down_weight(layer).device
+        index = torch.tensor(idx, device=dev)
+        factors = torch.tensor(
+            [per[layer * layout.d_ff + j] for j in idx] if per is not None else [a] * len(idx),
+            device=dev,
+        )
+
+        def pre_hook(mod: nn.Module, args: tuple, index: torch.Tensor = index, factors: torch.Tensor = factors) -> tuple:
+            z = args[0]
+            scaled = z.index_select(-1, index) * factors.to(z.dtype)
+            z = z.index_copy(-1, index, scaled)
+            return (z, *args[1:])
+
+        handles.append(module.register_forward_pre_hook(pre_hook))
+    with _hooks(handles):
+        yield
+
+
+@contextmanager
+def scale_down_weights(layout: Layout, neurons: Iterable[int] | np.ndarray, alpha: float) -> Iterator[None]:
+    """Weight-editing equivalent of :func:`scale_neurons`: scale the W_down columns of ``neurons``.
+
+    Faster when a model runs many forwards under one α (no hook per call). The original columns
+    are saved and written back on exit, so even α = 0 is undone exactly.
+    """
+    a = _check_alpha(alpha)
+    grouped = neurons_by_layer(neurons, layout.d_ff, layout.n_layers)
+    if not grouped:
+        raise ConfigError("the neuron set to scale is empty; fit a probe that selects H-Neurons first")
+    with ExitStack() as stack:
+        for layer, idx in grouped.items():
+            w = layout.down_weight(layer)  # [d_model, d_ff] view (transposed view for Conv1D)
+            index = torch.tensor(idx, device=w.device)
+            saved = w.detach().index_select(1, index).clone()
+
+            def restore(w: torch.Tensor = w, index: torch.Tensor = index, saved: torch.Tensor = saved) -> None:
+                with torch.no_grad():
+                    w.index_copy_(1, index, saved)
+
+            stack.callback(restore)
+            with torch.no_grad():
+                w.index_copy_(1, index, saved * a)
+        yield
