@@ -1,0 +1,250 @@
+"""The HTML report, rendered from the fixture run directory (tests/fixtures/run_fixture)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from hneurons.config import Config
+from hneurons.errors import StageError
+from hneurons.pipeline import Context, run_stage
+from hneurons.report import claims, render_report, write_report
+from hneurons.rundir import RunDir, fingerprint_of
+from hneurons.stages import report as report_stage
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run_fixture"
+SECTIONS = ["summary", "manifest", "responses", "probe", "detect", "risk", "intervene", "origin"]
+
+
+class _Tables(HTMLParser):
+    """Collects every table as a list of rows of cell texts, plus img src and every src/href."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.links: list[str] = []
+        self.imgs: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.links += [v for k, v in attrs if k in ("src", "href", "action", "data") and v]
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _parse(text: str) -> _Tables:
+    p = _Tables()
+    p.feed(text)
+    return p
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(FIXTURE, dst, ignore=shutil.ignore_patterns("report.html"))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The fixture run rendered once with real figures, for the read-only checks."""
+    dst = tmp_path_factory.mktemp("rendered") / "run"
+    shutil.copytree(FIXTURE, dst, ignore=shutil.ignore_patterns("report.html"))
+    return dst, write_report(dst).read_text()
+
+
+@pytest.fixture
+def stub_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replace the matplotlib figures by a constant image where a test only checks text and logic."""
+    from hneurons.report import figures
+
+    for name in figures.__all__:
+        monkeypatch.setattr(figures, name, lambda *a, **k: "data:image/png;base64,AA==")
+
+
+def _j(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _section(text: str, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}">(.*?)</section>', text, re.S)
+    assert m, f"section {sid} missing"
+    return m.group(1)
+
+
+def test_writes_every_section(rendered: tuple[Path, str]) -> None:
+    run_dir, text = rendered
+    assert (run_dir / "report.html").read_text() == text
+    for sid in SECTIONS:
+        body = _section(text, sid).replace("nonexist not run: only 4", "")  # the one set the fixture skipped
+        assert "not run" not in body, f"{sid} unexpectedly shows not run"
+    # 10 figures: histogram, C path, layers, stability, 2 detection, risk-coverage, intervention, transfer, drift
+    assert len(_parse(text).imgs) == 10
+    assert "0.304" in _section(text, "probe")  # 14 / 46,080 × 1000 = 0.3038‰
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".report.html.*"))
+
+
+def test_no_external_resources(rendered: tuple[Path, str]) -> None:
+    text = rendered[1]
+    p = _parse(text)
+    assert p.imgs and all(src.startswith("data:image/png;base64,") for src in p.imgs)
+    assert all(link.startswith(("#", "data:")) for link in p.links), [x for x in p.links if not x.startswith("#")][:3]
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", text, re.I)
+    assert "http://" not in text and "https://" not in text
+    assert "url(" not in text and "@import" not in text
+    assert ("content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\""
+            in text)
+
+
+def test_detection_table_matches_json(rendered: tuple[Path, str]) -> None:
+    det = _j(FIXTURE / "detect" / "detect.json")
+    text = _section(rendered[1], "detect")
+    tables = [t for t in _parse(text).tables if t and t[0][0] == "method"][:2]  # AUROC, then accuracy
+    sets = list(det["sets"])
+    for table, metric, scale, nd in ((tables[0], "auroc", 1, 3), (tables[1], "accuracy", 100, 1)):
+        assert table[0] == ["method", *sets]
+        assert [row[0] for row in table[1:]] == det["methods"]
+        for row in table[1:]:
+            for s, cell in zip(sets, row[1:]):
+                e = det["sets"][s]["methods"][row[0]]
+                lo, hi = e[f"{metric}_ci"]
+                expected = f"{e[metric] * scale:.{nd}f} [{lo * scale:.{nd}f}, {hi * scale:.{nd}f}]"
+                assert cell.startswith(expected), (row[0], s, cell, expected)
+    # hand check of one cell: triviaqa h_neurons AUROC
+    e = det["sets"]["triviaqa"]["methods"]["h_neurons"]
+    assert f"{e['auroc']:.3f} [{e['auroc_ci'][0]:.3f}, {e['auroc_ci'][1]:.3f}]" in text
+    assert 'class=confound><td>length</td>' in text
+    assert "nonexist not run: only 4 hallucinated answers" in text
+
+
+def test_intervention_and_origin_numbers(rendered: tuple[Path, str]) -> None:
+    iv = _j(FIXTURE / "intervene" / "intervene.json")
+    text = rendered[1]
+    ivs = _section(text, "intervene")
+    e = iv["benchmarks"]["faitheval"]["H"]["3.0"]
+    # parse failures at α = 3: 6 of 80 = 7.5%, flagged because it exceeds 5%
+    assert e["parse_failures"] == 6 and e["n"] == 80
+    assert f"{100 * e['compliance']:.1f} [{100 * e['ci'][0]:.1f}, {100 * e['ci'][1]:.1f}]" in ivs
+    assert "H parse failures at α = 2.5, 3.0 (up to 7.5%)" in ivs
+    assert "random truncated at α = 0.0" in ivs  # jailbreak: 3 of 50 = 6% > 5%
+    og = _section(text, "origin")
+    assert "0.773" in og and "0.0021" in og and "0.0008" in og
+
+
+def test_missing_origin_shows_not_run(run_dir: Path, stub_figures: None) -> None:
+    shutil.rmtree(run_dir / "origin")
+    text = render_report(run_dir)
+    body = _section(text, "origin")
+    assert "not run: origin/origin.json is missing" in body
+    assert "<img" not in body
+    origin_claim = claims(run_dir)[3]
+    assert origin_claim.verdict == "not tested"
+
+
+def test_origin_not_run_reason_from_file_and_manifest(run_dir: Path, stub_figures: None) -> None:
+    (run_dir / "origin" / "origin.json").write_text(json.dumps({"status": "not run", "reason": "no base_model set"}))
+    assert "not run: no base_model set" in _section(render_report(run_dir), "origin")
+    RunDir(run_dir).mark_skipped("intervene", "--stages excluded it")
+    text = render_report(run_dir)
+    assert "not run: --stages excluded it" in _section(text, "intervene")
+    assert "<img" not in _section(text, "intervene")
+
+
+def test_malformed_files_do_not_crash(run_dir: Path, stub_figures: None) -> None:
+    (run_dir / "detect" / "detect.json").write_text("{broken")
+    (run_dir / "intervene" / "intervene.json").write_text(json.dumps({"benchmarks": {"falseqa": {"H": 3}}}))
+    text = render_report(run_dir)
+    assert "not valid JSON" in _section(text, "detect")
+    assert "intervene files are malformed" in _section(text, "intervene")
+    assert "<img" in _section(text, "probe")  # the rest still renders
+
+
+def test_claims_on_fixture(run_dir: Path) -> None:
+    ex, det, imp, org = claims(run_dir)
+    assert ex.verdict == "held"  # 0.304‰ < 1‰, n_positive 14 > 0
+    assert "only 160 questions per class" in ex.text  # honest about the small training set
+    assert det.verdict == "held"  # every h_neurons AUROC CI lower bound > the random mean (fixture)
+    # Slopes are positive on 3 of 4 benchmarks but α = 0 and α = 3 CIs overlap everywhere (n ≤ 80)
+    assert imp.verdict == "inconclusive"
+    assert "sycophancy: compliance does not rise" in imp.text
+    assert org.verdict == "partly held"  # bioasq transfer CI [0.47, 0.63] includes 0.5
+
+
+def test_claim_rules_respond_to_data(run_dir: Path) -> None:
+    ivp = run_dir / "intervene" / "intervene.json"
+    iv = _j(ivp)
+    for b in iv["benchmarks"].values():
+        b["slope"] = {"H": 0.1, "random": 0.0, "H_ci": [0.05, 0.15]}
+    ivp.write_text(json.dumps(iv))
+    assert claims(run_dir)[2].verdict == "held"
+    for b in iv["benchmarks"].values():
+        b["slope"] = {"H": -0.1, "random": 0.0}
+    ivp.write_text(json.dumps(iv))
+    assert claims(run_dir)[2].verdict == "did not hold"
+
+    hp = run_dir / "probe" / "h_neurons.json"
+    h = _j(hp)
+    h["ratio_per_mille"] = 1.5
+    hp.write_text(json.dumps(h))
+    assert claims(run_dir)[0].verdict == "did not hold"
+
+    dp = run_dir / "detect" / "detect.json"
+    d = _j(dp)
+    d["sets"]["bioasq"]["methods"]["random"]["auroc"] = 0.9  # above the H-Neuron AUROC 0.687
+    dp.write_text(json.dumps(d))
+    assert claims(run_dir)[1].verdict == "partly held"
+
+
+def test_write_report_errors(tmp_path: Path) -> None:
+    with pytest.raises(StageError, match="does not exist"):
+        write_report(tmp_path / "nope")
+    with pytest.raises(StageError, match="no manifest.json"):
+        write_report(tmp_path)
+
+
+def test_report_stage_skips_until_inputs_change(run_dir: Path, stub_figures: None) -> None:
+    ctx = Context(Config(), RunDir(run_dir), log=lambda s: None)
+    fp0 = fingerprint_of(report_stage.inputs(ctx))
+    summary = run_stage(ctx, "report")
+    assert summary == {"path": str(run_dir / "report.html")}
+    assert (run_dir / "report.html").is_file()
+    # marking the report done changed the manifest, but not the report's own inputs
+    assert fingerprint_of(report_stage.inputs(ctx)) == fp0
+    assert run_stage(ctx, "report") == {"status": "skipped"}
+    det = _j(run_dir / "detect" / "detect.json")
+    det["sets"]["triviaqa"]["methods"]["h_neurons"]["auroc"] = 0.9
+    (run_dir / "detect" / "detect.json").write_text(json.dumps(det))
+    assert fingerprint_of(report_stage.inputs(ctx)) != fp0
+    assert run_stage(ctx, "report") == {"path": str(run_dir / "report.html")}
+    assert "0.900 [" in (run_dir / "report.html").read_text()
+
+
+def test_fresh_run_shows_every_stage_as_not_run(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps({"model": {"name": "tiny"}, "stages": {}}))
+    text = render_report(tmp_path)
+    assert "<img" not in text
+    for sid in SECTIONS[2:]:
+        assert "not run:" in _section(text, sid), sid
+    assert "not run: responses/stats.json is missing" in text
+    assert [c.verdict for c in claims(tmp_path)] == ["not tested"] * 4
