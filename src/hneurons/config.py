@@ -63,7 +63,7 @@ class ResponsesConfig:
     judge_model: str | None = None
     refusal_phrases: list[str] = field(default_factory=lambda: ["don't know", "cannot", "not provided", "no information"])
     per_class: int = 1000  # training questions per class (paper 1,000)
-    test_per_class: int = 0  # held-out consistent questions per class (0 → none; detection uses triviaqa_test)
+    heldout_fraction: float = 0.2  # of the balanced consistent questions, kept out of training for choosing C
     min_per_class: int = 20
 
 
@@ -81,7 +81,6 @@ class ProbeConfig:
     Cs: list[float] | None = None  # None → a grid relative to the data's C_min
     n_Cs: int = 8
     standardize: bool = False
-    heldout_fraction: float = 0.2  # of training questions, for the C rule's held-out accuracy
     suppression_questions: int = 200  # TriviaQA questions answered with H-Neurons at α = 0 for the C rule (0 = off)
     suppression_max_new_tokens: int = 32
     stability_resamples: int = 10
@@ -120,6 +119,7 @@ class OriginConfig:
     sets: list[str] = field(default_factory=lambda: ["triviaqa", "nq_open", "bioasq"])
     n_questions: int = 1000
     permutations: int = 10_000
+    drift_scope: str = "global"  # z-score drift over all neurons, or "per_layer"
 
 
 @dataclass
@@ -166,6 +166,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "intervene.max_new_tokens": 48,
     },
     "smoke": {
+        "responses.dataset": "smoke_qa",
         "responses.n_questions": 48,
         "responses.screen": True,
         "responses.k": 2,
@@ -303,6 +304,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"responses.min_agree must be in ({r.k // 2}, {r.k}] for k={r.k}, got {r.min_agree}")
     if r.backend not in {"hf", "vllm", "openai"}:
         raise ConfigError(f"responses.backend must be hf, vllm or openai, got {r.backend!r}")
+    if not 0 <= r.heldout_fraction < 1:
+        raise ConfigError(f"responses.heldout_fraction must be in [0, 1), got {r.heldout_fraction}")
     if r.judge not in {"rule", "llm"}:
         raise ConfigError(f"responses.judge must be rule or llm, got {r.judge!r}")
     if cfg.model.prompt_format not in {"chat", "plain"}:

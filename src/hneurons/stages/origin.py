@@ -1,0 +1,321 @@
+"""Origin stage: do the H-Neurons come from pre-training? (PAPER.md §7)
+
+Two analyses against ``origin.base_model``, the checkpoint the instruct model was tuned from:
+
+* **parameter drift** (§7.2) — per-neuron cosine drift of the up rows and down columns, z-scored,
+  ranked, and tested for the H-Neurons (``origin/drift.parquet``, ``drift`` in ``origin.json``).
+  When both models are Hugging Face safetensors directories the weights are streamed tensor by
+  tensor from disk; otherwise (GGUF) the loaded models are compared layer by layer;
+* **backward transfer** (§7.1) — the base model answers ``"{question}\\nAnswer:"`` (stop at the
+  first newline), answers are judged, spans located and balanced like the detection sets, the
+  base model's own CETT features go to ``features/origin_<set>/``, and the instruct probe is
+  applied unchanged; a random-neuron probe is transferred the same way as the control.
+
+Without a base model the stage is recorded as not run, with the reason, in ``origin/origin.json``.
+Resume: sampled base answers are appended to ``origin/samples_<set>.jsonl`` as chunks finish.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hneurons.config import Config
+from hneurons.detect import EVAL_SETS, TrainData, balance
+from hneurons.errors import ConfigError, HNeuronsError, StageError
+from hneurons.features import FeatureItem, FeatureStore
+from hneurons.models import LoadedModel, fingerprint, load_model, resolve_model_source
+from hneurons.origin import (
+    base_prompt,
+    drift_test,
+    judge_and_locate,
+    neuron_drift,
+    neuron_drift_from_files,
+    random_transfer_scores,
+    tokenizer_difference,
+    transfer_scores,
+    transfer_summary,
+)
+from hneurons.rundir import append_jsonl, atomic_path, file_fingerprint, fingerprint_of, read_json, read_jsonl, write_json
+from hneurons.stages.intervene import load_h_neurons
+
+STAGE = "origin"
+NO_BASE_REASON = (
+    "no base model configured: the embedded SmolLM2-135M-Instruct has no installable base checkpoint "
+    "(see README); pass --set origin.base_model=PATH"
+)
+INSTRUCT_METHOD = "h_neurons_full_l1"  # detect's method that applies the same probe unchanged
+_GEN_CHUNK = 64
+
+
+def _files(ctx: Any) -> dict[str, Path]:
+    root = ctx.rundir.root
+    return {"probe": root / "probe" / "probe.safetensors", "h_neurons": root / "probe" / "h_neurons.json",
+            "labelled": root / "responses" / "labelled.parquet", "train_index": root / "features" / "train" / "index.json",
+            "detect": root / "detect" / "detect.json"}
+
+
+def _base_fingerprint(name: str) -> str:
+    try:
+        return fingerprint(str(resolve_model_source(name)))
+    except HNeuronsError:
+        return f"unresolved:{name}"  # run() reports the problem; here it only keys the skip check
+
+
+def inputs(ctx: Any) -> dict[str, Any]:
+    """Config that changes the result, both models' fingerprints and the files read."""
+    cfg: Config = ctx.cfg
+    o = cfg.origin
+    if o.base_model is None:
+        return {"origin": cfg.section("origin")}
+    d, r = cfg.detect, cfg.responses
+    return {
+        "origin": cfg.section("origin"),
+        "seed": cfg.seed,
+        "base": _base_fingerprint(o.base_model),
+        "model": ctx.model_fingerprint,
+        "detect": {"temperature": d.temperature, "max_new_tokens": d.max_new_tokens, "per_class": d.per_class,
+                   "min_per_class": d.min_per_class, "random_draws": d.random_draws, "n_boot": d.n_boot},
+        "responses": {"top_k": r.top_k, "top_p": r.top_p, "refusal_phrases": r.refusal_phrases},
+        "features": {"store_dtype": cfg.features.store_dtype},
+        "probe_mode": cfg.probe.mode,
+        "files": {k: file_fingerprint(p) if p.is_file() else None for k, p in _files(ctx).items() if k != "detect"},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def _safetensors_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file() and (
+        (path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file())
+
+
+def _load_base(ctx: Any) -> LoadedModel:
+    m = ctx.cfg.model
+    ctx.log(f"[origin] loading base model {ctx.cfg.origin.base_model}")
+    return load_model(ctx.cfg.origin.base_model, dtype=m.dtype, device=m.device, device_map=m.device_map,
+                      trust_remote_code=m.trust_remote_code)
+
+
+def _instruct_tokenizer(ctx: Any, source: Path) -> Any:
+    """The instruct tokenizer without loading the instruct weights (unless already loaded)."""
+    if ctx._model is not None:
+        return ctx._model.tokenizer
+    from transformers import AutoTokenizer
+
+    if source.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    return AutoTokenizer.from_pretrained(source, local_files_only=True,
+                                         trust_remote_code=ctx.cfg.model.trust_remote_code)
+
+
+def _pad_id(tok: Any) -> int:
+    return int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
+
+
+# --------------------------------------------------------------------------------------------
+# Training data for the random-neuron control
+# --------------------------------------------------------------------------------------------
+
+
+def _train_data(ctx: Any, probe: Any, d_ff: int, n_layers: int) -> TrainData:
+    import pyarrow.parquet as pq
+
+    cfg: Config = ctx.cfg
+    files = _files(ctx)
+    if not files["labelled"].is_file():
+        raise StageError(f"{files['labelled']} is missing; run `hneurons responses` first")
+    mode = cfg.probe.mode
+    regions = ["answer", "other"] if mode == "3-vs-1" else ["answer"]
+    qids, feats = FeatureStore(files["train_index"].parent).load(regions=regions,
+                                                                 expect_fingerprint=ctx.model_fingerprint)
+    rows = {str(r["qid"]): r for r in pq.read_table(files["labelled"], columns=["qid", "label"]).to_pylist()}
+    missing = [q for q in qids if q not in rows]
+    if missing:
+        raise StageError(f"features/train has question {missing[0]!r} that responses/labelled.parquet lacks; "
+                         "re-run `hneurons features --force`")
+    labels = np.array([int(rows[q]["label"]) for q in qids], dtype=np.int64)
+    return TrainData(feats["answer"], feats.get("other"), labels, probe, mode, d_ff, n_layers,
+                     random_draws=cfg.detect.random_draws, seed=cfg.seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Base-model answers (resumable), features
+# --------------------------------------------------------------------------------------------
+
+
+def _sample(ctx: Any, base: LoadedModel, name: str, recs: list[Any]) -> dict[str, dict[str, Any]]:
+    """One plain-prompt answer per question, appended to ``origin/samples_<set>.jsonl`` per chunk."""
+    from hneurons.generation import HFBackend, SamplingParams
+
+    cfg: Config = ctx.cfg
+    dc, r = cfg.detect, cfg.responses
+    params_key = fingerprint_of({"t": dc.temperature, "k": r.top_k, "p": r.top_p, "max": dc.max_new_tokens,
+                                 "seed": cfg.seed, "model": base.fingerprint, "prompt": "plain"})
+    log_path = ctx.rundir.path(STAGE, f"samples_{name}.jsonl")
+    done = {d["qid"]: d for d in read_jsonl(log_path) if d.get("params") == params_key}
+    todo = [rec for rec in recs if rec.id not in done]
+    if not todo:
+        return done
+    backend = HFBackend(base.model, base.tokenizer, batch_size=r.batch_size)
+    ctx.log(f"[origin] {name}: base model answers {len(todo)} questions ({len(done)} already in {log_path.name})")
+    position = {rec.id: i for i, rec in enumerate(recs)}
+    for start in range(0, len(todo), _GEN_CHUNK):
+        part = todo[start:start + _GEN_CHUNK]
+        sp = SamplingParams(temperature=dc.temperature, top_k=r.top_k, top_p=r.top_p, max_new_tokens=dc.max_new_tokens,
+                            n=1, seed=cfg.seed * 100_003 + position[part[0].id], stop=("\n",))
+        gens = backend.generate([base_prompt(base.tokenizer, rec.question) for rec in part], sp, progress=False)
+        lines = [{"qid": rec.id, "text": g[0].text, "finish_reason": g[0].finish_reason,
+                  "n_tokens": len(g[0].token_ids), "params": params_key} for rec, g in zip(part, gens)]
+        append_jsonl(log_path, lines)
+        done.update({ln["qid"]: ln for ln in lines})
+    return done
+
+
+def _extract(ctx: Any, base: LoadedModel, name: str, items: list[FeatureItem]) -> np.ndarray:
+    """Base-model answer-region CETT in ``features/origin_<set>/`` (cleared when the items change)."""
+    cfg: Config = ctx.cfg
+    store = FeatureStore(ctx.rundir.root / "features" / f"origin_{name}")
+    items_fp = fingerprint_of([[it.qid, list(it.input_ids), list(it.answer)] for it in items])
+    marker = store.path / "items.json"
+    if store.path.is_dir() and (not marker.is_file() or read_json(marker).get("items") != items_fp):
+        shutil.rmtree(store.path)
+    store.path.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"items": items_fp})
+    store.extract(base.model, base.layout, items, model_fingerprint=base.fingerprint, regions=("answer",),
+                  dtype=cfg.features.store_dtype, batch_size=cfg.features.batch_size,
+                  pad_token_id=_pad_id(base.tokenizer))
+    qids, feats = store.load(regions=["answer"], expect_fingerprint=base.fingerprint)
+    if qids != [it.qid for it in items]:
+        raise StageError(f"{store.path} does not match the origin items; delete it and re-run origin")
+    return feats["answer"]
+
+
+def _write_items(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = ["qid", "question", "response", "verdict", "label", "span_start", "span_end", "span_status", "balanced"]
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table({c: [r.get(c) for r in rows] for c in cols}), tmp)
+
+
+def _instruct_auroc(ctx: Any, name: str) -> float | None:
+    path = _files(ctx)["detect"]
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)["sets"][name]["methods"][INSTRUCT_METHOD]["auroc"]
+    except (KeyError, TypeError):
+        return None
+
+
+def _transfer(ctx: Any, base: LoadedModel, probe: Any, h_idx: np.ndarray, train: TrainData | None) -> tuple[dict, dict]:
+    from hneurons.data import load_dataset
+
+    cfg: Config = ctx.cfg
+    o, dc = cfg.origin, cfg.detect
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in o.sets:
+        es = EVAL_SETS[name]
+        if es.dataset is None:
+            skipped[name] = f"{name} has no gold answers to judge base-model answers against; use triviaqa, nq_open or bioasq"
+            continue
+        recs = load_dataset(es.dataset, limit=o.n_questions)
+        samples = _sample(ctx, base, name, recs)
+        items = judge_and_locate(base.tokenizer, es, recs, [samples[r.id]["text"] for r in recs],
+                                 cfg.responses.refusal_phrases)
+        located = [i for i, it in enumerate(items) if it.feature is not None]
+        labels = np.array([items[i].label for i in located], dtype=np.int64)
+        bal = balance(labels, dc.per_class, dc.min_per_class, cfg.seed)
+        keep = {located[j] for j in bal.indices}
+        rows = [{**it.row(), "balanced": i in keep} for i, it in enumerate(items)]
+        _write_items(ctx.rundir.path(STAGE, f"items_{name}.parquet"), rows)
+        counts = {"questions": len(recs), "refusals": sum(it.verdict == "refusal" for it in items),
+                  "unlocated": sum(it.label is not None and it.feature is None for it in items),
+                  "available": bal.available}
+        if bal.reason is not None:
+            skipped[name] = bal.reason
+            ctx.log(f"[origin] {name} skipped: {bal.reason}")
+            continue
+        X = _extract(ctx, base, name, [items[located[j]].feature for j in bal.indices])
+        y = labels[bal.indices]
+        rand = random_transfer_scores(train, X, h_idx, max(1, dc.random_draws), cfg.seed) if train is not None else None
+        entry = transfer_summary(y, transfer_scores(probe, X), rand, dc.n_boot, cfg.seed)
+        entry.update(instruct_auroc=_instruct_auroc(ctx, name), instruct_method=INSTRUCT_METHOD, counts=counts)
+        results[name] = entry
+        ctx.log(f"[origin] {name}: transfer AUROC {entry['auroc']:.3f} (n = {entry['n']})")
+    return results, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    """Drift and transfer against the configured base model; write origin.json and drift.parquet."""
+    cfg: Config = ctx.cfg
+    o = cfg.origin
+    out_json = ctx.rundir.path(STAGE, "origin.json")
+    if o.base_model is None:
+        write_json(out_json, {"status": "not run", "reason": NO_BASE_REASON})
+        return {"status": "not run", "reason": NO_BASE_REASON}
+    unknown = [s for s in o.sets if s not in EVAL_SETS]
+    if unknown:
+        raise ConfigError(f"origin.sets: unknown set {unknown[0]!r}; choose from {', '.join(EVAL_SETS)}")
+    scope = o.drift_scope
+    files = _files(ctx)
+    from hneurons.probe import HNeuronProbe
+
+    probe = HNeuronProbe.load(files["probe"])
+    inst_src = resolve_model_source(cfg.model.name)
+    base_src = resolve_model_source(o.base_model)
+
+    base: LoadedModel | None = None
+    if _safetensors_dir(inst_src) and _safetensors_dir(base_src):
+        ctx.log(f"[origin] drift: streaming {inst_src.name} vs {base_src.name} from safetensors")
+        drift = neuron_drift_from_files(inst_src, base_src, scope=scope, progress=True)
+        drift_source = "safetensors"
+    else:
+        base = _load_base(ctx)
+        drift = neuron_drift(ctx.model.layout, base.layout, scope=scope, progress=True)
+        drift_source = "loaded models"
+    h_idx = load_h_neurons(files["h_neurons"], drift.d_ff, drift.n_layers)
+    test = drift_test(drift, h_idx, o.permutations, cfg.seed)
+    with atomic_path(ctx.rundir.path(STAGE, "drift.parquet")) as tmp:
+        import pyarrow.parquet as pq
+
+        pq.write_table(drift.table(h_idx), tmp)
+    ctx.log(f"[origin] drift: mean normalised rank of {test['n_h']} H-Neurons {test['mean_rank_h']:.3f} "
+            f"(t-test p {test['t_p']}, permutation p {test['perm_p']})")
+
+    if base is None:
+        base = _load_base(ctx)
+    note = tokenizer_difference(_instruct_tokenizer(ctx, inst_src), base.tokenizer)
+    if note:
+        ctx.log(f"[origin] warning: {note}; base answers are prompted in plain text, so this is usually harmless")
+    try:
+        train: TrainData | None = _train_data(ctx, probe, drift.d_ff, drift.n_layers)
+    except HNeuronsError as exc:
+        train = None
+        ctx.log(f"[origin] random-neuron transfer control skipped: {exc}")
+    transfer, skipped = _transfer(ctx, base, probe, h_idx, train)
+
+    write_json(out_json, {
+        "status": "done", "reason": None,
+        "base_model": {"name": base.name, "source": base.source, "fingerprint": base.fingerprint},
+        "instruct_fingerprint": ctx.model_fingerprint,
+        "tokenizer_note": note,
+        "transfer": transfer, "skipped": skipped,
+        "drift": {**test, "source": drift_source},
+    })
+    return {"drift_mean_rank_h": test["mean_rank_h"], "drift_t_p": test["t_p"], "drift_perm_p": test["perm_p"],
+            "transfer_auroc": {k: v["auroc"] for k, v in transfer.items()}, "skipped": skipped}
