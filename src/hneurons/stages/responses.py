@@ -1,0 +1,245 @@
+"""Stage 1 — responses: sample, judge, keep consistent questions, locate answer spans, split.
+
+Paper protocol (PAPER.md §2): the first N questions of the training pool, the prompt
+``"{q} Respond with the answer only, without any explanation."`` through the chat template, K samples
+(T = 1.0, top-k 50, top-p 0.9, ≤ 50 new tokens), refusals filtered, and only questions answered
+correctly K/K (faithful, label 0) or wrongly K/K (hallucinated, label 1) are kept.
+
+``responses.screen = true`` (the CPU default preset) first answers every question greedily and
+samples K only for the questions the classes can use: all greedy-correct ones and as many
+greedy-wrong ones. Small models answer few questions correctly, so sampling K for every question
+would spend most of the time on questions that can only ever join the (plentiful) wrong class.
+
+Every sampled response is appended to ``samples.jsonl`` as its batch finishes; a re-run reads the
+log and samples only what is missing, so an interruption loses at most one batch.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from hneurons.data import load_dataset
+from hneurons.data.registry import Record
+from hneurons.errors import ConfigError, StageError
+from hneurons.generation import SamplingParams, make_backend
+from hneurons.judge import LLMJudge, is_refusal, match_alias
+from hneurons.pipeline import Context
+from hneurons.rundir import append_jsonl, atomic_path, read_jsonl, write_json
+from hneurons.spans import Span, build_sequence, default_span, render_prompt
+
+
+def inputs(ctx: Context) -> dict[str, Any]:
+    return {"responses": ctx.cfg.section("responses"), "prompt_format": ctx.cfg.model.prompt_format,
+            "model": ctx.model_fingerprint, "seed": ctx.cfg.seed}
+
+
+def user_text(question: str, suffix: str) -> str:
+    """The user turn of the paper's prompt: the stripped question, a space, the suffix."""
+    return f"{question.strip()} {suffix}".strip()
+
+
+class _Judge:
+    """Refusal prefilter, then the rule judge (alias match) or an LLM judge."""
+
+    def __init__(self, ctx: Context):
+        r = ctx.cfg.responses
+        self.phrases = tuple(r.refusal_phrases)
+        self.llm = None
+        if r.judge == "llm":
+            if not (r.judge_url and r.judge_model):
+                raise ConfigError("responses.judge = llm needs responses.judge_url and responses.judge_model")
+            self.llm = LLMJudge(r.judge_url, r.judge_model, cache_dir=ctx.rundir.path("responses", "judge_cache"))
+
+    def __call__(self, rec: Record, text: str) -> tuple[str, str | None]:
+        if is_refusal(text, self.phrases):
+            return "refusal", None
+        alias = match_alias(text, rec.answers, rec.question)
+        if self.llm is not None:
+            verdict = self.llm.judge_qa(rec.question, text, rec.answers)
+            if verdict is None:
+                return "error", alias
+            return ("correct" if verdict else "wrong"), alias
+        return ("correct" if alias is not None else "wrong"), alias
+
+
+def sampling_backend(ctx: Context) -> Any:
+    """The configured sampling backend (``responses.backend``): hf, vllm or an OpenAI-compatible server."""
+    r = ctx.cfg.responses
+    if r.backend == "openai":
+        if not (r.backend_url and r.backend_model):
+            raise ConfigError("responses.backend = openai needs responses.backend_url and responses.backend_model")
+        return make_backend("openai", base_url=r.backend_url, model=r.backend_model)
+    if r.backend == "vllm":
+        return make_backend("vllm", model=ctx.model.source)
+    return make_backend("hf", model=ctx.model.model, tokenizer=ctx.model.tokenizer, batch_size=r.batch_size)
+
+
+def _sample_phase(ctx: Context, backend: Any, records: list[Record], prompts: dict[str, str], phase: str,
+                  params: SamplingParams, judge: _Judge, done: dict[tuple[str, str], list[dict]],
+                  chunk: int) -> tuple[int, float]:
+    """Sample every record not yet in the log for this phase, appending finished chunks."""
+    todo = [r for r in records if len(done.get((r.id, phase), [])) < params.n]
+    log_path = ctx.rundir.path("responses", "samples.jsonl")
+    tokens, seconds = 0, 0.0
+    bar = tqdm(total=len(todo), desc=f"responses ({phase})", unit="q")
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        t0 = time.perf_counter()
+        # the seed follows the question's position in the pool, so resumed chunks sample as before
+        seed = ctx.cfg.seed * 7_919 + records.index(part[0])
+        gens = backend.generate([prompts[r.id] for r in part], SamplingParams(**{**params.__dict__, "seed": seed}),
+                                progress=False)
+        seconds += time.perf_counter() - t0
+        rows = []
+        for rec, samples in zip(part, gens):
+            for j, g in enumerate(samples):
+                verdict, alias = judge(rec, g.text)
+                tokens += len(g.token_ids)
+                rows.append({"qid": rec.id, "phase": phase, "sample": j, "text": g.text, "token_ids": list(g.token_ids),
+                             "finish_reason": g.finish_reason, "verdict": verdict, "matched_alias": alias})
+        append_jsonl(log_path, rows)
+        for row in rows:
+            done.setdefault((row["qid"], phase), []).append(row)
+        bar.update(len(part))
+    bar.close()
+    return tokens, seconds
+
+
+def _representative(samples: list[dict]) -> dict:
+    """The most frequent response (ties: first in sampling order — deterministic, PAPER.md §8.24)."""
+    counts = Counter(s["text"] for s in samples)
+    best = max(counts.values())
+    return next(s for s in samples if counts[s["text"]] == best)
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    cfg, r = ctx.cfg, ctx.cfg.responses
+    records = load_dataset(r.dataset, path=r.path, limit=r.n_questions)
+    if len(records) < r.n_questions:
+        ctx.log(f"[responses] the pool has only {len(records)} questions (asked for {r.n_questions}); using all")
+    loaded = ctx.model
+    chat = cfg.model.prompt_format == "chat"
+    prompts = {rec.id: render_prompt(loaded.tokenizer, user_text(rec.question, r.suffix), chat=chat) for rec in records}
+    backend = sampling_backend(ctx)
+    judge = _Judge(ctx)
+    done: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in read_jsonl(ctx.rundir.path("responses", "samples.jsonl")):
+        done[(row["qid"], row["phase"])].append(row)
+    stop = ("\n",) if not chat else ()
+    sample_params = SamplingParams(temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
+                                   max_new_tokens=r.max_new_tokens, n=r.k, stop=stop)
+    tokens = 0
+    seconds = 0.0
+    screen_stats: dict[str, int] = {}
+    candidates = records
+    if r.screen:
+        greedy = SamplingParams(temperature=0.0, max_new_tokens=r.max_new_tokens, n=1, stop=stop)
+        t, s = _sample_phase(ctx, backend, records, prompts, "screen", greedy, judge, done, chunk=r.batch_size)
+        tokens, seconds = tokens + t, seconds + s
+        right = [rec for rec in records if done[(rec.id, "screen")][0]["verdict"] == "correct"]
+        wrong = [rec for rec in records if done[(rec.id, "screen")][0]["verdict"] == "wrong"]
+        n_wrong = max(len(right), r.min_per_class * 2)
+        if r.screen_max_candidates:
+            right, n_wrong = right[:r.screen_max_candidates], min(n_wrong, r.screen_max_candidates)
+        chosen = {rec.id for rec in right + wrong[:n_wrong]}
+        candidates = [rec for rec in records if rec.id in chosen]
+        screen_stats = {"questions": len(records), "greedy_correct": len(right), "greedy_wrong": len(wrong),
+                        "candidates": len(candidates)}
+        ctx.log(f"[responses] screening: {len(right)}/{len(records)} greedy-correct; sampling K={r.k} for {len(candidates)}")
+    per_chunk = max(1, r.batch_size // r.k) * 2
+    t, s = _sample_phase(ctx, backend, candidates, prompts, "sample", sample_params, judge, done, chunk=per_chunk)
+    tokens, seconds = tokens + t, seconds + s
+    return _label_and_split(ctx, records, candidates, prompts, done, chat, tokens, seconds, screen_stats)
+
+
+def _label_and_split(ctx: Context, records: list[Record], candidates: list[Record], prompts: dict[str, str],
+                     done: dict[tuple[str, str], list[dict]], chat: bool, tokens: int, seconds: float,
+                     screen_stats: dict[str, int]) -> dict[str, Any]:
+    r = ctx.cfg.responses
+    k = r.k
+    need = r.min_agree or k
+    tok = ctx.model.tokenizer
+    hist = [0] * (k + 1)
+    refusal_q = mixed = unlocated = 0
+    labelled: list[dict] = []
+    by_id = {rec.id: rec for rec in records}
+    for rec in candidates:
+        samples = sorted(done[(rec.id, "sample")], key=lambda s: s["sample"])[:k]
+        n_correct = sum(s["verdict"] == "correct" for s in samples)
+        hist[n_correct] += 1
+        if any(s["verdict"] in ("refusal", "error") for s in samples):
+            refusal_q += 1
+            continue
+        if n_correct >= need:
+            label, pool = 0, [s for s in samples if s["verdict"] == "correct"]
+        elif k - n_correct >= need:
+            label, pool = 1, [s for s in samples if s["verdict"] == "wrong"]
+        else:
+            mixed += 1
+            continue
+        rep = _representative(pool)
+        user = user_text(rec.question, r.suffix)
+        seq = build_sequence(tok, user, rep["text"], chat=chat)
+        span = default_span(seq, rep["matched_alias"] if label == 0 else None)
+        ok = isinstance(span, Span)
+        unlocated += not ok
+        labelled.append({
+            "qid": rec.id, "question": rec.question, "prompt": user, "response": rep["text"], "label": label,
+            "n_correct": n_correct, "k": k, "split": "", "span_start": span.start if ok else -1,
+            "span_end": span.end if ok else -1, "span_text": span.text if ok else "",
+            "span_status": "ok" if ok else span.reason,
+        })
+    classes = {c: [row for row in labelled if row["label"] == c and row["span_status"] == "ok"] for c in (0, 1)}
+    m = min(len(classes[0]), len(classes[1]))
+    if m < r.min_per_class:
+        raise StageError(
+            f"only {len(classes[0])} faithful and {len(classes[1])} hallucinated consistent questions with located "
+            f"spans (need ≥ {r.min_per_class} each); raise responses.n_questions, lower responses.temperature or "
+            "responses.min_agree, or lower responses.min_per_class"
+        )
+    n_held = round(m * r.heldout_fraction) if m >= 4 else 0
+    n_train = min(r.per_class, m - n_held)
+    if n_train < r.per_class:
+        ctx.log(f"[responses] warning: {n_train} training questions per class (asked for {r.per_class}); "
+                "sizes shrank to what the model's consistent answers allow")
+    rng = random.Random(ctx.cfg.seed)
+    splits: dict[str, dict[str, list[str]]] = {"train": {}, "heldout": {}}
+    for c, rows in classes.items():
+        rows = rows[:]
+        rng.shuffle(rows)
+        for row in rows[:n_train]:
+            row["split"] = "train"
+        for row in rows[n_train:n_train + n_held]:
+            row["split"] = "heldout"
+        splits["train"][str(c)] = [row["qid"] for row in rows[:n_train]]
+        splits["heldout"][str(c)] = [row["qid"] for row in rows[n_train:n_train + n_held]]
+    _write_tables(ctx, by_id, done, labelled)
+    write_json(ctx.rundir.path("responses", "splits.json"), {**splits, "seed": ctx.cfg.seed})
+    stats = {
+        "questions_sampled": len(candidates), "questions_in_pool": len(records), "k": k, "min_agree": need,
+        "temperature": r.temperature, "correct_count_hist": hist,
+        "kept": {"faithful": sum(row["label"] == 0 for row in labelled),
+                 "hallucinated": sum(row["label"] == 1 for row in labelled)},
+        "mixed": mixed, "refusal_questions": refusal_q, "unlocated_spans": unlocated,
+        "train": {"faithful": n_train, "hallucinated": n_train}, "heldout": {"faithful": n_held, "hallucinated": n_held},
+        "seconds": round(seconds, 2), "tokens": tokens, "tok_s": round(tokens / seconds, 1) if seconds else None,
+        "screen": screen_stats, "judge": r.judge,
+    }
+    write_json(ctx.rundir.path("responses", "stats.json"), stats)
+    return {"kept": stats["kept"], "train_per_class": n_train, "heldout_per_class": n_held, "unlocated_spans": unlocated}
+
+
+def _write_tables(ctx: Context, by_id: dict[str, Record], done: dict[tuple[str, str], list[dict]],
+                  labelled: list[dict]) -> None:
+    rows = [{**s, "question": by_id[qid].question} for (qid, _), samples in done.items() if qid in by_id for s in samples]
+    with atomic_path(ctx.rundir.path("responses", "responses.parquet")) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+    with atomic_path(ctx.rundir.path("responses", "labelled.parquet")) as tmp:
+        pq.write_table(pa.Table.from_pylist(labelled), tmp)
