@@ -1,0 +1,125 @@
+"""hneurons.stats against hand-computed values and scipy/sklearn references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from sklearn.metrics import roc_auc_score
+
+from hneurons import stats as S
+from hneurons.errors import ConfigError, DataError
+
+
+def test_auroc_hand_value_with_ties():
+    # positives {0.8, 0.4}, negatives {0.4, 0.1}: pairs (0.8>0.4)=1, (0.8>0.1)=1, (0.4=0.4)=0.5, (0.4>0.1)=1 -> 3.5/4
+    assert S.auroc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1]) == pytest.approx(0.875)
+
+
+def test_auroc_matches_sklearn_random():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.normal(size=300) + y * 0.5, 1)  # rounding creates many ties
+    assert S.auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_auroc_one_class_is_nan_and_nan_scores_raise():
+    assert math.isnan(S.auroc([1, 1, 1], [0.1, 0.2, 0.3]))
+    with pytest.raises(DataError, match=r"scores\[1\]"):
+        S.auroc([0, 1], [0.1, float("nan")])
+    with pytest.raises(DataError, match="aligned"):
+        S.auroc([0, 1, 1], [0.1, 0.2])
+    with pytest.raises(DataError, match="binary"):
+        S.auroc([0, 2], [0.1, 0.2])
+
+
+def test_accuracy_and_balanced_threshold():
+    assert S.accuracy([1, 0, 1, 0], [1, 1, 1, 0]) == 0.75
+    # All scores below 0.5 (the 3-vs-1 calibration problem): fixed threshold gives 50 %,
+    # the prevalence-matched threshold ranks correctly -> 100 %.
+    y = [1, 1, 0, 0]
+    s = [0.40, 0.35, 0.2, 0.1]
+    assert S.balanced_threshold_accuracy(y, s, threshold=0.5) == 0.5
+    assert S.prevalence_threshold(y, s) == pytest.approx(0.275)
+    assert S.balanced_threshold_accuracy(y, s) == 1.0
+    with pytest.raises(DataError):
+        S.accuracy([], [])
+
+
+def test_bootstrap_ci_contains_point_and_is_stratified():
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(40), np.zeros(40)]
+    s = rng.normal(size=80) + y
+    seen = []
+
+    def metric(yy, ss):
+        seen.append(int(yy.sum()))
+        return S.auroc(yy, ss)
+
+    point, lo, hi = S.bootstrap_ci(metric, y, s, n_boot=200, seed=0)
+    assert lo <= point <= hi
+    assert point == pytest.approx(roc_auc_score(y, s))
+    assert set(seen) == {40}  # every replicate keeps 40 positives
+    # Same seed -> same interval.
+    assert S.bootstrap_ci(S.auroc, y, s, n_boot=200, seed=0) == S.bootstrap_ci(S.auroc, y, s, n_boot=200, seed=0)
+    with pytest.raises(ConfigError):
+        S.bootstrap_ci(S.auroc, y, s, alpha=1.5)
+
+
+def test_wilson_interval_hand_value():
+    # Wilson 95 % for 8/10: centre = (0.8 + 1.9208/10)/1.38415 ... known value (0.4902, 0.9433)
+    p, lo, hi = S.proportion_ci(8, 10)
+    assert p == 0.8
+    assert lo == pytest.approx(0.4902, abs=1e-4)
+    assert hi == pytest.approx(0.9433, abs=1e-4)
+    p0, lo0, hi0 = S.proportion_ci(0, 20)
+    assert lo0 == 0.0 and 0 < hi0 < 0.2
+    assert all(math.isnan(v) for v in S.proportion_ci(0, 0))
+    with pytest.raises(DataError):
+        S.proportion_ci(5, 3)
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater", "two-sided"])
+def test_welch_matches_scipy(alternative):
+    rng = np.random.default_rng(2)
+    a = rng.normal(0.0, 1.0, 30)
+    b = rng.normal(0.4, 2.0, 50)
+    ours = S.welch_t_one_sided(a, b, alternative=alternative)
+    ref = sps.ttest_ind(a, b, equal_var=False, alternative=alternative)
+    assert ours.statistic == pytest.approx(ref.statistic, rel=1e-10)
+    assert ours.pvalue == pytest.approx(ref.pvalue, rel=1e-8)
+
+
+def test_welch_bad_input():
+    with pytest.raises(DataError):
+        S.welch_t_one_sided([1.0], [1.0, 2.0])
+    with pytest.raises(ConfigError):
+        S.welch_t_one_sided([1.0, 2.0], [1.0, 2.0], alternative="up")
+
+
+def test_permutation_test_exact_small_case():
+    # a = {3, 4}, b = {0, 1}: of the 6 equally likely splits only the observed one has a mean diff >= 3,
+    # so the exact one-sided p is 1/6; a Monte-Carlo estimate must be close.
+    obs, p = S.permutation_test([3, 4], [0, 1], n_perm=20000, seed=0, alternative="greater")
+    assert obs == 3.0
+    assert p == pytest.approx(1 / 6, abs=0.015)
+    _, p2 = S.permutation_test([3, 4], [0, 1], n_perm=20000, seed=0, alternative="two-sided")
+    assert p2 == pytest.approx(2 / 6, abs=0.02)
+    _, pl = S.permutation_test([3, 4], [0, 1], n_perm=2000, seed=0, alternative="less")
+    assert pl == pytest.approx(1.0, abs=1e-9)
+
+
+def test_risk_coverage_and_aurc_hand_values():
+    correct = [True, False, True, True]
+    conf = [0.9, 0.8, 0.7, 0.1]
+    cov, acc = S.risk_coverage(correct, conf)
+    np.testing.assert_allclose(cov, [0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(acc, [1.0, 0.5, 2 / 3, 0.75])
+    assert S.aurc(correct, conf) == pytest.approx((1.0 + 0.5 + 2 / 3 + 0.75) / 4)
+    # Ties enter together: one point at coverage 0.5 with accuracy 0.5.
+    cov_t, acc_t = S.risk_coverage([True, False, True, True], [0.9, 0.9, 0.5, 0.5])
+    np.testing.assert_allclose(cov_t, [0.5, 1.0])
+    np.testing.assert_allclose(acc_t, [0.5, 0.75])
+    assert S.aurc([True, False, True, True], [0.9, 0.9, 0.5, 0.5]) == pytest.approx(0.5 * 0.5 + 0.75 * 0.5)
