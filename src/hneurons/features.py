@@ -14,6 +14,7 @@ as they finish, so a re-run resumes at the first missing chunk.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from hneurons.arch import Layout
 from hneurons.errors import DataError, FingerprintMismatch, StageError
-from hneurons.hooks import capture_cett
+from hneurons.hooks import capture_cett, column_norms
 from hneurons.rundir import atomic_path, write_json
 
 REGIONS = ("answer", "other", "prompt")
@@ -115,6 +116,10 @@ def extract_cett(
         device = next(model.parameters()).device  # the embedding's device under device_map
     except StopIteration:
         pass
+    # Features need no logits: the LM head over every position is ~15-20% of a small model's
+    # forward (vocab × d_model per token), so ask for the last position only where supported.
+    skip_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    wnorms = [column_norms(layout, layer) for layer in range(layout.n_layers)]  # once, not per batch
     batches = _batches(items, batch_size, max_tokens)
     bar = tqdm(total=len(items), desc="CETT features", unit="resp", disable=not progress)
     for batch in batches:
@@ -127,8 +132,8 @@ def extract_cett(
             ids[row, :n] = torch.tensor(items[i].input_ids)
             attn[row, :n] = 1
             masks[row] = region_masks(items[i], seq_len, regions, other_scope)
-        with capture_cett(layout, masks) as feats:
-            model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False)
+        with capture_cett(layout, masks, wnorms=wnorms) as feats:
+            model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False, **skip_logits)
         flat = feats.reshape(len(batch), layout.n_layers, len(regions), layout.d_ff).permute(2, 0, 1, 3)
         flat = flat.reshape(len(regions), len(batch), layout.n_neurons).numpy()
         for r, region in enumerate(regions):

@@ -15,7 +15,7 @@ All arithmetic on CETT is float32 whatever the model dtype (PAPER.md §8.20).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 
 import numpy as np
@@ -31,6 +31,18 @@ CETT_EPS = 1e-8  # official extract_activations.py
 def column_norms(layout: Layout, layer: int) -> torch.Tensor:
     """‖W_down[:, j]‖ for every neuron of a layer, float32, on the layer's device."""
     return layout.down_weight(layer).detach().float().norm(dim=0)
+
+
+def down_output(module: nn.Module, output: torch.Tensor | tuple) -> torch.Tensor:
+    """CETT's h: the down-projection's output without its bias, i.e. h = W_down·z (PAPER.md §3.1).
+
+    None of the paper's models has FFN biases; for those that do (GPT-2, Phi, GPT-NeoX) leaving the
+    bias in would make h more than the neurons' summed contribution, break Σ_j CETT ≥ 1 and let a
+    constant vector dilute every neuron's share.
+    """
+    h = output[0] if isinstance(output, tuple) else output
+    bias = getattr(module, "bias", None)
+    return h - bias if isinstance(bias, torch.Tensor) else h
 
 
 def neurons_by_layer(neurons: Iterable[int] | np.ndarray, d_ff: int, n_layers: int) -> dict[int, list[int]]:
@@ -73,6 +85,7 @@ def capture_cett(
     region_masks: torch.Tensor,
     layers: Iterable[int] | None = None,
     eps: float = CETT_EPS,
+    wnorms: Sequence[torch.Tensor] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Capture per-region mean CETT of every neuron during one forward pass.
 
@@ -80,10 +93,16 @@ def capture_cett(
         layout: the model's resolved layout.
         region_masks: [batch, regions, seq] 0/1 (or weights); pad positions must be 0 everywhere.
         layers: restrict to these layers (default all).
+        wnorms: :func:`column_norms` of every layer, when the caller runs many batches and has
+            computed them once (they cost about a third of the hooks' work per batch otherwise).
 
     Yields:
-        A float32 CPU tensor [batch, n_layers, regions, d_ff], filled by the forward pass run
-        inside the ``with`` block. A region with no tokens gives NaN (no feature), never 0.
+        A float32 CPU tensor [batch, n_layers, regions, d_ff], filled when the ``with`` block (which
+        runs the forward pass) exits. A region with no tokens gives NaN (no feature), never 0.
+
+    Each hook does one bmm of the region weights (already divided by ‖h_t‖) with |z| and keeps the
+    small result on the layer's device; everything is copied to the host once per forward, so a
+    GPU never waits for a per-layer device-to-host copy.
     """
     layer_ids = list(range(layout.n_layers)) if layers is None else list(layers)
     masks = region_masks.float()
@@ -92,26 +111,40 @@ def capture_cett(
     empty = (counts.squeeze(-1) == 0)  # [B, R]
     b, r, _ = masks.shape
     out = torch.full((b, layout.n_layers, r, layout.d_ff), float("nan"), dtype=torch.float32)
+    results: dict[int, torch.Tensor] = {}
+    weights_on: dict[torch.device, torch.Tensor] = {}
+    # |z| in float32 goes into one scratch buffer per device, reused by every layer: a fresh
+    # [B, T, d_ff] allocation per layer costs more (page faults) than the abs itself.
+    scratch: dict[torch.device, torch.Tensor] = {}
     handles = []
     for layer in layer_ids:
         module = layout.down_projs[layer]
         dev = layout.down_weight(layer).device
-        wnorm = column_norms(layout, layer)
-        weights = weights_cpu.to(dev)
+        wnorm = wnorms[layer] if wnorms is not None else column_norms(layout, layer)
+        weights = weights_on.setdefault(dev, weights_cpu.to(dev))
 
+        @torch.no_grad()
         def hook(mod: nn.Module, args: tuple, output: torch.Tensor, layer: int = layer,
                  wnorm: torch.Tensor = wnorm, weights: torch.Tensor = weights) -> None:
             z = args[0]
-            h = output[0] if isinstance(output, tuple) else output
+            h = down_output(mod, output)
             inv = 1.0 / (h.float().norm(dim=-1) + eps)  # [B, T]
             w = weights * inv.unsqueeze(1)  # [B, R, T]
-            feats = torch.bmm(w, z.float().abs()) * wnorm  # [B, R, d_ff]
-            out[:, layer] = feats.to("cpu", non_blocking=False)
+            buf = scratch.get(z.device)
+            if buf is None or buf.shape != z.shape:
+                buf = scratch[z.device] = torch.empty(z.shape, dtype=torch.float32, device=z.device)
+            abs_z = torch.abs(z, out=buf) if z.dtype == torch.float32 else buf.copy_(z).abs_()
+            results[layer] = torch.bmm(w, abs_z).mul_(wnorm)  # [B, R, d_ff]
 
         handles.append(module.register_forward_hook(hook))
     with _hooks(handles):
         yield out
-    out[:, :, :, :].masked_fill_(empty[:, None, :, None], float("nan"))
+    by_device: dict[torch.device, list[int]] = {}
+    for layer in sorted(results):
+        by_device.setdefault(results[layer].device, []).append(layer)
+    for layers_here in by_device.values():
+        out[:, layers_here] = torch.stack([results[i] for i in layers_here], dim=1).cpu()
+    out.masked_fill_(empty[:, None, :, None], float("nan"))
 
 
 @contextmanager
@@ -140,7 +173,7 @@ def record_cett(layout: Layout, neurons: Iterable[int] | np.ndarray, eps: float 
         def hook(mod: nn.Module, args: tuple, output: torch.Tensor, layer: int = layer,
                  index: torch.Tensor = index, wnorm: torch.Tensor = wnorm, cols: torch.Tensor = cols) -> None:
             z = args[0]
-            h = output[0] if isinstance(output, tuple) else output
+            h = down_output(mod, output)
             vals = z.index_select(-1, index).float().abs() * wnorm / (h.float().norm(dim=-1, keepdim=True) + eps)
             buf = step["buf"]
             if buf is None:
