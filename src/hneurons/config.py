@@ -178,6 +178,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "probe.suppression_questions": 8,
         "probe.suppression_max_new_tokens": 12,
         "probe.stability_resamples": 2,
+        "detect.sets": ["smoke", "nonexist"],
         "detect.n_questions": 16,
         "detect.temperature": 0.0,
         "detect.max_new_tokens": 16,

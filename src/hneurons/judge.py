@@ -100,7 +100,7 @@ BROAD_REFUSAL_PHRASES: tuple[str, ...] = (
     "does not exist", "doesn't exist", "do not exist", "don't exist", "not exist",
     "not aware of", "no record", "no records", "do not know", "not know", "no idea", "never heard",
     "no data", "not have information", "not have any information", "i'm not sure", "i am not sure", "not sure",
-    "unable to", "fictional", "not a real", "not real", "no such", "couldn't find",
+    "unable to", "may be fictional", "not a real", "not real", "no such", "couldn't find",
     "could not find", "can't find", "cannot find", "not find any", "not familiar",
     "not recognized", "not recognised", "don't recognize", "do not recognize",
     "don't have information", "do not have information", "don't have any information",

@@ -37,6 +37,7 @@ SOURCE_COUNTS = {
     "falseqa_train": 2374, "falseqa_valid": 982, "forbidden_questions": 390, "jailbreak_templates": 55,
     "jailbreak_prompts": 1405, "jbb_harmful": 100, "jbb_benign": 100, "advbench": 520, "strongreject": 313,
     "harmbench": 400, "judge_validation_triviaqa": 573, "judge_validation_falseqa": 1032,
+    "smoke_qa": 80, "smoke_heldout": 40,
 }
 
 

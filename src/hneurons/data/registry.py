@@ -493,6 +493,8 @@ _reg("nq_open", "NQ-Open dev split (Lee et al. 2019), 3,610 questions", "nq_open
      load_qa, "qa", "nq_open/SOURCE.md", 3610)
 _reg("smoke_qa", "40 easy hand-written questions interleaved with 40 TriviaQA questions (smoke preset only)",
      "smoke/smoke_qa.jsonl", load_qa, "qa", "smoke/SOURCE.md", 80)
+_reg("smoke_heldout", "20 easy hand-written questions interleaved with 20 held-out TriviaQA questions (smoke preset only)",
+     "smoke/smoke_heldout.jsonl", load_qa, "qa", "smoke/SOURCE.md", 40)
 _reg("bioasq", "BioASQ Task B factoid questions, golden batches 7b-11b", "bioasq/bioasq_factoid_7b-11b.jsonl.gz",
      load_qa, "qa", "bioasq/SOURCE.md", 740)
 for _split, _n in (("test", 1374), ("train", 2374), ("valid", 982)):
