@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hneurons.cli_use import register as register_use_commands
 from hneurons.errors import ConfigError, HNeuronsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -146,6 +147,9 @@ def archs() -> None:
     for key, a in supported_architectures():
         table.add_row(key, " | ".join(a.layers), a.down_proj, a.up_proj, a.gate_proj or "-", a.weight_layout)
     Console().print(table)
+
+
+register_use_commands(app)
 
 
 def main() -> None:

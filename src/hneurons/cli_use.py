@@ -1,0 +1,108 @@
+"""CLI commands that use a fitted run on new text: ``score``, ``generate``, ``serve``.
+
+Registered on the main app by :func:`register`; user errors surface as
+:class:`~hneurons.errors.HNeuronsError` and are printed as one line by ``hneurons.cli.main``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+RunDirArg = Annotated[Path, typer.Argument(help="run directory with a fitted probe (e.g. runs/default)")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="use this model instead of the run's (fingerprint checked)")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="use the model even if its fingerprint differs from the run's")]
+AlphaOpt = Annotated[float, typer.Option("--alpha", help="scale the H-Neurons by this factor while generating (1 = off)")]
+AbstainOpt = Annotated[Optional[float], typer.Option("--abstain-above", help="abstain when p_hallucination exceeds this")]
+
+
+def _state(run_dir: Path, model: str | None, force: bool):
+    from hneurons.scoring import load_state
+
+    loaded = None
+    if model is not None:
+        from hneurons.models import load_model
+
+        loaded = load_model(model)
+    return load_state(run_dir, model=loaded, force=force)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``score``, ``generate`` and ``serve`` to ``app``."""
+
+    @app.command()
+    def score(
+        run_dir: RunDirArg,
+        input: Annotated[Path, typer.Argument(help=".jsonl or .csv with 'question', optional 'answer' and 'id'")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="jsonl to append results to (resumable)")] = Path("scores.jsonl"),
+        model: ModelOpt = None,
+        force: ForceOpt = False,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+        on_long: Annotated[str, typer.Option("--on-long", help="truncate | refuse inputs longer than the model's context")] = "truncate",
+    ) -> None:
+        """Score (question, answer) pairs with the run's probe; missing answers are generated first."""
+        from hneurons.scoring import read_items, score_file
+
+        read_items(input)  # report input errors before loading the model
+        stats = score_file(_state(run_dir, model, force), input, output, batch_size=batch_size, on_long=on_long)
+        console.print(f"scored {stats['scored']} item(s), skipped {stats['skipped']} already in {output}")
+
+    @app.command()
+    def generate(
+        run_dir: RunDirArg,
+        questions: Annotated[list[str], typer.Argument(help="one or more questions")],
+        alpha: AlphaOpt = 1.0,
+        abstain_above: AbstainOpt = None,
+        max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="default: the run's")] = None,
+        temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
+        model: ModelOpt = None,
+        force: ForceOpt = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per question")] = False,
+    ) -> None:
+        """Answer questions with guarded generation: H-Neurons scaled by α, each answer scored."""
+        from hneurons.scoring import guarded_generate
+
+        results = guarded_generate(_state(run_dir, model, force), questions, alpha=alpha, abstain_above=abstain_above,
+                                   max_new_tokens=max_new_tokens, temperature=temperature)
+        if as_json:
+            for r in results:
+                typer.echo(json.dumps(r, ensure_ascii=False))
+            return
+        table = Table(title=f"guarded generation (α = {alpha:g})")
+        for col in ("question", "answer", "p_hallucination", "top neuron"):
+            table.add_column(col)
+        for r in results:
+            p = "-" if r["p_hallucination"] is None else f"{r['p_hallucination']:.3f}"
+            top = r["top_neurons"][0] if r["top_neurons"] else None
+            table.add_row(r["question"], r["answer"] + (" [abstained]" if r["abstained"] else ""), p,
+                          f"L{top['layer']}/{top['neuron']}" if top else "-")
+        Console().print(table)
+
+    @app.command()
+    def serve(
+        run_dir: RunDirArg,
+        port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+        host: Annotated[str, typer.Option("--host", help="bind address (127.0.0.1 = this machine only)")] = "127.0.0.1",
+        alpha: AlphaOpt = 1.0,
+        abstain_above: AbstainOpt = None,
+        max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="requests decoded together")] = 8,
+        model: ModelOpt = None,
+        force: ForceOpt = False,
+    ) -> None:
+        """Serve an OpenAI-compatible /v1/chat/completions endpoint with guarded generation."""
+        from hneurons.server import create_app
+
+        state = _state(run_dir, model, force)
+        app_ = create_app(state, alpha=alpha, abstain_above=abstain_above, max_batch=max_batch)
+        console.print(f"serving {state.loaded.name} on http://{host}:{port}/v1 (α = {alpha:g}, "
+                      f"abstain above {abstain_above if abstain_above is not None else 'off'})")
+        import uvicorn
+
+        uvicorn.run(app_, host=host, port=port, log_level="info")
