@@ -145,7 +145,7 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "default": {
-        "responses.n_questions": 1200,
+        "responses.n_questions": 2400,
         "responses.screen": True,
         "responses.k": 5,
         "responses.temperature": 0.5,
@@ -155,7 +155,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "features.batch_size": 16,
         "probe.suppression_questions": 60,
         "probe.stability_resamples": 5,
-        "detect.n_questions": 150,
+        "detect.n_questions": 300,
         "detect.temperature": 0.0,
         "detect.max_new_tokens": 32,
         "detect.min_per_class": 5,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from hneurons.arch import Layout
 from hneurons.errors import DataError, FingerprintMismatch, StageError
 from hneurons.hooks import capture_cett, column_norms
-from hneurons.rundir import atomic_path, write_json
+from hneurons.rundir import atomic_path, fingerprint_of, read_json, write_json
 
 REGIONS = ("answer", "other", "prompt")
 
@@ -265,3 +266,30 @@ class FeatureStore:
         if row != idx["n"]:
             raise StageError(f"{self.path}: chunks hold {row} rows but the index says {idx['n']}; delete the folder and re-run features")
         return list(idx["qids"]), out
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id to pad feature batches with (pads carry zero weight, so any valid id works)."""
+    return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0))
+
+
+def answer_features(path: str | Path, loaded: Any, items: Sequence[FeatureItem], *, dtype: str = "float16",
+                    batch_size: int = 16) -> np.ndarray:
+    """Answer-region CETT of ``items`` kept in a store at ``path`` (detection and origin sets).
+
+    Chunks are reused only while the items are the same ones (ids, tokens and spans); if the
+    responses behind them changed, the old store is deleted first, since chunk reuse compares ids only.
+    """
+    store = FeatureStore(path)
+    items_fp = fingerprint_of([[it.qid, list(it.input_ids), list(it.answer)] for it in items])
+    marker = store.path / "items.json"
+    if store.path.is_dir() and (not marker.is_file() or read_json(marker).get("items") != items_fp):
+        shutil.rmtree(store.path)
+    store.path.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"items": items_fp})
+    store.extract(loaded.model, loaded.layout, items, model_fingerprint=loaded.fingerprint, regions=("answer",),
+                  dtype=dtype, batch_size=batch_size, pad_token_id=pad_id(loaded.tokenizer))
+    qids, feats = store.load(regions=["answer"], expect_fingerprint=loaded.fingerprint)
+    if qids != [it.qid for it in items]:
+        raise StageError(f"{store.path} does not match its items; delete it and re-run the stage")
+    return feats["answer"]

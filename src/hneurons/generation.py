@@ -187,12 +187,63 @@ class HFBackend:
             return choice
         return candidates.gather(-1, choice[:, None])[:, 0]
 
+    def _left_padded(self, prompts: Sequence[Sequence[int]], device: Any) -> tuple[Any, Any, Any]:
+        """Left-padded ids, attention mask and position ids (pads do not advance positions)."""
+        import torch
+
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for r, ids in enumerate(prompts):
+            input_ids[r, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
+            attention[r, width - len(ids) :] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0)
+
+    @staticmethod
+    def _generators(seeds: Sequence[int], device: Any) -> list[Any]:
+        """One seeded generator per row, so a row's samples do not depend on its batch."""
+        import torch
+
+        out = []
+        for seed in seeds:
+            g = torch.Generator(device=device)
+            g.manual_seed(seed)
+            out.append(g)
+        return out
+
+    def _new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        try:
+            return DynamicCache(config=self.model.config)
+        except TypeError:  # older transformers
+            return DynamicCache()
+
+    def _consume(self, nxt: Any, eos: Any, params: SamplingParams, order: list[int], live: list[bool],
+                 tokens: list[list[int]], reasons: list[str]) -> None:
+        """Append one decoded step to each live row; mark rows that hit eos or a stop string."""
+        import torch
+
+        ended = torch.isin(nxt, eos).tolist()
+        values = nxt.tolist()
+        for b, r in enumerate(order):
+            if not live[b]:
+                continue
+            if ended[b]:
+                live[b], reasons[r] = False, "stop"
+                continue
+            tokens[r].append(values[b])
+            if params.stop and _cut_at_stop(
+                self.tokenizer.decode(tokens[r], skip_special_tokens=True), params.stop
+            ) is not None:
+                live[b], reasons[r] = False, "stop"
+
     def _run_batch(
         self, prompts: list[list[int]], seeds: list[int], params: SamplingParams
     ) -> list[Generation]:
         """Decode one left-padded batch; finished rows leave the batch when ``trim_finished``."""
         import torch
-        from transformers import DynamicCache
 
         device = next(self.model.parameters()).device
         rows = len(prompts)
@@ -201,23 +252,9 @@ class HFBackend:
         for ids in prompts:
             unique.setdefault(tuple(ids), len(unique))
         expand = torch.tensor([unique[tuple(ids)] for ids in prompts], device=device)
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(unique), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(unique), width), dtype=torch.long)
-        for ids, u in unique.items():
-            input_ids[u, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[u, width - len(ids) :] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        generators = []
-        for seed in seeds:
-            g = torch.Generator(device=device)
-            g.manual_seed(seed)
-            generators.append(g)
-        try:
-            cache = DynamicCache(config=self.model.config)
-        except TypeError:  # older transformers
-            cache = DynamicCache()
+        input_ids, attention, positions = self._left_padded(list(unique), device)
+        generators = self._generators(seeds, device)
+        cache = self._new_cache()
         logits = self._forward(input_ids, attention, positions, cache)
         if len(unique) < rows:
             cache.batch_select_indices(expand)
@@ -231,19 +268,7 @@ class HFBackend:
         for step in range(params.max_new_tokens):
             # finished rows draw too when not trimmed; per-row generators keep live rows' streams
             nxt = self._next_tokens(logits, params, [generators[r] for r in order])
-            ended = torch.isin(nxt, eos).tolist()
-            values = nxt.tolist()
-            for b, r in enumerate(order):
-                if not live[b]:
-                    continue
-                if ended[b]:
-                    live[b], reasons[r] = False, "stop"
-                    continue
-                tokens[r].append(values[b])
-                if params.stop and _cut_at_stop(
-                    self.tokenizer.decode(tokens[r], skip_special_tokens=True), params.stop
-                ) is not None:
-                    live[b], reasons[r] = False, "stop"
+            self._consume(nxt, eos, params, order, live, tokens, reasons)
             if not any(live) or step == params.max_new_tokens - 1:
                 break
             if self.trim_finished and not all(live):

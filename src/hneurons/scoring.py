@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from hneurons.config import PAPER_SUFFIX, Config, load_config
 from hneurons.errors import ConfigError, DataError, FingerprintMismatch, StageError
 from hneurons.features import FeatureItem, extract_cett
-from hneurons.generation import Generation, HFBackend, SamplingParams, _cut_at_stop, _row_seed
+from hneurons.generation import Generation, HFBackend, SamplingParams, _row_seed
 from hneurons.hooks import record_cett, scale_neurons
 from hneurons.probe import HNeuronProbe
 from hneurons.rundir import append_jsonl, read_jsonl
@@ -391,27 +391,11 @@ class _RecordingDecoder(HFBackend):
         self.layout = layout
 
     def run(self, prompts: list[list[int]], seeds: list[int], params: SamplingParams, neurons: np.ndarray) -> list[_Decoded]:
-        from transformers import DynamicCache
-
         device = next(self.model.parameters()).device
-        width = max(len(p) for p in prompts)
         rows = len(prompts)
-        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((rows, width), dtype=torch.long)
-        for r, ids in enumerate(prompts):
-            input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[r, width - len(ids):] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        generators = []
-        for seed in seeds:
-            g = torch.Generator(device=device)
-            g.manual_seed(seed)
-            generators.append(g)
-        try:
-            cache = DynamicCache(config=self.model.config)
-        except TypeError:  # older transformers
-            cache = DynamicCache()
+        input_ids, attention, positions = self._left_padded(prompts, device)
+        generators = self._generators(seeds, device)
+        cache = self._new_cache()
         order = list(range(rows))
         live = [True] * rows
         tokens: list[list[int]] = [[] for _ in range(rows)]
@@ -426,19 +410,7 @@ class _RecordingDecoder(HFBackend):
             hit_limit = False
             for step in range(params.max_new_tokens):
                 nxt = self._next_tokens(logits, params, [generators[r] for r in order])
-                ended = torch.isin(nxt, eos).tolist()
-                values = nxt.tolist()
-                for b, r in enumerate(order):
-                    if not live[b]:
-                        continue
-                    if ended[b]:
-                        live[b], reasons[r] = False, "stop"
-                        continue
-                    tokens[r].append(values[b])
-                    if params.stop and _cut_at_stop(
-                        self.tokenizer.decode(tokens[r], skip_special_tokens=True), params.stop
-                    ) is not None:
-                        live[b], reasons[r] = False, "stop"
+                self._consume(nxt, eos, params, order, live, tokens, reasons)
                 if not any(live):
                     break
                 if step == params.max_new_tokens - 1:

@@ -11,10 +11,8 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from hneurons.config import PAPER_SUFFIX  # noqa: E402
-from hneurons.errors import ModelLoadError  # noqa: E402
 from hneurons.features import FeatureItem, extract_cett, region_masks  # noqa: E402
 from hneurons.hooks import CETT_EPS, capture_cett  # noqa: E402
-from hneurons.models import load_model  # noqa: E402
 from hneurons.spans import Span, build_sequence, locate_answer  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -29,15 +27,6 @@ QA = [
     ("Who painted the Mona Lisa?", "Leonardo da Vinci", "Leonardo da Vinci"),
 ]
 
-
-@pytest.fixture(scope="module")
-def loaded():
-    try:
-        return load_model(None, dtype="float32", device="cpu")
-    except ModelLoadError as exc:
-        if "not installed" in str(exc):
-            pytest.skip(str(exc))
-        raise
 
 
 @pytest.fixture(scope="module")

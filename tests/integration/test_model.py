@@ -17,15 +17,6 @@ pytestmark = pytest.mark.integration
 SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 
 
-@pytest.fixture(scope="module")
-def loaded():
-    try:
-        return load_model(None, dtype="float32", device="cpu")
-    except ModelLoadError as exc:
-        if "not installed" in str(exc):
-            pytest.skip(str(exc))
-        raise
-
 
 def test_loads_offline_with_the_expected_layout(loaded) -> None:
     assert os.environ["HF_HUB_OFFLINE"] == "1"

@@ -11,9 +11,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from hneurons.config import load_config  # noqa: E402
-from hneurons.errors import ModelLoadError  # noqa: E402
 from hneurons.generation import HFBackend, SamplingParams  # noqa: E402
-from hneurons.models import load_model  # noqa: E402
 from hneurons.probe import HNeuronProbe  # noqa: E402
 from hneurons.scoring import guarded_generate, load_state, score, score_file  # noqa: E402
 
@@ -22,15 +20,6 @@ pytestmark = pytest.mark.integration
 QUESTIONS = ["What is the capital of France?", "Who wrote Hamlet?", "Which planet is the largest in the solar system?"]
 MAX_NEW = 16
 
-
-@pytest.fixture(scope="module")
-def loaded():
-    try:
-        return load_model(None, dtype="float32", device="cpu")
-    except ModelLoadError as exc:
-        if "not installed" in str(exc):
-            pytest.skip(str(exc))
-        raise
 
 
 @pytest.fixture(scope="module")

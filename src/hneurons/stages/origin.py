@@ -17,7 +17,6 @@ Resume: sampled base answers are appended to ``origin/samples_<set>.jsonl`` as c
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import numpy as np
 from hneurons.config import Config
 from hneurons.detect import EVAL_SETS, TrainData, balance
 from hneurons.errors import ConfigError, HNeuronsError, StageError
-from hneurons.features import FeatureItem, FeatureStore
+from hneurons.features import FeatureStore, answer_features
 from hneurons.models import LoadedModel, fingerprint, load_model, resolve_model_source
 from hneurons.origin import (
     base_prompt,
@@ -115,10 +114,6 @@ def _instruct_tokenizer(ctx: Any, source: Path) -> Any:
                                          trust_remote_code=ctx.cfg.model.trust_remote_code)
 
 
-def _pad_id(tok: Any) -> int:
-    return int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
-
-
 # --------------------------------------------------------------------------------------------
 # Training data for the random-neuron control
 # --------------------------------------------------------------------------------------------
@@ -178,25 +173,6 @@ def _sample(ctx: Any, base: LoadedModel, name: str, recs: list[Any]) -> dict[str
     return done
 
 
-def _extract(ctx: Any, base: LoadedModel, name: str, items: list[FeatureItem]) -> np.ndarray:
-    """Base-model answer-region CETT in ``features/origin_<set>/`` (cleared when the items change)."""
-    cfg: Config = ctx.cfg
-    store = FeatureStore(ctx.rundir.root / "features" / f"origin_{name}")
-    items_fp = fingerprint_of([[it.qid, list(it.input_ids), list(it.answer)] for it in items])
-    marker = store.path / "items.json"
-    if store.path.is_dir() and (not marker.is_file() or read_json(marker).get("items") != items_fp):
-        shutil.rmtree(store.path)
-    store.path.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"items": items_fp})
-    store.extract(base.model, base.layout, items, model_fingerprint=base.fingerprint, regions=("answer",),
-                  dtype=cfg.features.store_dtype, batch_size=cfg.features.batch_size,
-                  pad_token_id=_pad_id(base.tokenizer))
-    qids, feats = store.load(regions=["answer"], expect_fingerprint=base.fingerprint)
-    if qids != [it.qid for it in items]:
-        raise StageError(f"{store.path} does not match the origin items; delete it and re-run origin")
-    return feats["answer"]
-
-
 def _write_items(path: Path, rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -245,7 +221,9 @@ def _transfer(ctx: Any, base: LoadedModel, probe: Any, h_idx: np.ndarray, train:
             skipped[name] = bal.reason
             ctx.log(f"[origin] {name} skipped: {bal.reason}")
             continue
-        X = _extract(ctx, base, name, [items[located[j]].feature for j in bal.indices])
+        X = answer_features(ctx.rundir.root / "features" / f"origin_{name}", base,
+                            [items[located[j]].feature for j in bal.indices],
+                            dtype=cfg.features.store_dtype, batch_size=cfg.features.batch_size)
         y = labels[bal.indices]
         rand = random_transfer_scores(train, X, h_idx, max(1, dc.random_draws), cfg.seed) if train is not None else None
         entry = transfer_summary(y, transfer_scores(probe, X), rand, dc.n_boot, cfg.seed)
