@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from hneurons.data import load_dataset
+from hneurons.data import load_dataset_with_report
 from hneurons.data.registry import Record
 from hneurons.errors import ConfigError, StageError
 from hneurons.generation import SamplingParams, make_backend
@@ -121,7 +121,11 @@ def _representative(samples: list[dict]) -> dict:
 
 def run(ctx: Context) -> dict[str, Any]:
     cfg, r = ctx.cfg, ctx.cfg.responses
-    records = load_dataset(r.dataset, path=r.path, limit=r.n_questions)
+    records, report = load_dataset_with_report(r.dataset, path=r.path, limit=r.n_questions)
+    pool = {"dataset": r.dataset, "file": str(report.path), "rows_read": report.n_read,
+            "duplicate_ids_dropped": report.n_duplicate_ids, "duplicate_questions_dropped": report.n_duplicate_questions,
+            "questions_used": len(records)}
+    ctx.rundir.update_manifest(question_pool=pool)
     if len(records) < r.n_questions:
         ctx.log(f"[responses] the pool has only {len(records)} questions (asked for {r.n_questions}); using all")
     loaded = ctx.model
@@ -156,12 +160,12 @@ def run(ctx: Context) -> dict[str, Any]:
     per_chunk = max(1, r.batch_size // r.k) * 2
     t, s = _sample_phase(ctx, backend, candidates, prompts, "sample", sample_params, judge, done, chunk=per_chunk)
     tokens, seconds = tokens + t, seconds + s
-    return _label_and_split(ctx, records, candidates, prompts, done, chat, tokens, seconds, screen_stats)
+    return _label_and_split(ctx, records, candidates, prompts, done, chat, tokens, seconds, screen_stats, pool)
 
 
 def _label_and_split(ctx: Context, records: list[Record], candidates: list[Record], prompts: dict[str, str],
                      done: dict[tuple[str, str], list[dict]], chat: bool, tokens: int, seconds: float,
-                     screen_stats: dict[str, int]) -> dict[str, Any]:
+                     screen_stats: dict[str, int], pool: dict[str, Any]) -> dict[str, Any]:
     r = ctx.cfg.responses
     k = r.k
     need = r.min_agree or k
@@ -230,7 +234,7 @@ def _label_and_split(ctx: Context, records: list[Record], candidates: list[Recor
         "mixed": mixed, "refusal_questions": refusal_q, "unlocated_spans": unlocated,
         "train": {"faithful": n_train, "hallucinated": n_train}, "heldout": {"faithful": n_held, "hallucinated": n_held},
         "seconds": round(seconds, 2), "tokens": tokens, "tok_s": round(tokens / seconds, 1) if seconds else None,
-        "screen": screen_stats, "judge": r.judge,
+        "screen": screen_stats, "judge": r.judge, "pool": pool,
     }
     write_json(ctx.rundir.path("responses", "stats.json"), stats)
     return {"kept": stats["kept"], "train_per_class": n_train, "heldout_per_class": n_held, "unlocated_spans": unlocated}
