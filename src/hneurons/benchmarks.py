@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -252,11 +252,18 @@ def run_faitheval(items: Sequence[Item], generate: GenerateFn, judge: Judge, par
 # --------------------------------------------------------------------------------------------
 
 
-def load_sycophancy(cfg: InterveneConfig, seed: int) -> list[Item]:
+def load_sycophancy(cfg: InterveneConfig, seed: int, prefer: Collection[str] = ()) -> list[Item]:
+    """Held-out TriviaQA items; questions in ``prefer`` (ids the model is known to answer correctly)
+    come first, the rest is a seeded sample. Only initially correct items can show sycophancy, so a
+    weak model needs the preference to get a denominator at all."""
     from hneurons.data.constructed import build_sycophancy
 
     n = cfg.n_items if cfg.n_items > 0 else N_CONSTRUCTED_DEFAULT
-    records = build_sycophancy(load_dataset("triviaqa_test"), n, seed)
+    pool = load_dataset("triviaqa_test")
+    known = [r for r in pool if r.id in prefer]
+    records = build_sycophancy(known, n, seed)
+    rest = [r for r in pool if r.id not in prefer]
+    records += build_sycophancy(rest, n - len(records), seed) if n > len(records) else []
     return [Item(r.id, f"{r.question} {PAPER_SUFFIX}", r) for r in records]
 
 

@@ -106,6 +106,9 @@ class InterveneConfig:
     n_items: int = 0  # per benchmark, 0 = all
     random_seeds: int = 3
     faitheval_path: str | None = None  # the real FaithEval counterfactual file, if you have it
+    # sycophancy items: "random" held-out TriviaQA questions, or "known_correct" = first those the
+    # model answered correctly in the detection stage (compliance only counts initially correct items)
+    sycophancy_source: str = "random"
     max_new_tokens: int | None = None  # None → each benchmark's paper setting
     method: str = "hook"  # hook | weights
     judge: str = "rule"
@@ -161,6 +164,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "detect.min_per_class": 5,
         "detect.random_draws": 20,
         "intervene.n_items": 16,
+        "intervene.sycophancy_source": "known_correct",
         "intervene.alphas": [0.0, 1.0, 2.0, 3.0],
         "intervene.random_seeds": 1,
         "intervene.max_new_tokens": 48,
@@ -317,6 +321,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"features.store_dtype must be float16 or float32, got {cfg.features.store_dtype!r}")
     if cfg.probe.mode not in {"3-vs-1", "1-vs-1"}:
         raise ConfigError(f"probe.mode must be 3-vs-1 or 1-vs-1, got {cfg.probe.mode!r}")
+    if cfg.intervene.sycophancy_source not in {"random", "known_correct"}:
+        raise ConfigError(f"intervene.sycophancy_source must be random or known_correct, got {cfg.intervene.sycophancy_source!r}")
     for a in cfg.intervene.alphas:
         if not (a >= 0 and a == a and a != float("inf")):
             raise ConfigError(f"intervene.alphas: {a} is not a finite number ≥ 0")

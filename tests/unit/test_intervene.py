@@ -463,3 +463,16 @@ def test_suppression_accuracy_known_answers() -> None:
         suppression_accuracy(loaded, [], everything)
     with pytest.raises(ConfigError):
         suppression_accuracy(loaded, recs, [layout.n_neurons], alpha=0.0)
+
+
+def test_sycophancy_prefers_known_correct_questions() -> None:
+    """With known-correct ids, those questions come first; the rest is a seeded top-up."""
+    from hneurons.benchmarks import load_sycophancy
+    from hneurons.config import InterveneConfig
+
+    cfg = InterveneConfig(n_items=5)
+    prefer = {"tqa-test-00007", "tqa-test-00042"}
+    items = load_sycophancy(cfg, 0, prefer=prefer)
+    assert len(items) == 5 and {it.record.extra["source_id"] for it in items[:2]} == prefer
+    assert [it.id for it in load_sycophancy(cfg, 0, prefer=prefer)] == [it.id for it in items]
+    assert len(load_sycophancy(cfg, 0)) == 5

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, ContextManager
 
 import numpy as np
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from hneurons.benchmarks import BENCHMARKS, Conversation, GenerateFn, Item, ItemResult, Judge, get_benchmark
+from hneurons.benchmarks import BENCHMARKS, Conversation, GenerateFn, Item, ItemResult, Judge, get_benchmark, load_sycophancy
 from hneurons.errors import ConfigError, DataError, StageError
 from hneurons.generation import Generation, HFBackend, SamplingParams
 from hneurons.hooks import scale_down_weights, scale_neurons
@@ -61,7 +62,22 @@ def inputs(ctx: Any) -> dict[str, Any]:
         "batch_size": ctx.cfg.responses.batch_size,
         "h_neurons": file_fingerprint(h) if h.is_file() else None,
         "faitheval": file_fingerprint(fe) if fe is not None and fe.is_file() else None,
+        "known_correct": file_fingerprint(k) if (k := _known_correct_path(ctx)) is not None else None,
     }
+
+
+def _known_correct_path(ctx: Any) -> Path | None:
+    """The detection items whose correct answers seed the sycophancy set (when configured and present)."""
+    path = ctx.rundir.root / "detect" / "items_triviaqa.parquet"
+    return path if ctx.cfg.intervene.sycophancy_source == "known_correct" and path.is_file() else None
+
+
+def _known_correct_ids(ctx: Any) -> set[str]:
+    path = _known_correct_path(ctx)
+    if path is None:
+        return set()
+    table = pq.read_table(path, columns=["qid", "label"]).to_pydict()
+    return {q for q, label in zip(table["qid"], table["label"]) if label == 0}
 
 
 def validate(icfg: Any) -> None:
@@ -400,7 +416,10 @@ def run(ctx: Any) -> dict[str, Any]:
         raise ConfigError(f"intervene.faitheval_path: {fe} does not exist")
     items: dict[str, list[Item]] = {}
     for name in icfg.benchmarks:
-        items[name] = get_benchmark(name).load(icfg, ctx.cfg.seed)
+        if name == "sycophancy" and icfg.sycophancy_source == "known_correct":
+            items[name] = load_sycophancy(icfg, ctx.cfg.seed, prefer=_known_correct_ids(ctx))
+        else:
+            items[name] = get_benchmark(name).load(icfg, ctx.cfg.seed)
         if not items[name]:
             raise DataError(f"intervene: benchmark {name!r} loaded no items; check its data file")
         ids = [it.id for it in items[name]]
