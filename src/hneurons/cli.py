@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hneurons.cli_use import register as register_use_commands
@@ -31,6 +32,11 @@ Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override
 Force = Annotated[bool, typer.Option("--force", help="re-run even if inputs are unchanged")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="HF model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")]
 RunDirArg = Annotated[Path, typer.Argument(help="run directory (e.g. runs/default)")]
+
+
+def _log(message: str) -> None:
+    """Stage progress lines; markup off, so "[probe] …" is printed as written, not read as a style."""
+    console.print(message, markup=False, highlight=False)
 
 
 def _config(preset: str, config: Path | None, sets: list[str] | None, model: str | None, run_dir: Path | None = None):
@@ -75,7 +81,7 @@ def run(
 
     run_dir = runs / (name or preset)
     cfg = _config(preset, config, sets, model, run_dir)
-    report = run_all(cfg, run_dir, stages=stages, force=force, log=lambda m: console.print(m))
+    report = run_all(cfg, run_dir, stages=stages, force=force, log=_log)
     console.print(f"[bold green]done[/]: run directory {run_dir}")
     if report.is_file():
         console.print(f"report: {report.resolve()}")
@@ -97,7 +103,7 @@ def _stage_command(stage: str, doc: str) -> None:
         rd = RunDir(run_dir)
         if not rd.manifest_path.is_file():
             rd.init_manifest(cfg.to_dict(), None, cfg.seed)
-        run_stage(Context(cfg, rd, log=lambda m: console.print(m)), stage, force=force)
+        run_stage(Context(cfg, rd, log=_log), stage, force=force)
 
     command.__doc__ = doc
     app.command(name=stage)(command)
@@ -158,7 +164,7 @@ def main() -> None:
     try:
         app()
     except HNeuronsError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted: finished work is saved; re-run the same command to resume")

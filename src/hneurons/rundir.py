@@ -199,9 +199,10 @@ class RunDir:
     def init_manifest(self, config: dict[str, Any], model: dict[str, Any] | None, seed: int) -> None:
         """Record config, versions, model identity, seeds and git commit at the start of a run."""
         m = self.manifest()
+        if model is not None or "model" not in m:  # a resumed run keeps the model it recorded
+            m["model"] = model
         m.update({
             "config": config,
-            "model": model,
             "seed": seed,
             "versions": package_versions(),
             "git_commit": _git_commit(),
