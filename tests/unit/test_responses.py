@@ -1,0 +1,80 @@
+"""The responses stage's consistency filter, representative choice, spans and balanced disjoint splits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.parquet as pq
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import bpe_tokenizer  # noqa: E402
+
+from hneurons.config import load_config  # noqa: E402
+from hneurons.data.registry import Record  # noqa: E402
+from hneurons.errors import StageError  # noqa: E402
+from hneurons.rundir import RunDir  # noqa: E402
+from hneurons.stages.responses import _label_and_split, _representative  # noqa: E402
+
+WORDS = ["paris", "rome", "berlin", "madrid", "london", "oslo"]
+
+
+def _ctx(tmp_path, **overrides):
+    cfg = load_config("paper", overrides={"responses.k": 3, "responses.min_per_class": 2,
+                                          "responses.heldout_fraction": 0.25, **overrides})
+    return SimpleNamespace(cfg=cfg, rundir=RunDir(tmp_path / "run"), model=SimpleNamespace(tokenizer=bpe_tokenizer()),
+                           log=lambda m: None)
+
+
+def _samples(qid: str, verdicts: list[str], texts: list[str]) -> list[dict]:
+    return [{"qid": qid, "phase": "sample", "sample": j, "text": t, "token_ids": [], "finish_reason": "stop",
+             "verdict": v, "matched_alias": t if v == "correct" else None} for j, (v, t) in enumerate(zip(verdicts, texts))]
+
+
+def test_consistency_filter_labels_and_splits(tmp_path) -> None:
+    records, done = [], {}
+    for i in range(8):  # q0-q3 always right, q4-q7 always wrong, q8 mixed, q9 has a refusal
+        rec = Record(f"q{i}", f"the capital question {i}", (WORDS[i % 6],))
+        records.append(rec)
+        verdict = "correct" if i < 4 else "wrong"
+        text = WORDS[i % 6] if i < 4 else WORDS[(i + 1) % 6]
+        done[(rec.id, "sample")] = _samples(rec.id, [verdict] * 3, [text] * 3)
+    records += [Record("q8", "mixed question", ("rome",)), Record("q9", "refused question", ("oslo",))]
+    done[("q8", "sample")] = _samples("q8", ["correct", "wrong", "wrong"], ["rome", "paris", "paris"])
+    done[("q9", "sample")] = _samples("q9", ["wrong", "refusal", "wrong"], ["paris", "i don't know", "paris"])
+    ctx = _ctx(tmp_path)
+    summary = _label_and_split(ctx, records, records, {}, done, True, 30, 1.0, {}, {"dataset": "t"})
+    stats = json.loads((ctx.rundir.path("responses", "stats.json")).read_text())
+    assert stats["correct_count_hist"] == [4 + 1, 1, 0, 4]  # q4-q7 and q9 at 0, q8 at 1, q0-q3 at 3
+    assert stats["kept"] == {"faithful": 4, "hallucinated": 4} and stats["mixed"] == 1 and stats["refusal_questions"] == 1
+    assert summary["train_per_class"] == 3 and summary["heldout_per_class"] == 1
+    rows = pq.read_table(ctx.rundir.path("responses", "labelled.parquet")).to_pylist()
+    by = {r["qid"]: r for r in rows}
+    assert {q for q, r in by.items() if r["label"] == 0} == {"q0", "q1", "q2", "q3"}
+    assert all(r["span_status"] == "ok" and r["span_end"] > r["span_start"] for r in rows)
+    assert by["q0"]["span_text"].lower() == "paris"
+    splits = json.loads(ctx.rundir.path("responses", "splits.json").read_text())
+    train = set(splits["train"]["0"] + splits["train"]["1"])
+    held = set(splits["heldout"]["0"] + splits["heldout"]["1"])
+    assert len(train) == 6 and len(held) == 2 and not train & held
+
+
+def test_min_agree_and_too_few_questions(tmp_path) -> None:
+    rec = [Record(f"q{i}", f"question {i}", ("rome",)) for i in range(2)]
+    done = {("q0", "sample"): _samples("q0", ["correct", "correct", "wrong"], ["rome", "rome", "paris"]),
+            ("q1", "sample"): _samples("q1", ["wrong"] * 3, ["paris"] * 3)}
+    with pytest.raises(StageError, match="consistent questions"):
+        _label_and_split(_ctx(tmp_path), rec, rec, {}, done, True, 0, 1.0, {}, {})
+    ctx = _ctx(tmp_path / "b", **{"responses.min_agree": 2, "responses.min_per_class": 1})
+    _label_and_split(ctx, rec, rec, {}, done, True, 0, 1.0, {}, {})
+    rows = pq.read_table(ctx.rundir.path("responses", "labelled.parquet")).to_pylist()
+    assert {r["qid"]: r["label"] for r in rows} == {"q0": 0, "q1": 1}
+
+
+def test_representative_is_most_frequent_first_seen() -> None:
+    s = [{"text": t} for t in ["b", "a", "a", "b", "c"]]
+    assert _representative(s)["text"] == "b"  # tie between a and b: first in sampling order
+    assert _representative([{"text": "x"}, {"text": "y"}, {"text": "y"}])["text"] == "y"
