@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def score(
         run_dir: RunDirArg,
-        input: Annotated[Path, typer.Argument(help=".jsonl or .csv with 'question', optional 'answer' and 'id'")],
+        input: Annotated[Path, typer.Option("--input", "-i", help=".jsonl or .csv with 'question', optional 'answer' and 'id'")],
         output: Annotated[Path, typer.Option("--output", "-o", help="jsonl to append results to (resumable)")] = Path("scores.jsonl"),
         model: ModelOpt = None,
         force: ForceOpt = False,
