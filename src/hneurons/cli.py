@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hneurons.cli_use import register as register_use_commands
-from hneurons.errors import ConfigError, HNeuronsError
+from hneurons.errors import HNeuronsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find, test and use hallucination-associated neurons (H-Neurons) in causal LMs.")
@@ -41,7 +41,7 @@ def _log(message: str) -> None:
 
 def _config(preset: str, config: Path | None, sets: list[str] | None, model: str | None, run_dir: Path | None = None):
     """Resolve the config: an existing run's manifest wins over the preset, then file and --set."""
-    from hneurons.config import load_config
+    from hneurons.config import load_config, parse_overrides
 
     overrides = list(sets or [])
     if model is not None:
@@ -51,17 +51,8 @@ def _config(preset: str, config: Path | None, sets: list[str] | None, model: str
         recorded = json.loads(manifest.read_text()).get("config") or {}
         flat = {f"{s}.{k}": v for s, sec in recorded.items() if isinstance(sec, dict) for k, v in sec.items()}
         flat["seed"] = recorded.get("seed", 0)
-        cfg = load_config("paper", overrides=flat)
-        if overrides:
-            from hneurons.config import _set, validate
-
-            for item in overrides:
-                if "=" not in item:
-                    raise ConfigError(f"--set {item!r}: expected section.key=value")
-                k, v = item.split("=", 1)
-                _set(cfg, k.strip(), v.strip())
-            validate(cfg)
-        return cfg
+        # the recorded config, then this invocation's --set on top
+        return load_config("paper", overrides={**flat, **parse_overrides(overrides)})
     return load_config(preset, file=config, overrides=overrides)
 
 

@@ -262,6 +262,17 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["section.key=value", ...]`` (the CLI's ``--set``) as a dict; later items win."""
+    parsed = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set responses.k=5")
+        k, v = item.split("=", 1)
+        parsed[k.strip()] = v.strip()
+    return parsed
+
+
 def load_config(
     preset: str = "default",
     file: str | Path | None = None,
@@ -283,16 +294,8 @@ def load_config(
             raise ConfigError(f"{p}: not valid TOML ({exc})") from None
         for k, v in _flatten(data).items():
             _set(cfg, k, v)
-    items = overrides.items() if isinstance(overrides, dict) else []
-    if isinstance(overrides, list):
-        parsed = []
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set responses.k=5")
-            k, v = item.split("=", 1)
-            parsed.append((k.strip(), v.strip()))
-        items = parsed
-    for k, v in items:
+    items = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    for k, v in items.items():
         _set(cfg, k, v)
     validate(cfg)
     return cfg

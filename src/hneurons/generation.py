@@ -239,6 +239,17 @@ class HFBackend:
             ) is not None:
                 live[b], reasons[r] = False, "stop"
 
+    @staticmethod
+    def _drop_finished(cache: Any, live: list[bool], order: list[int], attention: Any, last_pos: Any,
+                       nxt: Any) -> tuple[Any, Any, Any, list[int], list[bool]]:
+        """Remove finished rows from the batch and the KV cache (their outputs are already final)."""
+        import torch
+
+        keep = torch.tensor([b for b, alive in enumerate(live) if alive], device=attention.device)
+        cache.batch_select_indices(keep)
+        order = [order[b] for b in keep.tolist()]
+        return attention[keep], last_pos[keep], nxt[keep], order, [True] * len(order)
+
     def _run_batch(
         self, prompts: list[list[int]], seeds: list[int], params: SamplingParams
     ) -> list[Generation]:
@@ -272,11 +283,7 @@ class HFBackend:
             if not any(live) or step == params.max_new_tokens - 1:
                 break
             if self.trim_finished and not all(live):
-                keep = torch.tensor([b for b, alive in enumerate(live) if alive], device=device)
-                cache.batch_select_indices(keep)
-                attention, last_pos, nxt = attention[keep], last_pos[keep], nxt[keep]
-                order = [order[b] for b in keep.tolist()]
-                live = [True] * len(order)
+                attention, last_pos, nxt, order, live = self._drop_finished(cache, live, order, attention, last_pos, nxt)
             elif not all(live):
                 dead = torch.tensor([not alive for alive in live], device=device)
                 nxt = nxt.masked_fill(dead, self.pad_id)  # like generate: finished rows get padding

@@ -417,11 +417,8 @@ class _RecordingDecoder(HFBackend):
                     hit_limit = True
                     break
                 if self.trim_finished and not all(live):
-                    keep = torch.tensor([b for b, alive in enumerate(live) if alive], device=device)
-                    cache.batch_select_indices(keep)
-                    attention, last_pos, nxt = attention[keep], last_pos[keep], nxt[keep]
-                    order = [order[b] for b in keep.tolist()]
-                    live = [True] * len(order)
+                    attention, last_pos, nxt, order, live = self._drop_finished(
+                        cache, live, order, attention, last_pos, nxt)
                 attention = torch.cat([attention, attention.new_ones((len(attention), 1))], dim=1)
                 last_pos = last_pos + 1
                 logits = self._forward(nxt[:, None], attention, last_pos[:, None], cache)
