@@ -6,19 +6,23 @@ residual stream. Every supported architecture is one row of :data:`ARCHITECTURES
 ``config.model_type``; everything else in the package (CETT capture, α scaling, weight drift)
 goes through :class:`Layout`, so adding an architecture is adding a row.
 
+Mixture-of-experts layers (docs/MOE.md) have one neuron per (expert, j): the row names the fused
+experts module, and :class:`Experts` reads each expert's slices out of its 3-D parameters.
+
 Modules are found by explicit attribute paths, never by name matching, so vision or audio
 towers of multimodal checkpoints can never be picked up.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
 
-from hneurons.errors import UnsupportedArchitecture
+from hneurons.errors import ConfigError, UnsupportedArchitecture
 
 
 @dataclass(frozen=True)
@@ -28,12 +32,20 @@ class Arch:
     Attributes:
         layers: dotted attribute paths (tried in order) from the top-level model to the decoder
             layer list; several because transformers versions nest wrappers differently.
-        down_proj: path inside a layer to the module whose input is z and whose output is h.
+        down_proj: path inside a layer to the module whose input is z and whose output is h
+            (in MoE rows: of the dense layers some MoE models keep, e.g. DeepSeek's first ones).
         up_proj: path to the input projection whose rows are the neurons' input weights.
         gate_proj: path to the gate projection (gated FFNs only).
         weight_layout: ``"out_in"`` for ``nn.Linear`` (weight [out, in]); ``"in_out"`` for GPT-2's
             ``Conv1D`` (weight stored transposed, [in, out]).
-        d_ff_attr: config attribute holding the intermediate size (``None``: 4 × hidden size).
+        d_ff_attr: config attribute holding the intermediate size (``None``: not checked).
+        experts: MoE rows: path inside a layer to the fused experts module (``gate_up_proj``
+            [E, 2I, H] and ``down_proj`` [E, H, I]); a layer without it is a dense layer.
+        moe_block: MoE rows: path to the whole MoE block, whose output is CETT's h.
+        shared: path to the shared-expert MLP (``gate_proj``/``up_proj``/``down_proj``), if any.
+        shared_scale: path to the one-output linear whose sigmoid scales the shared expert (Qwen2-MoE).
+        expert_format: ``"gate_up"`` (gate half first, ``act_fn(gate) * up``) or ``"gpt_oss"``
+            (transposed [E, H, 2I], interleaved gate/up, biases, clamped GLU with ``alpha``/``limit``).
     """
 
     layers: tuple[str, ...]
@@ -42,34 +54,73 @@ class Arch:
     gate_proj: str | None = None
     weight_layout: Literal["out_in", "in_out"] = "out_in"
     d_ff_attr: str | None = "intermediate_size"
+    experts: str | None = None
+    moe_block: str | None = None
+    shared: str | None = None
+    shared_scale: str | None = None
+    expert_format: Literal["gate_up", "gpt_oss"] = "gate_up"
+
+    @property
+    def is_moe(self) -> bool:
+        """Whether this row describes a mixture-of-experts family."""
+        return self.experts is not None
 
 
 _GATED = dict(down_proj="mlp.down_proj", up_proj="mlp.up_proj", gate_proj="mlp.gate_proj")
+_FUSED = dict(down_proj="mlp.down_proj", up_proj="mlp.gate_up_proj")  # gate half first ([2·d_ff, d])
 _DECODER = ("model.layers",)
+_GPT = ("transformer.h",)
 # Gemma 3 multimodal checkpoints wrap the text model; the path differs across transformers versions.
 _GEMMA3_MM = ("model.language_model.layers", "language_model.model.layers", "model.layers")
+_MOE = dict(_GATED, experts="mlp.experts", moe_block="mlp", d_ff_attr=None)
+
+
+def _dense(*names: str) -> dict[str, Arch]:
+    """Rows for Llama-like families: ``model.layers.{i}.mlp.{gate,up,down}_proj``."""
+    return {n: Arch(_DECODER, **_GATED) for n in names}
+
 
 ARCHITECTURES: dict[str, Arch] = {
-    "llama": Arch(_DECODER, **_GATED),
-    "mistral": Arch(_DECODER, **_GATED),
-    "qwen2": Arch(_DECODER, **_GATED),
-    "qwen3": Arch(_DECODER, **_GATED),
-    "gemma": Arch(_DECODER, **_GATED),
-    "gemma2": Arch(_DECODER, **_GATED),
-    "gemma3_text": Arch(_DECODER, **_GATED),
+    **_dense("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2",
+             "olmo3", "granite", "granite_swa", "smollm3", "stablelm", "cohere", "cohere2", "exaone4",
+             "internlm3", "qwen3_5_text", "seed_oss", "helium", "ministral", "ministral3",
+             "hunyuan_v1_dense", "ernie4_5", "diffllama", "vaultgemma", "cwm", "hyperclovax"),
     "gemma3": Arch(_GEMMA3_MM, **_GATED),
-    "olmo": Arch(_DECODER, **_GATED),
-    "olmo2": Arch(_DECODER, **_GATED),
-    "granite": Arch(_DECODER, **_GATED),
-    "smollm3": Arch(_DECODER, **_GATED),
-    # Phi-3 fuses gate and up into one linear ([2·d_ff, d]); its first half is the gate.
-    "phi3": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.gate_up_proj"),
+    # Phi-3 / GLM fuse gate and up into one linear ([2·d_ff, d]); its first half is the gate.
+    "phi3": Arch(_DECODER, **_FUSED),
+    "glm": Arch(_DECODER, **_FUSED),
+    "glm4": Arch(_DECODER, **_FUSED),
+    # Ungated two-layer FFNs.
+    "nemotron": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
+    "arcee": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
+    "jais2": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
+    "nanochat": Arch(_DECODER, down_proj="mlp.fc2", up_proj="mlp.fc1"),
     "phi": Arch(_DECODER, down_proj="mlp.fc2", up_proj="mlp.fc1"),
-    "gpt2": Arch(
-        ("transformer.h",), down_proj="mlp.c_proj", up_proj="mlp.c_fc",
-        weight_layout="in_out", d_ff_attr="n_inner",
-    ),
+    "starcoder2": Arch(_DECODER, down_proj="mlp.c_proj", up_proj="mlp.c_fc"),
+    "persimmon": Arch(_DECODER, down_proj="mlp.dense_4h_to_h", up_proj="mlp.dense_h_to_4h"),
+    "biogpt": Arch(("biogpt.layers",), down_proj="fc2", up_proj="fc1"),
+    "gpt2": Arch(_GPT, down_proj="mlp.c_proj", up_proj="mlp.c_fc", weight_layout="in_out", d_ff_attr="n_inner"),
+    "gpt_bigcode": Arch(_GPT, down_proj="mlp.c_proj", up_proj="mlp.c_fc", d_ff_attr="n_inner"),
+    "gpt_neo": Arch(_GPT, down_proj="mlp.c_proj", up_proj="mlp.c_fc", d_ff_attr="intermediate_size"),
+    "gptj": Arch(_GPT, down_proj="mlp.fc_out", up_proj="mlp.fc_in", d_ff_attr="n_inner"),
+    "codegen": Arch(_GPT, down_proj="mlp.fc_out", up_proj="mlp.fc_in", d_ff_attr="n_inner"),
+    "bloom": Arch(_GPT, down_proj="mlp.dense_4h_to_h", up_proj="mlp.dense_h_to_4h", d_ff_attr=None),
+    "falcon": Arch(_GPT, down_proj="mlp.dense_4h_to_h", up_proj="mlp.dense_h_to_4h", d_ff_attr="ffn_hidden_size"),
     "gpt_neox": Arch(("gpt_neox.layers",), down_proj="mlp.dense_4h_to_h", up_proj="mlp.dense_h_to_4h"),
+    # Mixture of experts (docs/MOE.md).
+    "mixtral": Arch(_DECODER, **_MOE),
+    "qwen3_moe": Arch(_DECODER, **_MOE),
+    "olmoe": Arch(_DECODER, **_MOE),
+    "flex_olmo": Arch(_DECODER, **_MOE),
+    "minimax": Arch(_DECODER, **_MOE),
+    "phimoe": Arch(_DECODER, **_MOE),
+    "qwen2_moe": Arch(_DECODER, **_MOE, shared="mlp.shared_expert", shared_scale="mlp.shared_expert_gate"),
+    "deepseek_v2": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
+    "deepseek_v3": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
+    "glm4_moe": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
+    "ernie4_5_moe": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
+    "granitemoe": Arch(_DECODER, **dict(_MOE, experts="block_sparse_moe.experts", moe_block="block_sparse_moe")),
+    "gpt_oss": Arch(_DECODER, **_MOE, expert_format="gpt_oss"),
 }
 
 
@@ -93,59 +144,218 @@ def text_config(config: object) -> object:
 
 
 def arch_for(model_type: str) -> Arch:
-    """Look up a table row, or explain which architectures are supported."""
+    """Look up a table row, or name the closest supported one (a typo or a sibling family)."""
     try:
         return ARCHITECTURES[model_type]
     except KeyError:
-        supported = ", ".join(sorted(ARCHITECTURES))
+        close = difflib.get_close_matches(model_type, list(ARCHITECTURES), n=1, cutoff=0.0)
+        hint = f"closest supported: {close[0]!r}" if close and model_type else "nothing to compare"
         raise UnsupportedArchitecture(
-            f"model_type {model_type!r} is not in the adapter table; supported: {supported}. "
-            "Add one row to hneurons.arch.ARCHITECTURES to support it."
+            f"model_type {model_type!r} is not in the adapter table ({hint}; `hneurons archs` lists all "
+            f"{len(ARCHITECTURES)}); add one row to hneurons.arch.ARCHITECTURES to support it."
         ) from None
+
+
+class NeuronRef(NamedTuple):
+    """Where a flat neuron index lives: ``expert`` is an int for a routed expert, ``"shared"`` for a
+    shared expert and ``None`` for a dense FFN; ``index`` counts within that MLP."""
+
+    layer: int
+    expert: int | str | None
+    index: int
+
+    @property
+    def name(self) -> str:
+        """Short label for reports: ``L3.N17``, ``L3.E5.N17`` or ``L3.shared.N2``."""
+        if self.expert is None:
+            return f"L{self.layer}.N{self.index}"
+        tag = f"E{self.expert}" if isinstance(self.expert, int) else str(self.expert)
+        return f"L{self.layer}.{tag}.N{self.index}"
+
+
+@dataclass
+class Experts:
+    """The experts of one MoE layer and how to read one expert's weights out of the fused tensors.
+
+    Neuron order inside the layer: routed expert e's neuron j is ``e * width + j``; the shared
+    expert's neuron s follows all routed ones (``n_experts * width + s``).
+    """
+
+    block: nn.Module
+    module: nn.Module
+    fmt: Literal["gate_up", "gpt_oss"]
+    n_experts: int
+    width: int
+    shared: nn.Module | None = None
+    shared_scale: nn.Module | None = None
+
+    @property
+    def n_routed(self) -> int:
+        """Neurons of the routed experts (they come first in the layer)."""
+        return self.n_experts * self.width
+
+    @property
+    def shared_width(self) -> int:
+        """Neurons of the shared expert (0 without one)."""
+        return 0 if self.shared is None else int(self.shared.down_proj.weight.shape[1])
+
+    @property
+    def n_neurons(self) -> int:
+        """All neurons of the layer: routed, then shared."""
+        return self.n_routed + self.shared_width
+
+    def down(self, e: int) -> torch.Tensor:
+        """W_down of expert e as a [d_model, width] view (column j belongs to neuron j)."""
+        w = self.module.down_proj[e]
+        return w.t() if self.fmt == "gpt_oss" else w
+
+    def down_bias(self) -> torch.Tensor | None:
+        """Per-expert output biases [E, d_model] (gpt-oss), excluded from h like dense biases."""
+        return getattr(self.module, "down_proj_bias", None)
+
+    def _half(self, e: int, which: int) -> torch.Tensor:
+        if self.fmt == "gpt_oss":  # [H, 2I], gate/up interleaved in columns
+            return self.module.gate_up_proj[e][:, which::2].t()
+        w = self.module.gate_up_proj[e]  # [2I, H], gate half first
+        return w[: self.width] if which == 0 else w[self.width:]
+
+    def gate(self, e: int) -> torch.Tensor:
+        """Gate weights of expert e, [width, d_model]."""
+        return self._half(e, 0)
+
+    def up(self, e: int) -> torch.Tensor:
+        """Up weights of expert e, [width, d_model]."""
+        return self._half(e, 1)
+
+    def activations(self, x: torch.Tensor, e: int, index: torch.Tensor | None = None) -> torch.Tensor:
+        """z of expert e (optionally only neurons ``index``) for token states x [n, d_model].
+
+        The same arithmetic as the experts module's own forward; tests compare the two.
+        """
+        gate, up = self.gate(e), self.up(e)
+        if index is not None:
+            gate, up = gate.index_select(0, index), up.index_select(0, index)
+        g, u = x @ gate.t(), x @ up.t()
+        if self.fmt == "gpt_oss":
+            bias = self.module.gate_up_proj_bias[e]
+            bg, bu = bias[0::2], bias[1::2]
+            if index is not None:
+                bg, bu = bg.index_select(0, index), bu.index_select(0, index)
+            g = (g + bg).clamp(max=self.module.limit)
+            u = (u + bu).clamp(min=-self.module.limit, max=self.module.limit)
+            return (u + 1) * (g * torch.sigmoid(g * self.module.alpha))
+        return self.module.act_fn(g) * u
+
+    def cat(self, per_expert: list[torch.Tensor], shared: torch.Tensor | None, dim: int) -> torch.Tensor:
+        """Per-expert pieces (and the shared expert's) joined in flat-index order."""
+        return torch.cat(per_expert + ([shared] if shared is not None else []), dim=dim)
 
 
 @dataclass
 class Layout:
-    """The resolved neuron layout of one loaded model (per-layer modules and sizes)."""
+    """The resolved neuron layout of one loaded model (per-layer modules and sizes).
+
+    Dense models: ``d_ff`` neurons per layer, flat index ``layer * d_ff + j``. MoE models: layer l
+    has ``width(l)`` neurons (routed experts, then shared ones, see :class:`Experts`) and ``d_ff``
+    is the widest layer, so the flat index keeps its ``layer * d_ff + j`` stride; slots of narrower
+    layers (DeepSeek's dense first layers) are padding that never fires (docs/MOE.md).
+    """
 
     model_type: str
     arch: Arch
     n_layers: int
     d_ff: int
     d_model: int
-    down_projs: list[nn.Module]
-    up_projs: list[nn.Module]
-    gate_projs: list[nn.Module] | None
+    down_projs: list[nn.Module | None]
+    up_projs: list[nn.Module | None]
+    gate_projs: list[nn.Module | None] | None
+    experts: list[Experts | None] | None = None
 
     @property
     def n_neurons(self) -> int:
         """Total FFN neurons, ``n_layers × d_ff`` (flat index ``layer * d_ff + neuron``)."""
         return self.n_layers * self.d_ff
 
+    def experts_of(self, layer: int) -> Experts | None:
+        """The layer's experts, or ``None`` for a dense FFN layer."""
+        return None if self.experts is None else self.experts[layer]
+
+    def width(self, layer: int) -> int:
+        """Neurons that exist in ``layer`` (``d_ff`` except for narrower layers of MoE models)."""
+        ex = self.experts_of(layer)
+        if ex is not None:
+            return ex.n_neurons
+        if self.experts is None:
+            return self.d_ff
+        w = self.down_projs[layer].weight
+        return int(w.shape[1] if self.arch.weight_layout == "out_in" else w.shape[0])
+
+    def device(self, layer: int) -> torch.device:
+        """Where a layer's FFN weights live (without concatenating an MoE layer's experts)."""
+        ex = self.experts_of(layer)
+        return ex.module.down_proj.device if ex is not None else self.down_weight(layer).device
+
+    def neuron(self, flat: int) -> NeuronRef:
+        """Locate a flat neuron index as (layer, expert, index); padding slots are refused."""
+        f = int(flat)
+        if not 0 <= f < self.n_neurons:
+            raise ConfigError(f"neuron index {f} is out of range for this model ({self.n_neurons} neurons)")
+        layer, j = divmod(f, self.d_ff)
+        ex = self.experts_of(layer)
+        if j >= self.width(layer):
+            raise ConfigError(f"neuron index {f} is a padding slot of layer {layer} (it has {self.width(layer)} neurons)")
+        if ex is None:
+            return NeuronRef(layer, None, j)
+        if j < ex.n_routed:
+            return NeuronRef(layer, j // ex.width, j % ex.width)
+        return NeuronRef(layer, "shared", j - ex.n_routed)
+
+    def neuron_name(self, flat: int) -> str:
+        """Report label of a flat index, e.g. ``L3.N17`` (dense) or ``L3.E5.N17`` (expert 5)."""
+        return self.neuron(flat).name
+
     def down_weight(self, layer: int) -> torch.Tensor:
-        """W_down of a layer as [d_model, d_ff] (a view; column j belongs to neuron j)."""
+        """W_down of a layer as [d_model, d_ff] (a view; column j belongs to neuron j).
+
+        MoE layers: the experts' matrices side by side, then the shared expert's ([d_model,
+        width(layer)], a copy).
+        """
+        ex = self.experts_of(layer)
+        if ex is not None:
+            return ex.cat([ex.down(e) for e in range(ex.n_experts)],
+                          ex.shared.down_proj.weight if ex.shared is not None else None, dim=1)
         w = self.down_projs[layer].weight
         return w if self.arch.weight_layout == "out_in" else w.t()
 
     def up_weight(self, layer: int) -> torch.Tensor:
         """Input weights of the neurons as [d_ff, d_model] (row j belongs to neuron j).
 
-        For Phi-3's fused ``gate_up_proj`` this is the up half (the second ``d_ff`` rows).
+        For fused ``gate_up_proj`` (Phi-3, GLM) this is the up half (the second ``d_ff`` rows).
         """
+        ex = self.experts_of(layer)
+        if ex is not None:
+            return ex.cat([ex.up(e) for e in range(ex.n_experts)],
+                          ex.shared.up_proj.weight if ex.shared is not None else None, dim=0)
         w = self.up_projs[layer].weight
         w = w if self.arch.weight_layout == "out_in" else w.t()
-        return w[-self.d_ff:] if w.shape[0] == 2 * self.d_ff else w
+        width = self.width(layer)
+        return w[-width:] if w.shape[0] == 2 * width else w
 
     def gate_weight(self, layer: int) -> torch.Tensor | None:
         """Gate weights as [d_ff, d_model] where the FFN is gated, else ``None``."""
-        if self.gate_projs is not None:
+        ex = self.experts_of(layer)
+        if ex is not None:
+            return ex.cat([ex.gate(e) for e in range(ex.n_experts)],
+                          ex.shared.gate_proj.weight if ex.shared is not None else None, dim=0)
+        if self.gate_projs is not None and self.gate_projs[layer] is not None:
             return self.gate_projs[layer].weight
         w = self.up_projs[layer].weight
-        return w[: self.d_ff] if self.arch.weight_layout == "out_in" and w.shape[0] == 2 * self.d_ff else None
+        width = self.width(layer)
+        return w[:width] if self.arch.weight_layout == "out_in" and w.shape[0] == 2 * width else None
 
     def describe(self) -> dict[str, object]:
         """Plain facts for ``hneurons info`` and the run manifest."""
-        return {
+        info: dict[str, object] = {
             "model_type": self.model_type,
             "n_layers": self.n_layers,
             "d_ff": self.d_ff,
@@ -153,10 +363,33 @@ class Layout:
             "n_neurons": self.n_neurons,
             "down_proj": f"{self.arch.layers[0]}.{{i}}.{self.arch.down_proj}",
         }
+        moe = [ex for ex in self.experts or [] if ex is not None]
+        if moe:
+            info.update(down_proj=f"{self.arch.layers[0]}.{{i}}.{self.arch.experts}.down_proj",
+                        moe_layers=len(moe), n_experts=moe[0].n_experts, expert_width=moe[0].width,
+                        shared_width=moe[0].shared_width)
+        return info
+
+
+def _experts(layer: nn.Module, arch: Arch, where: str) -> Experts | None:
+    module = _get(layer, arch.experts) if arch.experts else None
+    if module is None:
+        return None
+    block = _get(layer, arch.moe_block or "")
+    down = getattr(module, "down_proj", None)
+    if block is None or not isinstance(down, torch.Tensor) or down.dim() != 3:
+        raise UnsupportedArchitecture(
+            f"{where}: {arch.experts!r} is not a fused experts module (3-D down_proj) inside "
+            f"{arch.moe_block!r}; fix its row in hneurons.arch.ARCHITECTURES."
+        )
+    shared = _get(layer, arch.shared) if arch.shared else None
+    scale = _get(layer, arch.shared_scale) if arch.shared_scale else None
+    width = down.shape[1] if arch.expert_format == "gpt_oss" else down.shape[2]
+    return Experts(block, module, arch.expert_format, int(down.shape[0]), int(width), shared, scale)
 
 
 def resolve(model: nn.Module) -> Layout:
-    """Find the down-projection of every decoder layer of ``model`` through the adapter table.
+    """Find the down-projection (or experts) of every decoder layer of ``model`` through the table.
 
     Raises :class:`UnsupportedArchitecture` when the model type has no row, or when the row's
     paths do not match this model (the number of layers found must equal ``num_hidden_layers``).
@@ -180,24 +413,39 @@ def resolve(model: nn.Module) -> Layout:
         raise UnsupportedArchitecture(
             f"found {len(layers)} decoder layers at {arch.layers}, but the config says {n_layers}"
         )
+    name = type(model).__name__
+    experts = [_experts(layer, arch, name) for layer in layers] if arch.is_moe else None
+    dense = [i for i in range(n_layers) if experts is None or experts[i] is None]
 
-    def collect(path: str | None) -> list[nn.Module] | None:
+    def collect(path: str | None) -> list[nn.Module | None] | None:
         if path is None:
             return None
-        mods = [_get(layer, path) for layer in layers]
-        if any(m is None or not hasattr(m, "weight") for m in mods):
-            raise UnsupportedArchitecture(
-                f"{type(model).__name__}: not every decoder layer has a weighted module at {path!r}; "
-                "fix its row in hneurons.arch.ARCHITECTURES."
-            )
-        return mods  # type: ignore[return-value]
+        mods: list[nn.Module | None] = [None] * n_layers
+        for i in dense:
+            mods[i] = _get(layers[i], path)  # type: ignore[assignment]
+            if mods[i] is None or not hasattr(mods[i], "weight"):
+                raise UnsupportedArchitecture(
+                    f"{name}: not every decoder layer has a weighted module at {path!r}; "
+                    "fix its row in hneurons.arch.ARCHITECTURES."
+                )
+        return mods
 
     down = collect(arch.down_proj)
     up = collect(arch.up_proj)
     gate = collect(arch.gate_proj)
     assert down is not None and up is not None
-    w = down[0].weight
-    d_model, d_ff = (w.shape[0], w.shape[1]) if arch.weight_layout == "out_in" else (w.shape[1], w.shape[0])
+    widths = []
+    d_model = 0
+    for i in dense:
+        w = down[i].weight
+        d_model, width = (w.shape[0], w.shape[1]) if arch.weight_layout == "out_in" else (w.shape[1], w.shape[0])
+        widths.append(int(width))
+    if experts is not None:
+        for ex in experts:
+            if ex is not None:
+                widths.append(ex.n_neurons)
+                d_model = ex.down(0).shape[0]
+    d_ff = max(widths)
     expected = getattr(tcfg, arch.d_ff_attr, None) if arch.d_ff_attr else None
     if arch.d_ff_attr and expected is None and model_type == "gpt2":
         expected = 4 * tcfg.n_embd  # GPT-2 leaves n_inner unset for the default 4 × hidden
@@ -206,7 +454,7 @@ def resolve(model: nn.Module) -> Layout:
             f"{model_type}: down-projection input width {d_ff} differs from config "
             f"{arch.d_ff_attr}={expected}; the adapter row's weight_layout is probably wrong."
         )
-    return Layout(model_type, arch, n_layers, int(d_ff), int(d_model), down, up, gate)
+    return Layout(model_type, arch, n_layers, int(d_ff), int(d_model), down, up, gate, experts)
 
 
 def supported_architectures() -> list[tuple[str, Arch]]:

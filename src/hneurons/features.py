@@ -9,7 +9,9 @@ Batches are length-bucketed and right-padded: with causal attention a real token
 a pad on its right, and pads carry zero weight in every region, so batching cannot change a feature.
 
 :class:`FeatureStore` keeps the result on disk as float16 (or float32) safetensors chunks, written
-as they finish, so a re-run resumes at the first missing chunk.
+as they finish, so a re-run resumes at the first missing chunk. The index records each chunk's
+sha256 as soon as the chunk is written; a chunk is reused and read only while it still hashes as
+recorded, so a damaged chunk is re-extracted (or named) instead of silently changing the probe.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 from hneurons.arch import Layout
 from hneurons.errors import DataError, FingerprintMismatch, StageError
 from hneurons.hooks import capture_cett, column_norms
-from hneurons.rundir import atomic_path, fingerprint_of, read_json, write_json
+from hneurons.rundir import atomic_path, file_sha256, fingerprint_of, read_json, write_json
 
 REGIONS = ("answer", "other", "prompt")
 
@@ -112,7 +114,7 @@ def extract_cett(
     no tokens in an item gives a NaN row.
     """
     out = {r: np.empty((len(items), layout.n_neurons), dtype=np.float32) for r in regions}
-    device = layout.down_weight(0).device
+    device = layout.device(0)
     try:
         device = next(model.parameters()).device  # the embedding's device under device_map
     except StopIteration:
@@ -162,8 +164,10 @@ def check_finite(features: dict[str, np.ndarray], qids: Sequence[str], d_ff: int
 class FeatureStore:
     """Chunked on-disk features of one split: ``chunk_*.safetensors`` plus ``index.json``.
 
-    Chunks are written atomically as extraction proceeds; :meth:`extract` skips items whose chunk
-    exists, so an interrupted extraction resumes where it stopped.
+    Chunks are written atomically as extraction proceeds and the index (``complete: false`` until
+    the last chunk) records each one's sha256 right after it is written; :meth:`extract` reuses a
+    chunk only while its hash and metadata match, so an interrupted extraction resumes where it
+    stopped and a damaged chunk is extracted again.
     """
 
     def __init__(self, path: str | Path):
@@ -173,15 +177,34 @@ class FeatureStore:
     def index_path(self) -> Path:
         return self.path / "index.json"
 
+    @property
+    def rebuild_command(self) -> str:
+        """The command that rewrites this store (named in every error about a damaged file)."""
+        if self.path.parent.name == "features":
+            run, name = self.path.parent.parent, self.path.name
+            stage = "detect" if name.startswith("detect_") else "origin" if name.startswith("origin_") else "features"
+            return f"hneurons {stage} {run} --force"
+        return f"delete {self.path} and extract again"
+
+    def _read_index(self) -> dict[str, Any]:
+        idx = read_json(self.index_path)
+        if not isinstance(idx, dict):
+            raise StageError(f"{self.index_path} is not a feature index; rebuild it with `{self.rebuild_command}`")
+        return idx
+
     def exists(self) -> bool:
-        """Whether a complete store (with its index) is on disk."""
-        return self.index_path.is_file()
+        """Whether a complete store (its index says so) is on disk."""
+        return self.index_path.is_file() and self._read_index().get("complete") is True
 
     def index(self) -> dict[str, Any]:
-        """The store's index, or a StageError saying which stage to run."""
-        if not self.exists():
-            raise StageError(f"{self.path} has no features; run `hneurons features` first")
-        return json.loads(self.index_path.read_text())
+        """The store's complete index, or a StageError saying which command writes it."""
+        if not self.index_path.is_file():
+            raise StageError(f"{self.path} has no features; run `{self.rebuild_command.removesuffix(' --force')}` first")
+        idx = self._read_index()
+        if idx.get("complete") is not True:
+            raise StageError(f"{self.path}: feature extraction was interrupted or written by an older version; "
+                             f"run `{self.rebuild_command}`")
+        return idx
 
     def extract(
         self,
@@ -198,19 +221,26 @@ class FeatureStore:
         pad_token_id: int = 0,
         progress: bool = True,
     ) -> "FeatureStore":
-        """Extract features for ``items`` chunk by chunk, skipping chunks already on disk."""
+        """Extract features for ``items`` chunk by chunk, reusing chunks on disk that still hash as recorded."""
         self.path.mkdir(parents=True, exist_ok=True)
         np_dtype = np.float16 if dtype == "float16" else np.float32
         meta = {"model_fingerprint": model_fingerprint, "regions": json.dumps(list(regions)), "dtype": dtype,
                 "other_scope": other_scope}
+        try:
+            recorded = dict(self._read_index().get("sha256") or {}) if self.index_path.is_file() else {}
+        except StageError:  # an unreadable index: every chunk is extracted again
+            recorded = {}
+        hashes: dict[str, str] = {}
         chunks = []
         n_chunks = (len(items) + chunk_size - 1) // chunk_size
         for c in range(n_chunks):
             part = items[c * chunk_size:(c + 1) * chunk_size]
             name = f"chunk_{c:05d}.safetensors"
             chunk_path = self.path / name
-            qids = [it.qid for it in part]
-            if chunk_path.is_file() and self._chunk_qids(chunk_path) == qids:
+            want = {**meta, "qids": json.dumps([it.qid for it in part])}
+            if (chunk_path.is_file() and recorded.get(name) == file_sha256(chunk_path)
+                    and self._chunk_meta(chunk_path) == want):
+                hashes[name] = recorded[name]
                 chunks.append(name)
                 continue
             if progress:
@@ -219,22 +249,36 @@ class FeatureStore:
                                  pad_token_id=pad_token_id, progress=progress)
             arrays = {r: feats[r].astype(np_dtype) for r in regions}
             with atomic_path(chunk_path) as tmp:
-                save_file(arrays, str(tmp), metadata={**meta, "qids": json.dumps(qids)})
+                save_file(arrays, str(tmp), metadata=want)
+            hashes[name] = file_sha256(chunk_path)
             chunks.append(name)
+            # hashes of chunks not reached yet are kept, so an interruption here loses nothing
+            write_json(self.index_path, {"complete": False, "sha256": {**recorded, **hashes}})
         write_json(self.index_path, {
             "qids": [it.qid for it in items], "n": len(items), "n_neurons": layout.n_neurons, "d_ff": layout.d_ff,
             "n_layers": layout.n_layers, "regions": list(regions), "dtype": dtype,
             "model_fingerprint": model_fingerprint, "other_scope": other_scope, "chunks": chunks,
+            "sha256": hashes, "complete": True,
         })
         return self
 
     @staticmethod
-    def _chunk_qids(path: Path) -> list[str] | None:
+    def _chunk_meta(path: Path) -> dict[str, str] | None:
         try:
             with safe_open(str(path), framework="np") as fh:
-                return json.loads((fh.metadata() or {}).get("qids", "null"))
+                return dict(fh.metadata() or {})
         except Exception:  # a torn or foreign file is simply re-extracted
             return None
+
+    def _verified(self, idx: dict[str, Any], name: str) -> Path:
+        """A chunk's path once its bytes hash as the index recorded; otherwise one line naming it."""
+        path = self.path / name
+        if not path.is_file():
+            raise StageError(f"{path} is missing; rebuild it with `{self.rebuild_command}`")
+        if file_sha256(path) != (idx.get("sha256") or {}).get(name):
+            raise StageError(f"{path} does not match the sha256 recorded in {self.index_path} (damaged or changed "
+                             f"since it was written); rebuild it with `{self.rebuild_command}`")
+        return path
 
     def load(
         self,
@@ -242,7 +286,10 @@ class FeatureStore:
         expect_fingerprint: str | None = None,
         dtype: type = np.float32,
     ) -> tuple[list[str], dict[str, np.ndarray]]:
-        """Read all chunks into one array per region (preallocated: peak RAM ≈ final size + one chunk)."""
+        """Read all chunks into one array per region (preallocated: peak RAM ≈ final size + one chunk).
+
+        Every chunk is checked against its recorded sha256 before it is read.
+        """
         idx = self.index()
         if expect_fingerprint is not None and idx["model_fingerprint"] != expect_fingerprint:
             raise FingerprintMismatch(
@@ -256,15 +303,21 @@ class FeatureStore:
         out = {r: np.empty((idx["n"], idx["n_neurons"]), dtype=dtype) for r in regions}
         row = 0
         for name in idx["chunks"]:
-            with safe_open(str(self.path / name), framework="np") as fh:
-                n = None
-                for r in regions:
-                    block = fh.get_tensor(r)
-                    n = block.shape[0]
-                    out[r][row:row + n] = block
-                row += n or 0
+            path = self._verified(idx, name)
+            try:
+                with safe_open(str(path), framework="np") as fh:
+                    n = None
+                    for r in regions:
+                        block = fh.get_tensor(r)
+                        n = block.shape[0]
+                        out[r][row:row + n] = block
+            except (OSError, ValueError, RuntimeError) as exc:  # unreadable although the hash matched
+                raise StageError(f"{path}: cannot read its features ({type(exc).__name__}); "
+                                 f"rebuild it with `{self.rebuild_command}`") from None
+            row += n or 0
         if row != idx["n"]:
-            raise StageError(f"{self.path}: chunks hold {row} rows but the index says {idx['n']}; delete the folder and re-run features")
+            raise StageError(f"{self.path}: chunks hold {row} rows but the index says {idx['n']}; "
+                             f"rebuild it with `{self.rebuild_command}`")
         return list(idx["qids"]), out
 
 

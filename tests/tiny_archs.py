@@ -1,0 +1,109 @@
+"""A tiny random model for every row of the adapter table, built from its config class (no downloads).
+
+Dense models: d_model 32, d_ff 48 (≠ 4·d_model, so a wrong default is caught), 2 layers. MoE models:
+4 experts of width 16, top-2 routing, 2 layers (DeepSeek/GLM/ERNIE: the first layer dense, as in the
+released checkpoints, so the padded flat index of docs/MOE.md is exercised). Every parameter is
+re-drawn from N(0, 0.2²) in float64: HF zero-inits biases and router corrections, which would hide
+a forgotten bias or router weight.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, Gemma3Config, Gemma3ForConditionalGeneration
+
+D, F, V, L = 32, 48, 64, 2  # d_model, d_ff, vocab, layers
+E, I, K = 4, 16, 2  # experts, expert width, experts per token
+COMMON = dict(vocab_size=V, hidden_size=D, intermediate_size=F, num_hidden_layers=L, num_attention_heads=4,
+              max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+GQA = dict(COMMON, num_key_value_heads=2, head_dim=8)
+GPT = dict(vocab_size=V, n_embd=D, n_inner=F, n_layer=L, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2)
+# Gemma 2/3 read ``hidden_activation``; giving ``hidden_act`` another value makes a hand
+# computation with the wrong attribute fail (PAPER.md §8.14: Gemma-3 is GELU-tanh, not SiLU).
+GEMMA_ACTS = dict(hidden_act="silu", hidden_activation="gelu_pytorch_tanh")
+MOE = dict(GQA, num_local_experts=E, num_experts=E, n_routed_experts=E, moe_num_experts=E, num_experts_per_tok=K,
+           moe_k=K, moe_intermediate_size=I)
+MLA = dict(head_dim=8, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, n_group=1,
+           topk_group=1, first_k_dense_replace=1, n_shared_experts=1)
+
+CONFIGS: dict[str, dict] = {
+    **{t: GQA for t in (
+        "llama", "qwen2", "olmo", "olmo2", "olmo3", "granite", "smollm3", "phi3", "stablelm", "cohere", "cohere2",
+        "exaone4", "internlm3", "qwen3", "seed_oss", "helium", "hunyuan_v1_dense", "ernie4_5",
+        "diffllama", "cwm", "hyperclovax", "glm", "glm4", "nemotron", "arcee", "jais2",
+        "nanochat", "persimmon", "starcoder2", "biogpt", "ministral", "ministral3")},
+    "qwen3_5_text": dict(GQA, layer_types=["full_attention"] * L),
+    "mistral": dict(GQA, sliding_window=16),
+    "granite_swa": dict(GQA, sliding_window=16),
+    "gemma": dict(GQA, hidden_act="gelu_pytorch_tanh"),
+    "gemma2": dict(GQA, **GEMMA_ACTS, sliding_window=16),
+    "gemma3_text": dict(GQA, **GEMMA_ACTS, sliding_window=16),
+    "vaultgemma": dict(GQA, **GEMMA_ACTS, sliding_window=16),
+    "phi": dict(GQA, partial_rotary_factor=0.5),
+    "gpt_neox": dict(COMMON, rotary_pct=0.5),
+    "falcon": dict(COMMON, ffn_hidden_size=F, new_decoder_architecture=False),
+    "bloom": dict(vocab_size=V, hidden_size=D, n_layer=L, n_head=4),
+    "gpt2": GPT,
+    "gpt_bigcode": GPT,
+    "gptj": dict(GPT, rotary_dim=4),
+    "codegen": dict(GPT, rotary_dim=4, n_ctx=64),
+    "gpt_neo": dict(COMMON, num_layers=L, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=4),
+    "mixtral": MOE,
+    "qwen3_moe": MOE,
+    "olmoe": MOE,
+    "flex_olmo": MOE,
+    "minimax": dict(MOE, layer_types=["full_attention"] * L),
+    "phimoe": MOE,
+    "granitemoe": MOE,
+    "gpt_oss": dict(MOE, layer_types=["full_attention"] * L),
+    "qwen2_moe": dict(MOE, shared_expert_intermediate_size=24, decoder_sparse_step=1),
+    "deepseek_v2": dict(MOE, **MLA),
+    "deepseek_v3": dict(MOE, **MLA),
+    "glm4_moe": dict(MOE, first_k_dense_replace=1, n_shared_experts=1, n_group=1, topk_group=1),
+    "ernie4_5_moe": dict(MOE, moe_layer_start_index=1, moe_num_shared_experts=1),
+}
+
+
+def _gemma3_multimodal() -> nn.Module:
+    vision = dict(hidden_size=16, intermediate_size=F, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=28, patch_size=14)  # same d_ff as the text FFN: only the path can tell them apart
+    cfg = Gemma3Config(text_config=dict(GQA, **GEMMA_ACTS, sliding_window=16), vision_config=vision,
+                       mm_tokens_per_image=4)
+    return Gemma3ForConditionalGeneration(cfg)
+
+
+MODEL_TYPES = sorted([*CONFIGS, "gemma3"])
+
+
+def build(model_type: str, dtype: torch.dtype = torch.float64, experts: str = "eager") -> nn.Module:
+    """A tiny model of ``model_type`` with every parameter random, in eval mode.
+
+    ``experts`` picks transformers' experts kernel for MoE models: the default grouped-mm kernels
+    have no float64 version, so float64 tests use the eager loop.
+    """
+    torch.manual_seed(0)
+    if model_type == "gemma3":
+        model = _gemma3_multimodal()
+    else:
+        cfg = AutoConfig.for_model(model_type, **CONFIGS[model_type])
+        model = AutoModelForCausalLM.from_config(cfg, experts_implementation=experts)
+    model = model.to(dtype).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model
+
+
+def activation_name(model_type: str, cfg: object) -> str:
+    """The config field that names the FFN activation (families disagree on its name)."""
+    if model_type in ("gemma2", "gemma3_text", "gemma3", "vaultgemma"):
+        return cfg.hidden_activation
+    if model_type == "falcon":
+        return cfg.activation
+    if model_type == "bloom":
+        return "gelu_new"  # BloomGelu: the tanh approximation, hard-coded
+    for name in ("activation_function", "hidden_act"):
+        if isinstance(getattr(cfg, name, None), str):
+            return getattr(cfg, name)
+    raise AssertionError(f"{model_type}: no activation field")
