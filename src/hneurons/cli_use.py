@@ -24,8 +24,11 @@ AbstainOpt = Annotated[Optional[float], typer.Option("--abstain-above", help="ab
 
 
 def _state(run_dir: Path, model: str | None, force: bool):
+    from hneurons.rundir import DONE_FILE, RunDir
     from hneurons.scoring import load_state
 
+    if (run_dir / "probe" / DONE_FILE).is_file():
+        RunDir(run_dir).verify("probe")  # a damaged probe is named, not used
     loaded = None
     if model is not None:
         from hneurons.models import load_model
@@ -48,9 +51,11 @@ def register(app: typer.Typer) -> None:
         on_long: Annotated[str, typer.Option("--on-long", help="truncate | refuse inputs longer than the model's context")] = "truncate",
     ) -> None:
         """Score (question, answer) pairs with the run's probe; missing answers are generated first."""
+        from hneurons.errors import DataError
         from hneurons.scoring import read_items, score_file
 
-        read_items(input)  # report input errors before loading the model
+        if not read_items(input):  # report input errors before loading the model
+            raise DataError(f"{input} has no items; give one JSON object per line (or CSV row) with a 'question'")
         stats = score_file(_state(run_dir, model, force), input, output, batch_size=batch_size, on_long=on_long)
         console.print(f"scored {stats['scored']} item(s), skipped {stats['skipped']} already in {output}")
 
@@ -67,8 +72,14 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per question")] = False,
     ) -> None:
         """Answer questions with guarded generation: H-Neurons scaled by α, each answer scored."""
+        from hneurons.config import check_guard
+        from hneurons.errors import DataError
         from hneurons.scoring import guarded_generate
 
+        check_guard(alpha, abstain_above)  # before the model loads
+        for i, q in enumerate(questions):
+            if not q.strip():
+                raise DataError(f"question {i + 1} is empty; every question needs text")
         results = guarded_generate(_state(run_dir, model, force), questions, alpha=alpha, abstain_above=abstain_above,
                                    max_new_tokens=max_new_tokens, temperature=temperature)
         if as_json:
@@ -97,12 +108,16 @@ def register(app: typer.Typer) -> None:
         force: ForceOpt = False,
     ) -> None:
         """Serve an OpenAI-compatible /v1/chat/completions endpoint with guarded generation."""
-        from hneurons.server import create_app
+        from hneurons.config import check_guard
 
+        check_guard(alpha, abstain_above)
+        from hneurons.server import bind_socket, create_app, run_server  # says what to install if they are missing
+
+        sock = bind_socket(host, port)  # before the model loads: a busy port fails fast, and stays ours
         state = _state(run_dir, model, force)
         app_ = create_app(state, alpha=alpha, abstain_above=abstain_above, max_batch=max_batch)
-        console.print(f"serving {state.loaded.name} on http://{host}:{port}/v1 (α = {alpha:g}, "
+        bound = sock.getsockname()[1]
+        console.print(f"serving {state.loaded.name} on http://{host}:{bound}/v1 (α = {alpha:g}, "
                       f"abstain above {abstain_above if abstain_above is not None else 'off'})")
-        import uvicorn
+        run_server(app_, sock)
 
-        uvicorn.run(app_, host=host, port=port, log_level="info")

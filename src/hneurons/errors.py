@@ -34,6 +34,10 @@ class FingerprintMismatch(HNeuronsError):
     """Stored artefacts (features, probe) belong to another model than the one given."""
 
 
+class MissingExtra(HNeuronsError, ImportError):
+    """An optional dependency is not installed (the message says which ``pip install`` adds it)."""
+
+
 class StageError(HNeuronsError):
     """A pipeline stage cannot run, e.g. because an earlier stage's output is missing."""
 

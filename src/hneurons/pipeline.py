@@ -5,7 +5,9 @@ Each stage module in :mod:`hneurons.stages` exposes two functions:
 * ``inputs(ctx) -> dict`` — everything its result depends on (its config section, the model
   fingerprint, fingerprints of the files it reads); hashed to decide whether it must re-run;
 * ``run(ctx) -> dict`` — does the work, reading and writing only files in the run directory, and
-  returns a small summary for the manifest.
+  returns a small summary for the manifest;
+* optionally ``outputs(ctx) -> list[Path]`` — the files it owns, hashed into its done-marker
+  (default: the plain files in its folder, see :meth:`~hneurons.rundir.RunDir.default_outputs`).
 
 A stage whose inputs are unchanged since it last finished is skipped; an interrupted stage resumes
 from its own partial files (each stage appends finished units of work as it goes).
@@ -65,12 +67,17 @@ def stage_module(name: str) -> Any:
 
 
 def run_stage(ctx: Context, name: str, force: bool = False) -> dict[str, Any]:
-    """Run one stage unless its inputs are unchanged since it last finished."""
+    """Run one stage unless its inputs are unchanged and its files intact since it last finished.
+
+    Before running, the files of every finished earlier stage are checked against the hashes in
+    their done-markers, so a damaged artefact stops the run with its name instead of being used.
+    With ``force`` the old done-marker stays until the new one replaces it.
+    """
     mod = stage_module(name)
+    for earlier in STAGES[:STAGES.index(name)]:
+        ctx.rundir.verify(earlier)
     fp = fingerprint_of(mod.inputs(ctx))
-    if force:
-        ctx.rundir.invalidate(name)
-    if ctx.rundir.is_done(name, fp):
+    if not force and ctx.rundir.is_done(name, fp):
         ctx.log(f"[{name}] up to date, skipped (use --force to re-run)")
         return {"status": "skipped"}
     ctx.log(f"[{name}] running")
@@ -80,9 +87,33 @@ def run_stage(ctx: Context, name: str, force: bool = False) -> dict[str, Any]:
     if summary.get("status") == "not run":
         ctx.rundir.mark_skipped(name, summary.get("reason", "not configured"))
     else:
-        ctx.rundir.mark_done(name, fp, seconds, summary)
+        outputs = mod.outputs(ctx) if hasattr(mod, "outputs") else None
+        ctx.rundir.mark_done(name, fp, seconds, summary, outputs=outputs)
     ctx.log(f"[{name}] done in {seconds:.1f} s")
     return summary
+
+
+def resolve_prompt_format(cfg: Config, log: Callable[[str], None] = print) -> dict[str, str] | None:
+    """Prompt a model without a chat template (a base model) in the plain format, saying so.
+
+    ``model.prompt_format = "chat"`` (the default) means the model's own chat template; a
+    pre-trained checkpoint has none, so the run switches to ``"{question}\\nAnswer:"`` (PAPER.md
+    §7.1) instead of failing. This is decided from the model files before any stage fingerprints
+    its inputs, so the stages see (and record) the format they really use. Returns the note for
+    the manifest when it switched, else None.
+    """
+    from hneurons.models import resolve_model_source, source_has_chat_template
+
+    if cfg.model.prompt_format != "chat":
+        return None
+    source = resolve_model_source(cfg.model.name)
+    if source_has_chat_template(source):
+        return None
+    cfg.model.prompt_format = "plain"
+    reason = f"{source} has no chat template (a base model)"
+    log(f"[model] warning: {reason}; prompting it in the plain format \"{{question}}\\nAnswer:\" "
+        "(model.prompt_format = plain)")
+    return {"configured": "chat", "used": "plain", "reason": reason}
 
 
 def run_all(cfg: Config, run_dir: str | Path, stages: list[str] | None = None, force: bool = False,
@@ -90,7 +121,10 @@ def run_all(cfg: Config, run_dir: str | Path, stages: list[str] | None = None, f
     """Run the stages in order (all by default) and return the report's path."""
     rd = RunDir(Path(run_dir))
     ctx = Context(cfg, rd, log=log)
+    switched = resolve_prompt_format(cfg, log)
     rd.init_manifest(cfg.to_dict(), None, cfg.seed)
+    rd.update_manifest(prompt_format=switched or {"configured": cfg.model.prompt_format,
+                                                  "used": cfg.model.prompt_format})
     for name in stages or list(STAGES):
         run_stage(ctx, name, force=force)
         if ctx._model is not None and rd.manifest().get("model") is None:

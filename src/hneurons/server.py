@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import math
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -29,11 +29,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from hneurons.errors import ConfigError, HNeuronsError, MissingExtra
 
-from hneurons.errors import ConfigError, HNeuronsError
+try:
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError
+except ImportError:
+    raise MissingExtra('hneurons serve needs the server packages: pip install "hneurons[serve]"') from None
+
+from hneurons.config import check_guard
 from hneurons.generation import _row_seed
 from hneurons.scoring import ScoringState, guarded_generate
 
@@ -174,10 +180,7 @@ def _question(req: ChatRequest) -> str | None:
 def create_app(state: ScoringState, *, alpha: float = 1.0, abstain_above: float | None = None,
                max_batch: int = 8, batch_wait_s: float = 0.02) -> FastAPI:
     """The FastAPI app serving ``state``'s model with its probe (worker started by the lifespan)."""
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-        raise ConfigError(f"--alpha must be a finite number ≥ 0 (1 = no change), got {alpha!r}")
-    if abstain_above is not None and not 0.0 <= abstain_above <= 1.0:
-        raise ConfigError(f"--abstain-above must be a probability in [0, 1], got {abstain_above!r}")
+    check_guard(alpha, abstain_above)
     if alpha != 1.0 and not len(state.h_neurons):
         raise ConfigError("--alpha needs H-Neurons to scale but the probe has no positive weights; use --alpha 1")
     if max_batch < 1:
@@ -246,3 +249,26 @@ def create_app(state: ScoringState, *, alpha: float = 1.0, abstain_above: float 
 
     return app
 
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (0 = any free port), or one line saying the port is taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host!r} is not an address this machine can bind ({exc.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); the port is in use or not allowed, "
+                          "pick another with --port") from None
+    return sock
+
+
+def run_server(app: FastAPI, sock: socket.socket) -> None:
+    """Serve ``app`` on a socket from :func:`bind_socket` until interrupted (uvicorn logs warnings only)."""
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -45,8 +45,13 @@ def test_stage_skip_and_manifest(tmp_path) -> None:
     rd.init_manifest({"a": 1}, None, seed=3)  # a resumed run that has not loaded the model yet
     m = rd.manifest()
     assert m["model"] == {"fingerprint": "abc"} and m["stages"]["probe"]["C"] == 2.0
-    rd.invalidate("probe")
+    (rd.path("probe", "h_neurons.json")).write_text("{}")  # a file the marker did not record is ignored
+    assert rd.is_done("probe", "fp1")
+    rd.mark_done("probe", "fp1", 1.5, {"C": 2.0})
+    (rd.path("probe", "h_neurons.json")).write_text("{ }")  # a recorded file changed: not up to date
     assert not rd.is_done("probe", "fp1")
+    with pytest.raises(StageError, match=r"h_neurons.json does not match the sha256.*hneurons probe .* --force"):
+        rd.verify("probe")
     rd.mark_skipped("origin", "no base model")
     assert rd.manifest()["stages"]["origin"] == {"status": "not run", "reason": "no base model"}
     with pytest.raises(StageError, match="unknown stage"):

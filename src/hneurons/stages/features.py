@@ -6,6 +6,7 @@ offsets), so the answer span indices stored there point at the same tokens here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -54,3 +55,10 @@ def run(ctx: Context) -> dict[str, Any]:
             pad_token_id=loaded.tokenizer.pad_token_id or 0)
         counts[split] = len(items)
     return {"responses": counts, "n_neurons": loaded.layout.n_neurons}
+
+
+def outputs(ctx: Context) -> list[Path]:
+    """Every file of the train and held-out stores (``features/detect_*`` and ``origin_*`` belong to those stages)."""
+    root = ctx.rundir.root / "features"
+    return sorted(p for split in ("train", "heldout") if (root / split).is_dir()
+                  for p in (root / split).iterdir() if p.is_file() and not p.name.startswith("."))
