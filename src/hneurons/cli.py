@@ -8,7 +8,6 @@ exit with status 2; no traceback.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from hneurons.cli_judge import register as register_judge_command
 from hneurons.cli_use import register as register_use_commands
 from hneurons.errors import HNeuronsError
 
@@ -26,11 +26,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Find, test and use hallucination-associated neurons (H-Neurons) in causal LMs.")
 console = Console(stderr=True)
 
-Preset = Annotated[str, typer.Option("--preset", "-p", help="smoke | default | paper")]
+Preset = Annotated[Optional[str], typer.Option("--preset", "-p", help="smoke | default | paper (default: default; "
+                                                                     "an existing run keeps its own config)")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with config sections")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. --set responses.k=5 (repeatable)")]
 Force = Annotated[bool, typer.Option("--force", help="re-run even if inputs are unchanged")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="HF model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="HF model directory, .gguf file, or gemma-3-270m (the packaged base model; default: embedded SmolLM2-135M-Instruct)")]
 RunDirArg = Annotated[Path, typer.Argument(help="run directory (e.g. runs/default)")]
 
 
@@ -39,26 +40,40 @@ def _log(message: str) -> None:
     console.print(message, markup=False, highlight=False)
 
 
-def _config(preset: str, config: Path | None, sets: list[str] | None, model: str | None, run_dir: Path | None = None):
-    """Resolve the config: an existing run's manifest wins over the preset, then file and --set."""
-    from hneurons.config import load_config, parse_overrides
+def _config(preset: str | None, config: Path | None, sets: list[str] | None, model: str | None,
+            run_dir: Path | None = None):
+    """Resolve the config: an existing run's manifest wins over the preset, then file and --set.
 
+    The preset is checked even when the run's own config wins, and a preset given for an existing
+    run is reported as not applied instead of being ignored in silence.
+    """
+    from hneurons.config import PRESETS, load_config, parse_overrides
+    from hneurons.errors import ConfigError
+
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     overrides = list(sets or [])
     if model is not None:
         overrides.append(f"model.name={model}")
     manifest = (run_dir / "manifest.json") if run_dir else None
     if manifest is not None and manifest.is_file() and config is None:
-        recorded = json.loads(manifest.read_text()).get("config") or {}
+        from hneurons.rundir import read_json
+
+        recorded = read_json(manifest).get("config") or {}
         flat = {f"{s}.{k}": v for s, sec in recorded.items() if isinstance(sec, dict) for k, v in sec.items()}
         flat["seed"] = recorded.get("seed", 0)
         # the recorded config, then this invocation's --set on top
-        return load_config("paper", overrides={**flat, **parse_overrides(overrides)})
-    return load_config(preset, file=config, overrides=overrides)
+        cfg = load_config("paper", overrides={**flat, **parse_overrides(overrides)})
+        if preset is not None and load_config(preset, overrides=overrides).to_dict() != cfg.to_dict():
+            _log(f"note: {run_dir} has its own config, which differs from preset {preset!r}; the run's config wins "
+                 "(change values with --set, or use a new run directory for that preset)")
+        return cfg
+    return load_config(preset or "default", file=config, overrides=overrides)
 
 
 @app.command()
 def run(
-    preset: Preset = "default",
+    preset: Preset = None,
     config: ConfigFile = None,
     sets: Sets = None,
     model: ModelOpt = None,
@@ -70,7 +85,7 @@ def run(
     """Run every stage in order and write the HTML report (resumes an interrupted run)."""
     from hneurons.pipeline import run_all
 
-    run_dir = runs / (name or preset)
+    run_dir = runs / (name or preset or "default")
     cfg = _config(preset, config, sets, model, run_dir)
     report = run_all(cfg, run_dir, stages=stages, force=force, log=_log)
     console.print(f"[bold green]done[/]: run directory {run_dir}")
@@ -81,19 +96,22 @@ def run(
 def _stage_command(stage: str, doc: str) -> None:
     def command(
         run_dir: RunDirArg,
-        preset: Preset = "default",
+        preset: Preset = None,
         config: ConfigFile = None,
         sets: Sets = None,
         model: ModelOpt = None,
         force: Force = False,
     ) -> None:
-        from hneurons.pipeline import Context, run_stage
+        from hneurons.pipeline import Context, resolve_prompt_format, run_stage
         from hneurons.rundir import RunDir
 
         cfg = _config(preset, config, sets, model, run_dir)
+        switched = resolve_prompt_format(cfg, _log)
         rd = RunDir(run_dir)
         if not rd.manifest_path.is_file():
             rd.init_manifest(cfg.to_dict(), None, cfg.seed)
+            if switched:
+                rd.update_manifest(prompt_format=switched)
         run_stage(Context(cfg, rd, log=_log), stage, force=force)
 
     command.__doc__ = doc
@@ -118,7 +136,7 @@ def report(run_dir: RunDirArg) -> None:
 
 
 @app.command()
-def info(model: Annotated[Optional[str], typer.Argument(help="HF model directory, .gguf file, or 'embedded'")] = None,
+def info(model: Annotated[Optional[str], typer.Argument(help="HF model directory, .gguf file, 'embedded' or 'gemma-3-270m'")] = None,
          dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto") -> None:
     """Print a model's architecture, layers, neurons per layer and total neurons."""
     from hneurons.models import load_model, model_info
@@ -138,15 +156,26 @@ def archs() -> None:
     """List the supported architectures (the adapter table)."""
     from hneurons.arch import supported_architectures
 
-    table = Table(title="Supported architectures (config.model_type)")
+    rows = supported_architectures()
+    n_moe = sum(a.is_moe for _, a in rows)
+    table = Table(title=f"Supported architectures (config.model_type): {len(rows) - n_moe} dense, {n_moe} "
+                        "mixture-of-experts (docs/MOE.md)")
     for col in ("model_type", "layers", "down projection (neurons = its inputs)", "up", "gate", "weight layout"):
         table.add_column(col)
-    for key, a in supported_architectures():
-        table.add_row(key, " | ".join(a.layers), a.down_proj, a.up_proj, a.gate_proj or "-", a.weight_layout)
+    for key, a in rows:
+        if a.is_moe:
+            shared = f" + shared {a.shared}" if a.shared else ""
+            table.add_row(key, " | ".join(a.layers), escape(f"{a.experts}.down_proj[e]{shared}"),
+                          escape(f"{a.experts}.gate_up_proj[e]"),
+                          "(fused, gate half)" if a.expert_format == "gate_up" else "(fused, interleaved)",
+                          f"MoE, {a.expert_format}")
+        else:
+            table.add_row(key, " | ".join(a.layers), a.down_proj, a.up_proj, a.gate_proj or "-", a.weight_layout)
     Console().print(table)
 
 
 register_use_commands(app)
+register_judge_command(app)
 
 
 def main() -> None:

@@ -16,12 +16,13 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_archs_lists_the_table() -> None:
     out = cli("archs")
     assert out.returncode == 0
-    for key in ("llama", "gpt2", "gpt_neox", "gemma3", "qwen3", "phi3"):
+    for key in ("llama", "gpt2", "gpt_neox", "gemma3", "qwen3", "phi3", "mixtral", "qwen2_moe", "gpt_oss"):
         assert key in out.stdout
+    assert "mixture-of-experts" in out.stdout and "mlp.experts.down_proj[e]" in out.stdout
 
 
 @pytest.mark.parametrize("command", ["run", "responses", "features", "probe", "detect", "intervene", "origin",
-                                     "report", "info", "archs", "score", "generate", "serve"])
+                                     "report", "info", "archs", "score", "generate", "serve", "judge"])
 def test_every_command_has_help(command: str) -> None:
     out = cli(command, "--help")
     assert out.returncode == 0 and "Usage" in out.stdout

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ContextManager
@@ -147,7 +148,8 @@ def render_conversation(tokenizer: Any, messages: Conversation, chat: bool = Tru
     """
     if chat:
         if not getattr(tokenizer, "chat_template", None):
-            raise ConfigError("the tokenizer has no chat template; set model.prompt_format = \"plain\"")
+            name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+            raise ConfigError(f"model {name} has no chat template (a base model?); set model.prompt_format = \"plain\"")
         return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
     parts = []
     for m in messages:
@@ -190,8 +192,8 @@ def _key(bench: str, cond: str, alpha: float, item_id: str) -> tuple[str, str, f
 
 
 def load_progress(path: Path, run_key: str) -> dict[tuple[str, str, float, str], dict[str, Any]]:
-    """Finished items of this run key; records of other keys are dropped from the file."""
-    records = read_jsonl(path)
+    """Finished items of this run key (a repeated item counts once); records of other keys are dropped from the file."""
+    records = read_jsonl(path, key=lambda r: (r.get("run"), _key(r["bench"], r["condition"], r["alpha"], r["item_id"])))
     keep = [r for r in records if r.get("run") == run_key]
     if len(keep) != len(records):
         with atomic_path(path) as tmp:
@@ -346,6 +348,9 @@ def summarize(
         out["benchmarks"][bench_name] = {
             "n": len(bench_items), "description": bench.description, "compliance_rule": bench.compliance,
             "judge": "parser" if bench_name == "faitheval" else judge_name,
+            # how many verdicts came from which judge (LLM, offline, LLM fallback), all conditions and α
+            "judge_sources": dict(Counter(str(r["extra"]["judge"]) for k, r in records.items()
+                                          if k[0] == bench_name and (r.get("extra") or {}).get("judge"))),
             "H": h, "random": rnd,
             "slope": {"H": h_end, "random": r_end},
             "slope_lsq": {"H": h_lsq, "random": r_lsq},

@@ -1,0 +1,62 @@
+"""The ``hneurons judge`` command (a thin layer over :func:`hneurons.judging.judge_file`).
+
+Exit status: 0 when every row was judged; 2 when any row was bad (each reported on stderr as
+``FILE:LINE: message``; the other rows are still judged and written) or on a user error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(stderr=True)
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hneurons" / "llm_judge"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``judge`` to ``app``."""
+
+    @app.command()
+    def judge(
+        task: Annotated[str, typer.Argument(help="triviaqa (any QA with aliases) | falseqa | jailbreak | mc")],
+        input: Annotated[Path, typer.Option("--input", "-i", help=".jsonl with question, response (+ answers / choices)")],
+        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write judged rows here (default: stdout)")] = None,
+        judge_kind: Annotated[str, typer.Option("--judge", help="rule (offline judges) | llm (offline judge as fallback)")] = "rule",
+        judge_url: Annotated[Optional[str], typer.Option("--judge-url", help="OpenAI-compatible server for --judge llm")] = None,
+        judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="model name on that server")] = None,
+        judge_api_key: Annotated[Optional[str], typer.Option("--judge-api-key", envvar="HNEURONS_JUDGE_API_KEY",
+                                                             help="API key (or env HNEURONS_JUDGE_API_KEY)")] = None,
+        cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LLM verdict cache (default ~/.cache/hneurons/llm_judge)")] = None,
+    ) -> None:
+        """Judge responses: add 'verdict' and 'judge' to every row (see README, "hneurons judge")."""
+        from hneurons.judging import judge_file, make_judge
+
+        j = make_judge(judge_kind, judge_url, judge_model, judge_api_key,
+                       (cache_dir or _default_cache()) if judge_kind == "llm" else None)
+        try:
+            if output is None:
+                res = judge_file(task, input, sys.stdout, j)
+            else:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                with output.open("w", encoding="utf-8") as fh:
+                    res = judge_file(task, input, fh, j)
+        finally:
+            if j.llm is not None:
+                j.llm.close()
+        for line, message in res.bad:
+            console.print(f"{escape(str(input))}:{line}: {escape(message)}", highlight=False, soft_wrap=True)
+        verdicts = ", ".join(f"{k} {v}" for k, v in sorted(res.verdicts.items()))
+        judges = ", ".join(f"{k} {v}" for k, v in sorted(res.sources.items()))
+        console.print(f"judged {res.judged} row(s) ({verdicts or 'none'}; by {judges or '-'})"
+                      + (f"; {len(res.bad)} bad row(s) skipped" if res.bad else ""), highlight=False, soft_wrap=True)
+        if res.bad:
+            raise typer.Exit(2)
