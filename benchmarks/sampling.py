@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--compare-trim", action="store_true",
                     help="also time the batched run without dropping finished rows")
+    ap.add_argument("--compare-refill", action="store_true",
+                    help="also time the batched run refilling finished rows' slots (refill=True)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of results")
     args = ap.parse_args()
     if args.threads:
@@ -121,8 +123,11 @@ def main() -> None:
     # (2) HFBackend batched, finished rows kept (like generate) and (3) trimmed (the default)
     timings = {}
     batched = []
-    for trim in ([False, True] if args.compare_trim else [True]):
-        backend = HFBackend(model, tok, batch_size=args.batch_size, trim_finished=trim)
+    modes: list[bool | str] = ([False] if args.compare_trim else []) + [True]
+    modes += ["refill"] if args.compare_refill else []
+    for trim in modes:
+        backend = HFBackend(model, tok, batch_size=args.batch_size, trim_finished=bool(trim),
+                            refill=trim == "refill")
         t0 = time.perf_counter()
         batched = backend.generate(prompts[: args.questions], params, progress=False)
         timings[trim] = (count(batched), time.perf_counter() - t0)
@@ -156,6 +161,10 @@ def main() -> None:
         }
         if False in timings:
             result["batched_no_trim_tok_s"] = round(timings[False][0] / timings[False][1], 2)
+        if "refill" in timings:
+            refill_rate = timings["refill"][0] / timings["refill"][1]
+            result["refill_tok_s"] = round(refill_rate, 2)
+            result["refill_ratio"] = round(refill_rate / batched_rate, 2)
         print(json.dumps(result))
 
 

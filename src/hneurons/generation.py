@@ -69,8 +69,14 @@ class Backend(Protocol):
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> int | None:
-    """Index of the earliest stop string in ``text`` (None when there is none)."""
-    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    """Index of the earliest stop string in ``text`` after its leading whitespace (None: none).
+
+    Stops only count once the response has begun: a model often opens with a newline and then
+    answers (base models after ``Answer:`` nearly always do), so ``stop=("\\n",)`` must end the
+    answer's line, not the empty line before it.
+    """
+    start = len(text) - len(text.lstrip())
+    hits = [i for i in (text.find(s, start) for s in stop if s) if i >= 0]
     return min(hits) if hits else None
 
 
@@ -92,7 +98,10 @@ class HFBackend:
     ramblers that hit the cap) most of the work is wasted, and ``n`` samples of a prompt pay ``n``
     prefills of the same (system-prompt heavy) text. This loop prefills each distinct prompt once
     and copies its KV cache to the sample rows, drops finished rows from the batch and the cache
-    (``trim_finished``), and draws every row's tokens from its own generator
+    (``trim_finished``), optionally refills their slots with pending rows (``refill``, for models
+    whose cache is plain per-layer tensors; off by default until it is shown to pay on a quiet
+    machine: bf16 logits depend slightly on batch composition, so it changes some responses),
+    and draws every row's tokens from its own generator
     seeded by ``(seed, prompt index, sample index)``, so a response does not depend on which other
     prompts share its batch (a resumed run re-creates the same samples). Sampling applies
     temperature, then top-k, then top-p, in the order ``generate`` uses. Forward hooks registered
@@ -102,7 +111,12 @@ class HFBackend:
     name = "hf"
 
     def __init__(
-        self, model: Any, tokenizer: Any, batch_size: int = 64, trim_finished: bool = True
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 64,
+        trim_finished: bool = True,
+        refill: bool = False,
     ) -> None:
         import inspect
 
@@ -112,6 +126,7 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.trim_finished = trim_finished
+        self.refill = refill
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = tokenizer.eos_token_id
@@ -250,6 +265,24 @@ class HFBackend:
         order = [order[b] for b in keep.tolist()]
         return attention[keep], last_pos[keep], nxt[keep], order, [True] * len(order)
 
+    def _prefill(self, prompts: list[list[int]], device: Any) -> tuple[Any, Any, Any, Any]:
+        """Prefill each distinct prompt once and copy its cache to its sample rows.
+
+        Returns the rows' last logits, attention mask, last positions and the KV cache.
+        """
+        import torch
+
+        unique: dict[tuple[int, ...], int] = {}
+        for ids in prompts:
+            unique.setdefault(tuple(ids), len(unique))
+        expand = torch.tensor([unique[tuple(ids)] for ids in prompts], device=device)
+        input_ids, attention, positions = self._left_padded(list(unique), device)
+        cache = self._new_cache()
+        logits = self._forward(input_ids, attention, positions, cache)
+        if len(unique) < len(prompts):
+            cache.batch_select_indices(expand)
+        return logits[expand], attention[expand], positions[expand][:, -1], cache
+
     def _run_batch(
         self, prompts: list[list[int]], seeds: list[int], params: SamplingParams
     ) -> list[Generation]:
@@ -258,24 +291,13 @@ class HFBackend:
 
         device = next(self.model.parameters()).device
         rows = len(prompts)
-        # prefill each distinct prompt once, then copy its cache to its n sample rows
-        unique: dict[tuple[int, ...], int] = {}
-        for ids in prompts:
-            unique.setdefault(tuple(ids), len(unique))
-        expand = torch.tensor([unique[tuple(ids)] for ids in prompts], device=device)
-        input_ids, attention, positions = self._left_padded(list(unique), device)
         generators = self._generators(seeds, device)
-        cache = self._new_cache()
-        logits = self._forward(input_ids, attention, positions, cache)
-        if len(unique) < rows:
-            cache.batch_select_indices(expand)
-        logits, attention, positions = logits[expand], attention[expand], positions[expand]
+        logits, attention, last_pos, cache = self._prefill(prompts, device)
         order = list(range(rows))  # batch position -> row (shrinks only when trimming)
         live = [True] * rows  # per batch position: still generating
         tokens: list[list[int]] = [[] for _ in range(rows)]
         reasons = ["length"] * rows
         eos = torch.tensor(sorted(self.eos_ids), device=device)
-        last_pos = positions[:, -1]
         for step in range(params.max_new_tokens):
             # finished rows draw too when not trimmed; per-row generators keep live rows' streams
             nxt = self._next_tokens(logits, params, [generators[r] for r in order])
@@ -292,6 +314,98 @@ class HFBackend:
             logits = self._forward(nxt[:, None], attention, last_pos[:, None], cache)
         return [self._finish(tokens[r], params, reasons[r]) for r in range(rows)]
 
+    def _refillable(self) -> bool:
+        """Whether this model's KV cache is one plain growing tensor per layer (see ``_merge``).
+
+        Sliding-window or other special layers keep extra state that rows cannot be spliced
+        into, so those models decode in fixed batches (trimmed) instead.
+        """
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(self._new_cache(), "layers", None)
+        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+    @staticmethod
+    def _merge(cache: Any, attention: Any, new_cache: Any, new_attention: Any) -> tuple[Any, Any]:
+        """Append the rows of ``new_cache`` to ``cache``, left-padding the narrower one.
+
+        Afterwards the leading columns no row attends to are cut, so the cache stays as wide as
+        its longest live row rather than growing with every admission.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        width = max(attention.shape[1], new_attention.shape[1])
+
+        def pad(t: Any, dim_from_end: int) -> Any:
+            missing = width - t.shape[-dim_from_end]
+            if not missing:
+                return t
+            return F.pad(t, (0, 0) * (dim_from_end - 1) + (missing, 0))
+
+        attention = torch.cat([pad(attention, 1), pad(new_attention, 1)])
+        start = int(attention.any(0).nonzero()[0])
+        for old, new in zip(cache.layers, new_cache.layers):
+            old.keys = torch.cat([pad(old.keys, 2), pad(new.keys, 2)])[..., start:, :]
+            old.values = torch.cat([pad(old.values, 2), pad(new.values, 2)])[..., start:, :]
+        return cache, attention[:, start:]
+
+    def _run_refill(
+        self, prompts: list[list[int]], seeds: list[int], params: SamplingParams, bar: Any
+    ) -> list[Generation]:
+        """Decode all rows through ``batch_size`` slots, refilling the slots of finished rows.
+
+        A fixed batch spends its last steps on a few ramblers while the finished rows' slots sit
+        empty; here, once a quarter of the slots are free, the next pending rows are prefilled
+        and spliced into the running batch and cache (waiting for a quarter rather than one slot
+        keeps the extra prefill calls few). Each row keeps its own generator, so its samples
+        follow ``(seed, prompt, sample)`` whatever it shares the batch with.
+        """
+        import torch
+
+        device = next(self.model.parameters()).device
+        eos = torch.tensor(sorted(self.eos_ids), device=device)
+        admit_at = max(1, self.batch_size // 4)
+        pending = list(range(len(prompts)))[::-1]  # pop() takes rows in the given order
+        results: list[Generation | None] = [None] * len(prompts)
+        tokens: list[list[int]] = [[] for _ in prompts]
+        reasons = ["length"] * len(prompts)
+        order: list[int] = []  # batch position -> row
+        generators: list[Any] = []  # per batch position
+        cache = attention = last_pos = logits = None
+        while pending or order:
+            free = self.batch_size - len(order)
+            if pending and (not order or free >= admit_at):
+                new = [pending.pop() for _ in range(min(free, len(pending)))]
+                new_logits, new_att, new_pos, new_cache = self._prefill([prompts[r] for r in new], device)
+                if order:
+                    cache, attention = self._merge(cache, attention, new_cache, new_att)
+                    logits = torch.cat([logits, new_logits])
+                    last_pos = torch.cat([last_pos, new_pos])
+                else:
+                    cache, attention, logits, last_pos = new_cache, new_att, new_logits, new_pos
+                order += new
+                generators += self._generators([seeds[r] for r in new], device)
+            nxt = self._next_tokens(logits, params, generators)
+            live = [True] * len(order)
+            self._consume(nxt, eos, params, order, live, tokens, reasons)
+            for b, r in enumerate(order):
+                if live[b] and len(tokens[r]) == params.max_new_tokens:
+                    live[b] = False  # reasons[r] stays "length"
+                if not live[b]:
+                    results[r] = self._finish(tokens[r], params, reasons[r])
+                    bar.update(1)
+            if not all(live):
+                generators = [g for g, alive in zip(generators, live) if alive]
+                if not any(live):
+                    order, cache = [], None
+                    continue
+                attention, last_pos, nxt, order, live = self._drop_finished(cache, live, order, attention, last_pos, nxt)
+            attention = torch.cat([attention, attention.new_ones((len(attention), 1))], dim=1)
+            last_pos = last_pos + 1
+            logits = self._forward(nxt[:, None], attention, last_pos[:, None], cache)
+        return results  # type: ignore[return-value]
+
     def generate(
         self, prompts: Sequence[str], params: SamplingParams, progress: bool = True
     ) -> list[list[Generation]]:
@@ -302,19 +416,20 @@ class HFBackend:
             raise ConfigError("an empty prompt was given to the sampler; every prompt needs text")
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         rows = [(i, j) for i in order for j in range(params.n)]
+        seeds = [_row_seed(params.seed, i, j) for i, j in rows]
         out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
         bar = tqdm(total=len(rows), desc="sampling", unit="resp", disable=not progress)
         with torch.inference_mode():
-            for b in range(0, len(rows), self.batch_size):
-                batch = rows[b : b + self.batch_size]
-                gens = self._run_batch(
-                    [encoded[i] for i, _ in batch],
-                    [_row_seed(params.seed, i, j) for i, j in batch],
-                    params,
-                )
-                for (i, j), gen in zip(batch, gens):
-                    out[i][j] = gen
-                bar.update(len(batch))
+            if self.refill and self.trim_finished and self._refillable():
+                gens = self._run_refill([encoded[i] for i, _ in rows], seeds, params, bar)
+            else:
+                gens = []
+                for b in range(0, len(rows), self.batch_size):
+                    batch = rows[b : b + self.batch_size]
+                    gens += self._run_batch([encoded[i] for i, _ in batch], seeds[b : b + self.batch_size], params)
+                    bar.update(len(batch))
+        for (i, j), gen in zip(rows, gens):
+            out[i][j] = gen
         bar.close()
         return out  # type: ignore[return-value]
 

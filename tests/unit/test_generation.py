@@ -19,7 +19,6 @@ from hneurons.errors import ConfigError, EndpointError  # noqa: E402
 from hneurons.generation import (  # noqa: E402
     Generation,
     HFBackend,
-    OpenAIBackend,
     SamplingParams,
     make_backend,
 )
@@ -318,3 +317,60 @@ def test_openai_backend_server_down():
     backend = make_backend("openai", base_url=f"http://127.0.0.1:{port}/v1", model="m")
     with pytest.raises(EndpointError, match=rf"cannot reach .*127\.0\.0\.1:{port}/v1/completions"):
         backend.generate(["q"], SamplingParams(), progress=False)
+
+
+def _forced(tok, model, script):
+    """lm_head hook making decode step i emit ``script[i]`` (then eos) for every row."""
+    calls = {"n": 0}
+
+    def force(module, inputs, output):
+        step = calls["n"]
+        calls["n"] += 1
+        output = output.clone()
+        output[:, -1, :] = -1e4
+        output[:, -1, script[step] if step < len(script) else tok.eos_token_id] = 1e4
+        return output
+
+    return model.lm_head.register_forward_hook(force), calls
+
+
+def test_newline_stop_waits_for_the_first_non_whitespace_token(setup):
+    """A leading "\\n" (base models open with one) does not end the answer; the next one does."""
+    tok, model, prompts = setup
+    nl = tok("\n", add_special_tokens=False)["input_ids"][-1]
+    word = tok("Paris", add_special_tokens=False)["input_ids"][-1]
+    if tok.decode([nl]) != "\n":
+        pytest.skip("this tokenizer has no newline token")
+    assert tok.decode([word]).strip()
+    handle, _ = _forced(tok, model, [nl, nl, word, word, nl, word, word])
+    try:
+        (gen,), = HFBackend(model, tok, batch_size=8).generate(
+            prompts[:1], SamplingParams(temperature=0, max_new_tokens=10, stop=("\n",)), progress=False)
+    finally:
+        handle.remove()
+    assert gen.finish_reason == "stop"
+    assert gen.token_ids == (nl, nl, word, word)
+    assert gen.text == tok.decode([word, word]).strip()
+
+
+def test_refilled_slots_give_the_fixed_batch_results(setup):
+    """Refilling finished rows' slots changes no response, greedy or sampled (per-row seeds)."""
+    tok, model, prompts = setup
+    prompts = prompts * 3  # 15 prompts, mixed lengths
+    prefills = {"n": 0}
+
+    def count_prefills(module, args, kwargs):
+        prefills["n"] += kwargs["input_ids"].shape[1] > 1
+
+    handle = model.register_forward_pre_hook(count_prefills, with_kwargs=True)
+    try:
+        for params in (GREEDY, SamplingParams(max_new_tokens=10, n=3, seed=2)):
+            prefills["n"] = 0
+            refilled = HFBackend(model, tok, batch_size=4, refill=True).generate(prompts, params, progress=False)
+            assert prefills["n"] > len(prompts) * params.n // 4  # slots were refilled along the way
+            fixed = HFBackend(model, tok, batch_size=4, refill=False).generate(prompts, params, progress=False)
+            one_batch = HFBackend(model, tok, batch_size=64, refill=False).generate(prompts, params, progress=False)
+            assert refilled == fixed == one_batch
+            assert len({g.token_ids for row in refilled for g in row}) > 1
+    finally:
+        handle.remove()
