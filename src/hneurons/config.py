@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -37,7 +38,9 @@ class ModelConfig:
     device: str = "auto"
     device_map: str | None = None
     trust_remote_code: bool = False
-    prompt_format: str = "chat"  # "chat" (tokenizer's template) or "plain" (f"{q}\nAnswer:")
+    # "chat": the tokenizer's template; a model without one (a base model) falls back to "plain"
+    # with a warning (pipeline.resolve_prompt_format). "plain": f"{q}\nAnswer:" (PAPER.md §7.1)
+    prompt_format: str = "chat"
 
 
 @dataclass
@@ -126,10 +129,20 @@ class OriginConfig:
 
 
 @dataclass
+class SpansConfig:
+    """Which tokens of a response are its answer (one rule for every stage and for ``score``)."""
+
+    method: str = "phrase"  # phrase | response | llm (label-blind) · alias (leaks the label; parity only)
+    llm_url: str | None = None  # OpenAI-compatible server for method = "llm"
+    llm_model: str | None = None
+
+
+@dataclass
 class Config:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    spans: SpansConfig = field(default_factory=SpansConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
@@ -284,6 +297,7 @@ def load_config(
     cfg = Config()
     for k, v in copy.deepcopy(PRESETS[preset]).items():
         _set(cfg, k, v)
+    from_file: dict[str, Any] = {}
     if file is not None:
         p = Path(file)
         if not p.is_file():
@@ -292,13 +306,34 @@ def load_config(
             data = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML ({exc})") from None
-        for k, v in _flatten(data).items():
-            _set(cfg, k, v)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} cannot be read ({type(exc).__name__}); pass a UTF-8 TOML file") from None
+        from_file = _flatten(data)
+        for k, v in from_file.items():
+            try:
+                _set(cfg, k, v)
+            except ConfigError as exc:
+                raise ConfigError(f"config file {p}: {exc}") from None
     items = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     for k, v in items.items():
         _set(cfg, k, v)
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        # name the file when the bad value came from it (and no --set replaced it)
+        key = str(exc).split(" ", 1)[0].rstrip(":")
+        if key in from_file and key not in items:
+            raise ConfigError(f"config file {file}: {exc}") from None
+        raise
     return cfg
+
+
+def check_guard(alpha: float, abstain_above: float | None) -> None:
+    """Refuse guarded-generation options no model call could use (checked before a model loads)."""
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+        raise ConfigError(f"--alpha must be a finite number ≥ 0 (1 = no change, 0 = silence the H-Neurons), got {alpha!r}")
+    if abstain_above is not None and not (isinstance(abstain_above, (int, float)) and 0.0 <= abstain_above <= 1.0):
+        raise ConfigError(f"--abstain-above must be a probability in [0, 1], got {abstain_above!r}")
 
 
 def validate(cfg: Config) -> None:
@@ -318,6 +353,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"responses.judge must be rule or llm, got {r.judge!r}")
     if cfg.model.prompt_format not in {"chat", "plain"}:
         raise ConfigError(f"model.prompt_format must be chat or plain, got {cfg.model.prompt_format!r}")
+    if cfg.spans.method not in {"phrase", "response", "llm", "alias"}:
+        raise ConfigError(f"spans.method must be phrase, response, llm or alias, got {cfg.spans.method!r}")
+    if cfg.spans.method == "llm" and not (cfg.spans.llm_url and cfg.spans.llm_model):
+        raise ConfigError('spans.method = "llm" needs spans.llm_url and spans.llm_model (an OpenAI-compatible server)')
     if cfg.features.other_scope not in {"full_sequence", "response_only"}:
         raise ConfigError(f"features.other_scope must be full_sequence or response_only, got {cfg.features.other_scope!r}")
     if cfg.features.store_dtype not in {"float16", "float32"}:

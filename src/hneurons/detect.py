@@ -68,9 +68,9 @@ EVAL_SETS: dict[str, EvalSet] = {
 
 @dataclass(frozen=True)
 class Verdict:
-    """A judged response: ``label`` 1 = hallucinated, 0 = faithful, ``None`` = dropped (refusal)."""
+    """A judged response: ``label`` 1 = hallucinated, 0 = faithful, ``None`` = dropped (refusal, no answer)."""
 
-    verdict: str  # correct | wrong | refusal | answer
+    verdict: str  # correct | wrong | refusal | answer | no_answer | error
     label: int | None
     answer: str | None  # text to locate as the answer span; None → the whole response
 
@@ -98,9 +98,14 @@ def judge_response(eval_set: EvalSet, question: str, response: str, aliases: Seq
 
     QA sets: the paper filter (``is_refusal`` with ``refusal_phrases``) drops a response first; then
     the rule judge (whole-word alias match, :func:`hneurons.judge.match_alias`) or, when given,
-    ``llm_verdict(question, response, aliases)``. The answer span of a correct response is the
-    matched alias; of a wrong one the whole response (as for training, :func:`hneurons.spans.default_span`).
+    ``llm_verdict(question, response, aliases)``. ``Verdict.answer`` (the matched alias or refusal
+    phrase) is read only by the label-aware parity span rule ``spans.method = "alias"``; the default
+    spans come from the label-blind locator (:func:`hneurons.locator.span_by_config`).
+    An empty (or whitespace-only) response is "no answer" in every set: dropped like a refusal,
+    never labelled — an empty string is neither a hallucination nor a correct answer.
     """
+    if not response.strip():
+        return Verdict("no_answer", None, None)
     if eval_set.refusals == "faithful":
         if is_refusal_broad(response):
             return Verdict("refusal", 0, refusal_phrase(response))
@@ -159,16 +164,30 @@ def balance(labels: Sequence[int], per_class: int, min_per_class: int, seed: int
 @dataclass
 class TokenStats:
     """Per item: mean answer-token log-probability and predictive entropy, response length in
-    tokens, and the residual stream averaged over the answer tokens (``[n, d_model]``)."""
+    tokens, the residual stream averaged over the answer tokens (``[n, d_model]``) and the span's
+    shape (``[n, 3]``: span tokens, span/response token ratio, span start offset in the response) —
+    the last two are leak guards: if they detect hallucinations, the span rule knows the label."""
 
     logprob: np.ndarray
     entropy: np.ndarray
     length: np.ndarray
     residual: np.ndarray
     residual_layer: int
+    span_shape: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
 
     def take(self, idx: np.ndarray) -> TokenStats:
-        return TokenStats(self.logprob[idx], self.entropy[idx], self.length[idx], self.residual[idx], self.residual_layer)
+        return TokenStats(self.logprob[idx], self.entropy[idx], self.length[idx], self.residual[idx],
+                          self.residual_layer, self.span_shape[idx])
+
+
+def span_shape(items: Sequence[FeatureItem]) -> np.ndarray:
+    """``[n, 3]``: answer-span tokens, span/response token ratio, span start − response start."""
+    out = np.zeros((len(items), 3), dtype=np.float64)
+    for i, it in enumerate(items):
+        a0, a1 = it.answer
+        r0, r1 = it.response
+        out[i] = (a1 - a0, (a1 - a0) / max(1, r1 - r0), a0 - r0)
+    return out
 
 
 @torch.inference_mode()
@@ -219,7 +238,7 @@ def token_stats(model: torch.nn.Module, items: Sequence[FeatureItem], residual_l
     bar.close()
     if residual is None:
         residual = np.empty((0, 0), dtype=np.float32)
-    return TokenStats(logprob, entropy, length, residual, residual_layer)
+    return TokenStats(logprob, entropy, length, residual, residual_layer, span_shape(items))
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,6 +404,22 @@ def _fit_residual(train: TrainData) -> Scorer:
     return Scorer(lambda ev: _proba(m, ev.stats.residual), 0.5, {"layer": st.residual_layer, "C": REFIT_C})
 
 
+def _fit_span_shape(train: TrainData) -> Scorer:
+    """Leak guard: standardised logistic regression (C = 1) on the span's shape alone (answer rows)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    st = _need_stats(train)
+    m = make_pipeline(StandardScaler(), LogisticRegression(C=REFIT_C, max_iter=2000))
+    m.fit(st.span_shape, train.labels)
+    return Scorer(lambda ev: _proba(m, ev.stats.span_shape), 0.5, {"features": ["span_tokens", "span_fraction", "span_start"]})
+
+
+TRIVIAL_BASELINES = ("length", "span_shape")
+"""Scores that know nothing about the model's internals: detection only holds if it beats them."""
+
+
 def fit_threshold(score: np.ndarray, labels: np.ndarray) -> float:
     """Where a 1-D logistic regression on the training answers crosses p = 0.5 (``score > t`` → 1).
 
@@ -421,6 +456,8 @@ BASELINES: dict[str, Baseline] = {b.name: b for b in (
     Baseline("logprob", "negative mean answer-token log-probability (training-free)", _one_dim("logprob", lambda s: -s.logprob)),
     Baseline("entropy", "mean predictive entropy over answer tokens (training-free)", _one_dim("entropy", lambda s: s.entropy)),
     Baseline("length", "response length in tokens alone (confound check; longer = hallucinated)", _one_dim("length", lambda s: s.length)),
+    Baseline("span_shape", "logistic regression on the answer span's token count, share of the response and start "
+             "offset (leak guard: high = the span rule separates the classes)", _fit_span_shape),
 )}
 
 

@@ -39,7 +39,8 @@ from hneurons.detect import EvalSet, TrainData, judge_response, random_neuron_dr
 from hneurons.errors import ConfigError, DataError, ModelLoadError
 from hneurons.features import FeatureItem
 from hneurons.probe import HNeuronProbe
-from hneurons.spans import SpanFailure, build_sequence, default_span, render_prompt
+from hneurons.locator import span_by_config
+from hneurons.spans import SpanFailure, build_sequence, render_prompt
 from hneurons.stats import welch_t_one_sided
 
 SCOPES = ("global", "per_layer")
@@ -102,6 +103,11 @@ class SafetensorsWeights:
             raise ModelLoadError(f"{cfg_path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
         self.model_type = str(self.config.get("model_type") or "")
         self.arch: Arch = arch_for(self.model_type)
+        if self.arch.is_moe:
+            raise ModelLoadError(
+                f"{self.directory}: drift from files does not read mixture-of-experts checkpoints "
+                f"({self.model_type}); load both models and call hneurons.origin.neuron_drift on their layouts"
+            )
         self._safe_open = safe_open
         self._key_to_file = self._weight_map()
         self._stack = ExitStack()
@@ -344,7 +350,12 @@ def neuron_drift(instruct: WeightSource, base: WeightSource, scope: str = "globa
     down = np.empty(L * F)
     gate = np.full(L * F, np.nan)
     for layer in tqdm(range(L), desc="drift", unit="layer", disable=not progress):
-        sl = slice(layer * F, (layer + 1) * F)
+        # MoE layers (docs/MOE.md): one row per (expert, j) then shared neurons, as in Layout's flat
+        # index; padding slots of narrower layers are "both rows zero", i.e. drift 0.
+        width = instruct.width(layer) if hasattr(instruct, "width") else F
+        up[layer * F + width:(layer + 1) * F] = 0.0
+        down[layer * F + width:(layer + 1) * F] = 0.0
+        sl = slice(layer * F, layer * F + width)
         with torch.no_grad():
             up[sl] = cosine_drift(instruct.up_weight(layer), base.up_weight(layer))
             # columns of W_down are rows of its transpose
@@ -459,7 +470,7 @@ class BaseItem:
     question: str
     response: str
     verdict: str
-    label: int | None  # 1 = hallucinated, 0 = faithful, None = dropped (refusal / judge error)
+    label: int | None  # 1 = hallucinated, 0 = faithful, None = dropped (refusal / no answer / judge error)
     span_start: int = -1
     span_end: int = -1
     span_status: str = "not located"
@@ -472,12 +483,13 @@ class BaseItem:
 
 
 def judge_and_locate(tokenizer: Any, eval_set: EvalSet, records: Sequence[Record], responses: Sequence[str],
-                     refusal_phrases: Sequence[str]) -> list[BaseItem]:
+                     refusal_phrases: Sequence[str], span_method: str = "phrase",
+                     span_llm: Any = None) -> list[BaseItem]:
     """Label base-model answers and find their answer spans in the plain-text sequence.
 
     Judging is the detection stage's (:func:`hneurons.detect.judge_response`: paper refusal filter,
-    then whole-word alias match); the span is the matched alias in a correct answer and the whole
-    answer in a wrong one (:func:`hneurons.spans.default_span`), located by character offsets in
+    then whole-word alias match); the span comes from the same label-blind locator as training
+    (:func:`hneurons.locator.span_by_config` with ``span_method``), located by character offsets in
     ``"{question}\\nAnswer: {response}"``. Items whose span cannot be located keep
     ``feature=None`` and the reason in ``span_status``.
     """
@@ -492,7 +504,7 @@ def judge_and_locate(tokenizer: Any, eval_set: EvalSet, records: Sequence[Record
             out.append(item)
             continue
         seq = build_sequence(tokenizer, rec.question.strip(), text, chat=False)
-        span = default_span(seq, v.answer)
+        span = span_by_config(seq, rec.question, span_method, span_llm, v.answer)
         if isinstance(span, SpanFailure):
             item.span_status = span.reason
         else:

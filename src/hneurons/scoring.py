@@ -3,8 +3,8 @@
 Two ways to get ``p_hallucination`` for an answer, built to agree:
 
 * :func:`score` re-renders ``[user, assistant=answer]`` exactly as the features stage did
-  (:func:`~hneurons.spans.build_sequence`), takes the whole answer minus template and
-  whitespace/punctuation tokens as the span (:func:`~hneurons.spans.default_span` with no alias) and
+  (:func:`~hneurons.spans.build_sequence`), takes the answer span from the run's label-blind
+  locator (:func:`~hneurons.locator.locate_answer_span`, the rule training used) and
   runs the same extractor (:func:`~hneurons.features.extract_cett`), so a score is comparable with
   the probe's training rows.
 * :func:`guarded_generate` records the CETT of the probe's non-zero neurons *while generating*
@@ -33,14 +33,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hneurons.config import PAPER_SUFFIX, Config, load_config
+from hneurons.config import PAPER_SUFFIX, Config, check_guard, load_config
 from hneurons.errors import ConfigError, DataError, FingerprintMismatch, StageError
 from hneurons.features import FeatureItem, extract_cett
 from hneurons.generation import Generation, HFBackend, SamplingParams, _row_seed
 from hneurons.hooks import record_cett, scale_neurons
 from hneurons.probe import HNeuronProbe
-from hneurons.rundir import append_jsonl, read_jsonl
-from hneurons.spans import SpanFailure, _is_filler, build_sequence, default_span, locate_answer, render_prompt
+from hneurons.rundir import RunDir, append_jsonl, read_jsonl
+from hneurons.locator import answer_chars, locate_answer_span, make_llm_locator, token_char_offsets
+from hneurons.spans import Span, SpanFailure, build_sequence, locate_answer, render_prompt
 
 __all__ = [
     "ABSTAIN_TEXT",
@@ -71,6 +72,8 @@ class ScoringState:
     suffix: str = PAPER_SUFFIX
     max_new_tokens: int = 50
     run_dir: Path | None = None
+    span_method: str = "phrase"  # the run's spans.method: the same label-blind rule as training
+    span_llm: Any = None  # an LLMSpanLocator for span_method = "llm"
 
     def __post_init__(self) -> None:
         n = self.loaded.layout.n_neurons
@@ -100,6 +103,16 @@ class ScoringState:
     def prompt(self, question: str) -> str:
         """The rendered prompt a response to ``question`` is generated from."""
         return render_prompt(self.loaded.tokenizer, self.user_text(question), chat=self.chat)
+
+    @property
+    def use_span_method(self) -> str:
+        """The locator used on new text: the run's rule; the label-aware parity rule ``alias`` has
+        no gold answer at use time, so it scores the whole response (what it used for wrong answers)."""
+        return "response" if self.span_method == "alias" else self.span_method
+
+    def locate(self, seq: Any, question: str) -> Span | SpanFailure:
+        """The answer span of a rendered (question, answer) sequence, as in training."""
+        return locate_answer_span(seq, question, self.use_span_method, self.span_llm)
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -134,6 +147,7 @@ def load_state(run_dir: str | Path, *, model: Any = None, force: bool = False) -
     probe_path = root / "probe" / "probe.safetensors"
     if not probe_path.is_file():
         raise StageError(f"{root} has no fitted probe ({probe_path} is missing); run `hneurons probe {root}` first")
+    RunDir(root).verify("probe")  # a probe changed since the probe stage wrote it is refused, not used
     cfg = _run_config(manifest, manifest_path)
     probe = HNeuronProbe.load(probe_path)
     run_fp = None
@@ -156,7 +170,8 @@ def load_state(run_dir: str | Path, *, model: Any = None, force: bool = False) -
             "model (--model) or pass --force to use this one anyway"
         )
     return ScoringState(model, probe, chat=cfg.model.prompt_format == "chat", suffix=cfg.responses.suffix,
-                        max_new_tokens=cfg.responses.max_new_tokens, run_dir=root)
+                        max_new_tokens=cfg.responses.max_new_tokens, run_dir=root, span_method=cfg.spans.method,
+                        span_llm=make_llm_locator(cfg.spans, root / "spans_cache"))
 
 
 def _state(run: str | Path | ScoringState, model: Any, force: bool) -> ScoringState:
@@ -265,9 +280,9 @@ def score(
                    span=None, span_status="ok", top_neurons=[])
         results.append(out)
         seq = build_sequence(tok, state.user_text(item["question"]), answers[i] or "", chat=state.chat)
-        # an explicit ``span`` (a substring of the answer) scores exactly those tokens, e.g. the
-        # alias span the detection stage used; otherwise the whole answer, as for a wrong answer
-        span = locate_answer(seq, item["span"]) if item.get("span") else default_span(seq, None)
+        # an explicit ``span`` (a substring of the answer) scores exactly those tokens; otherwise
+        # the run's label-blind locator, as in training
+        span = locate_answer(seq, item["span"]) if item.get("span") else state.locate(seq, item["question"])
         if isinstance(span, SpanFailure):
             out["span_status"] = span.reason
             continue
@@ -356,7 +371,7 @@ def score_file(
     """
     items = read_items(input_path)
     out = Path(output_path)
-    done = {str(r.get("id")) for r in read_jsonl(out)}
+    done = {str(r.get("id")) for r in read_jsonl(out, key=lambda r: str(r.get("id")))}
     todo = [it for it in items if it["id"] not in done]
     if todo:
         state = _state(run_dir, model, force)
@@ -447,14 +462,20 @@ class _RecordingDecoder(HFBackend):
         return out
 
 
-def _response_span(tokenizer: Any, ids: Sequence[int]) -> tuple[int, int] | None:
-    """Generated tokens ``[start, end)`` that make up the answer, as :func:`default_span` picks them.
+def _response_span(state: ScoringState, question: str, ids: Sequence[int]) -> tuple[int, int] | None:
+    """Generated tokens ``[start, end)`` of the answer, chosen by the run's locator as :func:`score` does.
 
-    Special (template) tokens decode to nothing and leading/trailing whitespace- or punctuation-only
-    tokens are trimmed; everything between the first and last kept token stays.
+    The locator works on characters; each generated token's characters come from decoding growing
+    prefixes (:func:`hneurons.locator.token_char_offsets`), special tokens decode to nothing.
     """
-    keep = [i for i, t in enumerate(ids) if (piece := tokenizer.decode([t], skip_special_tokens=True)) and not _is_filler(piece)]
-    return (keep[0], keep[-1] + 1) if keep else None
+    text, offsets = token_char_offsets(state.loaded.tokenizer, ids)
+    lead = len(text) - len(text.lstrip())
+    got = answer_chars(question, text.strip(), state.use_span_method, state.span_llm)
+    if got is None:
+        return None
+    cs, ce = got[0] + lead, got[1] + lead
+    hits = [i for i, (a, b) in enumerate(offsets) if a < b and a < ce and b > cs]
+    return (hits[0], hits[-1] + 1) if hits else None
 
 
 def guarded_generate(
@@ -475,15 +496,14 @@ def guarded_generate(
     """Answer questions with the H-Neurons scaled by ``alpha`` and score each answer on the fly.
 
     The probe's non-zero neurons are recorded during the same decoding loop (no second forward);
-    the span is the whole response minus template and filler tokens, positions counted in the
+    the span is the run's label-blind answer span (as in training), positions counted in the
     sequence the model saw. With ``abstain_above``, an answer whose ``p_hallucination`` exceeds it
     is replaced by :data:`ABSTAIN_TEXT` (``abstained: true``; the model's text stays in ``response``).
     Row seeds default to ``(seed, question index)`` as in :class:`HFBackend`; pass ``seeds`` to fix
     each row's stream independently of the batch (the server does).
     """
     state = _state(run_dir_or_state, model, force)
-    if abstain_above is not None and not (0.0 <= float(abstain_above) <= 1.0):
-        raise ConfigError(f"abstain_above must be a probability in [0, 1], got {abstain_above}")
+    check_guard(alpha, abstain_above)  # the CLI and server check the same before loading a model
     if seeds is not None and len(seeds) != len(questions):
         raise ConfigError(f"seeds has {len(seeds)} entries for {len(questions)} questions")
     for i, q in enumerate(questions):
@@ -524,7 +544,7 @@ def guarded_generate(
                                "completion_tokens": len(gen.token_ids), "span": None, "span_status": "ok",
                                "top_neurons": []}
         results.append(out)
-        span = _response_span(tok, gen.token_ids)
+        span = _response_span(state, questions[i], gen.token_ids)
         if span is None:
             out["span_status"] = "empty response" if not gen.token_ids else "response has only whitespace/punctuation tokens"
             continue

@@ -71,8 +71,8 @@ def _require_chat_template(tokenizer: Any) -> None:
     if not _has_chat_template(tokenizer):
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         raise ConfigError(
-            f"tokenizer {name!r} has no chat template (a base model?); "
-            'set prompt_format = "plain" to prompt it with "{question}\\nAnswer:"'
+            f"model {name} has no chat template (a base model?); "
+            'set model.prompt_format = "plain" to prompt it with "{question}\\nAnswer:"'
         )
 
 
@@ -206,12 +206,28 @@ def _normalised_with_map(text: str) -> tuple[str, list[int]]:
     return "".join(out), index
 
 
+def span_from_chars(seq: Sequence, cs: int, ce: int) -> Span | SpanFailure:
+    """The response tokens overlapping characters ``[cs, ce)`` of ``seq.text``.
+
+    The span's text starts at its first non-space character (a byte-level token's offsets may
+    include its leading space).
+    """
+    tokens = _tokens_covering(seq, cs, ce)
+    if tokens is None:
+        return SpanFailure(f"no response token overlaps characters {cs}..{ce}")
+    while cs < ce and seq.text[cs].isspace():
+        cs += 1
+    return Span(tokens[0], tokens[1], cs, ce, seq.text[cs:ce])
+
+
 def locate_answer(seq: Sequence, answer: str, normalised: bool = False) -> Span | SpanFailure:
-    """Find ``answer`` inside the response and return the tokens that overlap it.
+    """Find a given string ``answer`` inside the response and return the tokens that overlap it.
 
     Order: case-sensitive first occurrence, then case-insensitive. With ``normalised=True`` a
     third attempt matches under the judge's normalisation (lower case, punctuation and articles
-    removed), which is how a rule-judged alias was matched in the first place.
+    removed). Used for explicit spans (``score``'s ``span`` field, NonExist refusal phrases under
+    the alias rule); answer spans of training and evaluation come from the label-blind
+    :func:`hneurons.locator.locate_answer_span`.
     """
     needle = answer.strip()
     if not needle:
@@ -234,10 +250,10 @@ def locate_answer(seq: Sequence, answer: str, normalised: bool = False) -> Span 
             cs, ce = rs + index[at], rs + index[at + len(norm_ans) - 1] + 1
     if cs < 0:
         return SpanFailure(f"answer {needle[:60]!r} not found in the response")
-    tokens = _tokens_covering(seq, cs, ce)
-    if tokens is None:
+    got = span_from_chars(seq, cs, ce)
+    if isinstance(got, SpanFailure):
         return SpanFailure(f"no response token overlaps the answer {needle[:60]!r}")
-    return Span(tokens[0], tokens[1], cs, ce, seq.text[cs:ce])
+    return Span(got.start, got.end, cs, ce, seq.text[cs:ce])
 
 
 def _is_filler(piece: str) -> bool:
@@ -245,17 +261,21 @@ def _is_filler(piece: str) -> bool:
     return all(ch.isspace() or unicodedata.category(ch)[0] in "PZS" for ch in piece)
 
 
-def default_span(seq: Sequence, matched_alias: str | None) -> Span | SpanFailure:
-    """The paper-faithful answer span.
+def label_aware_span(seq: Sequence, matched_alias: str | None) -> Span | SpanFailure:
+    """The first releases' span rule — **leaks the label**; only for ``spans.method = "alias"``.
 
-    Correct responses: the alias the judge matched, located in the response (including the
-    judge's normalisation as a last resort). Wrong responses (``matched_alias is None``) have no
-    gold string to look for, so the whole response stands in for the (hallucinated) answer, minus
-    leading/trailing whitespace- or punctuation-only tokens; template tokens are already outside
-    ``[prompt_end, response_end)``.
+    Correct responses: the alias the judge matched; wrong responses: the whole response minus
+    filler. Span length then separates the classes by itself (AUROC 1.0 on the embedded model's
+    runs), so detection numbers under this rule measure the span rule, not the neurons. Kept for
+    parity experiments with the official code; the report warns when it is used.
     """
     if matched_alias is not None:
         return locate_answer(seq, matched_alias, normalised=True)
+    return whole_response_span(seq)
+
+
+def whole_response_span(seq: Sequence) -> Span | SpanFailure:
+    """The whole response minus leading/trailing whitespace- or punctuation-only tokens."""
     if seq.response_char_start >= seq.response_char_end:
         return SpanFailure("empty response")
     keep = [
@@ -269,8 +289,6 @@ def default_span(seq: Sequence, matched_alias: str | None) -> Span | SpanFailure
     start, end = keep[0], keep[-1] + 1
     cs = max(seq.offsets[start][0], seq.response_char_start)
     ce = min(seq.offsets[end - 1][1], seq.response_char_end)
-    # A byte-level token's offsets may include its leading space; report the text from its
-    # first non-space character.
     while cs < ce and seq.text[cs].isspace():
         cs += 1
     return Span(start, end, cs, ce, seq.text[cs:ce])

@@ -9,7 +9,7 @@ from hneurons.spans import (
     Span,
     SpanFailure,
     build_sequence,
-    default_span,
+    whole_response_span,
     locate_answer,
     render_prompt,
 )
@@ -55,6 +55,6 @@ def test_locate(tok, response, answer, expected):
 def test_failure_and_default(tok):
     seq = build_sequence(tok, Q, "Arthur Miller.")
     assert isinstance(locate_answer(seq, "O'Neill"), SpanFailure)
-    span = default_span(seq, None)
+    span = whole_response_span(seq)
     assert isinstance(span, Span) and span.text == "Arthur Miller"
     assert tok.decode(seq.input_ids[span.start : span.end]).strip() == "Arthur Miller"

@@ -168,6 +168,14 @@ def test_judge_qa_and_nonexist():
     assert refusal_phrase("Sorry, that company doesn’t exist.") == "doesn’t exist"  # as written (curly)
 
 
+@pytest.mark.parametrize("name", ["triviaqa", "nonexist"])
+@pytest.mark.parametrize("empty", ["", "  ", "\n \t"])
+def test_empty_answer_is_no_answer_never_hallucinated(name, empty):
+    # a base model that stopped before answering said nothing: dropped, not labelled (not even in NonExist)
+    v = judge_response(EVAL_SETS[name], "Capital of France?", empty, ["Paris"])
+    assert (v.verdict, v.label) == ("no_answer", None)
+
+
 # ------------------------------------------------------------------------------------ token stats
 
 
@@ -207,7 +215,7 @@ def _stage_ctx(tmp_path, monkeypatch):
     from hneurons.features import FeatureStore
     from hneurons.models import LoadedModel
     from hneurons.rundir import RunDir
-    from hneurons.spans import build_sequence, default_span
+    from hneurons.spans import build_sequence, whole_response_span
     from hneurons.stages import detect as stage
 
     tok = bpe_tokenizer()
@@ -225,7 +233,7 @@ def _stage_ctx(tmp_path, monkeypatch):
         prompt = f"Who wrote question {i}? {suffix}"
         resp = answers[i % len(answers)] + (" is it" if i % 2 else "")
         seq = build_sequence(tok, prompt, resp)
-        span = default_span(seq, None)
+        span = whole_response_span(seq)
         rows.append({"qid": f"t{i}", "question": f"Who wrote question {i}?", "prompt": prompt, "response": resp,
                      "label": i % 2, "split": "train", "span_start": span.start, "span_end": span.end,
                      "span_status": "ok"})

@@ -357,7 +357,7 @@ def test_stage_end_to_end(tmp_path, monkeypatch, streamed):
     from hneurons.pipeline import Context
     from hneurons.probe import build_rows
     from hneurons.rundir import RunDir
-    from hneurons.spans import build_sequence, default_span
+    from hneurons.spans import build_sequence, whole_response_span
     from hneurons.stages import origin as stage
     from tests.helpers import bpe_tokenizer
     from tests.helpers import tiny_llama as tok_llama
@@ -382,7 +382,7 @@ def test_stage_end_to_end(tmp_path, monkeypatch, streamed):
         prompt = f"Who wrote question {i}? {cfg.responses.suffix}"
         resp = ["Paris", "Rome", "Jupiter", "Neptune"][i % 4] + (" is it" if i % 2 else "")
         seq = build_sequence(tok, prompt, resp)
-        span = default_span(seq, None)
+        span = whole_response_span(seq)
         rows.append({"qid": f"t{i}", "label": i % 2})
         items.append(FeatureItem(f"t{i}", tuple(seq.input_ids), (span.start, span.end), (seq.prompt_end, seq.response_end)))
     pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), rd.path("responses", "labelled.parquet"))

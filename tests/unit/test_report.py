@@ -18,7 +18,7 @@ from hneurons.rundir import RunDir, fingerprint_of
 from hneurons.stages import report as report_stage
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run_fixture"
-SECTIONS = ["summary", "manifest", "responses", "probe", "detect", "risk", "intervene", "origin"]
+SECTIONS = ["summary", "manifest", "responses", "probe", "detect", "risk", "intervene", "origin", "judges"]
 
 
 class _Tables(HTMLParser):
@@ -248,3 +248,69 @@ def test_fresh_run_shows_every_stage_as_not_run(tmp_path: Path) -> None:
         assert "not run:" in _section(text, sid), sid
     assert "not run: responses/stats.json is missing" in text
     assert [c.verdict for c in claims(tmp_path)] == ["not tested"] * 4
+
+
+def test_base_model_prompt_format_and_no_answers_are_reported(run_dir: Path, stub_figures: None) -> None:
+    rd = RunDir(run_dir)
+    rd.update_manifest(prompt_format={"configured": "chat", "used": "plain",
+                                      "reason": "/m/base.gguf has no chat template (a base model)"})
+    stats = _j(run_dir / "responses" / "stats.json")
+    (run_dir / "responses" / "stats.json").write_text(json.dumps({**stats, "no_answer_questions": 13}))
+    det = _j(run_dir / "detect" / "detect.json")
+    first = next(iter(det["sets"]))
+    det["sets"][first]["counts"] = {"refusals": 2, "no_answer": 7}
+    (run_dir / "detect" / "detect.json").write_text(json.dumps(det))
+    text = render_report(run_dir)
+    assert re.search(r"prompt format</td>\s*<td[^>]*>plain \(/m/base\.gguf has no chat template", _section(text, "manifest"))
+    assert re.search(r"empty answer \(no answer, dropped\)</td>\s*<td[^>]*>13<", _section(text, "responses"))
+    assert re.search(r">2 / 7<", _section(text, "detect"))
+
+
+def test_judges_section_shows_agreement_and_sources(run_dir: Path, stub_figures: None) -> None:
+    from hneurons.judge import judge_card
+
+    ivp = run_dir / "intervene" / "intervene.json"
+    iv = _j(ivp)
+    iv["benchmarks"]["falseqa"]["judge_sources"] = {"llm:gpt": 7, "classifier (llm fallback)": 2}
+    ivp.write_text(json.dumps(iv))
+    text = write_report(run_dir).read_text()
+    rows = {r[0]: r for r in _parse(_section(text, "judges")).tables[0][1:]}
+    card = judge_card()
+    tq, fq = card["triviaqa"], card["falseqa"]
+    # every judge the fixture run used, with n and agreement % [95% Wilson CI] from the judge card
+    assert set(rows) == {"TriviaQA correct / wrong (responses)", "QA correct / wrong (detect)",
+                         "FalseQA accepted / refused (intervene)", "jailbreak harmful / safe (intervene)",
+                         "FaithEval option parser (intervene)", "sycophancy correct / wrong (intervene)"}
+    r = rows["TriviaQA correct / wrong (responses)"]
+    assert r[2] == "573" and r[3] == f"{100 * tq['agreement']:.1f} [{100 * tq['ci95'][0]:.1f}, {100 * tq['ci95'][1]:.1f}]"
+    assert rows["FalseQA accepted / refused (intervene)"][2].replace(",", "") == str(fq["n"]) == "1032"
+    assert "no labelled jailbreak set" in rows["jailbreak harmful / safe (intervene)"][4]
+    slopes = _parse(_section(text, "intervene")).tables[0]
+    col = slopes[0].index("verdicts by judge")
+    assert [r[col] for r in slopes[1:] if r[0] == "falseqa"] == ["classifier (llm fallback) 2, llm:gpt 7"]
+
+
+def test_detection_is_confounded_when_a_trivial_baseline_matches(run_dir: Path) -> None:
+    dp = run_dir / "detect" / "detect.json"
+    d = _j(dp)
+    assert claims(run_dir)[1].verdict == "held"
+    first = next(iter(d["sets"]))
+    d["sets"][first]["methods"]["span_shape"] = {"auroc": 0.99}  # the span rule alone separates the classes
+    dp.write_text(json.dumps(d))
+    det = claims(run_dir)[1]
+    assert det.verdict == "confounded" and "Confounded by span_shape" in det.text
+    assert f"{first}: confounded" in det.text
+    d["span_method"] = "alias"
+    dp.write_text(json.dumps(d))
+    assert "label-aware parity rule" in claims(run_dir)[1].text
+
+
+def test_span_quality_table_and_leak_warning(run_dir: Path, stub_figures: None) -> None:
+    sp = run_dir / "responses" / "stats.json"
+    s = _j(sp)
+    s["spans"] = {"method": "alias", "label_blind": False, "alias_recall": 1.0, "alias_recall_n": 50,
+                  "mean_tokens_faithful": 2.0, "mean_tokens_hallucinated": 22.5, "length_ratio": 11.25,
+                  "gpt4o": None}
+    sp.write_text(json.dumps(s))
+    html = write_report(run_dir).read_text()
+    assert "Answer spans" in html and "11.25" in html and "span length then predicts" in html.lower()

@@ -17,7 +17,7 @@ from hneurons.config import load_config  # noqa: E402
 from hneurons.data.registry import Record  # noqa: E402
 from hneurons.errors import StageError  # noqa: E402
 from hneurons.rundir import RunDir  # noqa: E402
-from hneurons.stages.responses import _label_and_split, _representative  # noqa: E402
+from hneurons.stages.responses import _Judge, _label_and_split, _representative  # noqa: E402
 
 WORDS = ["paris", "rome", "berlin", "madrid", "london", "oslo"]
 
@@ -78,3 +78,23 @@ def test_representative_is_most_frequent_first_seen() -> None:
     s = [{"text": t} for t in ["b", "a", "a", "b", "c"]]
     assert _representative(s)["text"] == "b"  # tie between a and b: first in sampling order
     assert _representative([{"text": "x"}, {"text": "y"}, {"text": "y"}])["text"] == "y"
+
+
+def test_empty_answers_are_no_answer_dropped_and_counted(tmp_path) -> None:
+    ctx = _ctx(tmp_path, **{"responses.min_per_class": 1})
+    judge = _Judge(ctx)
+    rec = Record("q", "capital of france", ("paris",))
+    assert judge(rec, "") == ("no_answer", None) and judge(rec, " \n ") == ("no_answer", None)
+    assert judge(rec, "paris")[0] == "correct" and judge(rec, "rome")[0] == "wrong"
+    records = [Record(f"q{i}", f"question {i}", ("paris",)) for i in range(4)]
+    done = {("q0", "sample"): _samples("q0", ["correct"] * 3, ["paris"] * 3),
+            ("q1", "sample"): _samples("q1", ["wrong"] * 3, ["rome"] * 3),
+            # all-empty would be "all K wrong" if empty counted as wrong: it must not become hallucinated
+            ("q2", "sample"): _samples("q2", ["no_answer"] * 3, [""] * 3),
+            ("q3", "sample"): _samples("q3", ["wrong", "no_answer", "wrong"], ["rome", "", "rome"])}
+    _label_and_split(ctx, records, records, {}, done, False, 0, 1.0, {}, {})
+    stats = json.loads(ctx.rundir.path("responses", "stats.json").read_text())
+    assert stats["kept"] == {"faithful": 1, "hallucinated": 1}
+    assert stats["no_answer_questions"] == 2 and stats["no_answer_samples"] == 4 and stats["refusal_questions"] == 0
+    rows = pq.read_table(ctx.rundir.path("responses", "labelled.parquet")).to_pylist()
+    assert {r["qid"]: r["label"] for r in rows} == {"q0": 0, "q1": 1}

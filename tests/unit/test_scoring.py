@@ -22,11 +22,12 @@ from helpers import bpe_tokenizer, tiny_llama  # noqa: E402
 
 from hneurons.arch import resolve  # noqa: E402
 from hneurons.config import PAPER_SUFFIX, load_config  # noqa: E402
-from hneurons.errors import DataError, FingerprintMismatch, StageError  # noqa: E402
+from hneurons.errors import ConfigError, DataError, FingerprintMismatch, StageError  # noqa: E402
 from hneurons.features import FeatureItem, extract_cett  # noqa: E402
 from hneurons.generation import HFBackend, SamplingParams  # noqa: E402
 from hneurons.models import LoadedModel  # noqa: E402
 from hneurons.probe import HNeuronProbe  # noqa: E402
+from hneurons.rundir import RunDir  # noqa: E402
 from hneurons.scoring import (  # noqa: E402
     ABSTAIN_TEXT,
     _response_span,
@@ -36,7 +37,8 @@ from hneurons.scoring import (  # noqa: E402
     score,
     score_file,
 )
-from hneurons.spans import Span, build_sequence, default_span  # noqa: E402
+from hneurons.locator import locate_answer_span  # noqa: E402
+from hneurons.spans import Span, build_sequence  # noqa: E402
 
 FINGERPRINT = "tiny0000fingerpr"
 MAX_NEW = 10
@@ -147,7 +149,7 @@ def test_score_equals_direct_computation(state, loaded):
     feats, spans = [], []
     for it in items:
         seq = build_sequence(tok, f"{it['question']} {PAPER_SUFFIX}", it["answer"])
-        span = default_span(seq, None)
+        span = locate_answer_span(seq, it["question"])  # the run's label-blind rule (phrase)
         assert isinstance(span, Span)
         spans.append(span)
         feats.append(FeatureItem("x", tuple(seq.input_ids), (span.start, span.end), (seq.prompt_end, seq.response_end)))
@@ -188,6 +190,25 @@ def test_run_without_probe_says_to_run_probe_stage(tmp_path, loaded):
     root = write_run(tmp_path / "noprobe", with_probe=False)
     with pytest.raises(StageError, match="hneurons probe"):
         load_state(root, model=loaded)
+
+
+def test_probe_changed_since_its_stage_is_refused(tmp_path, loaded):
+    """A probe whose bytes differ from the sha256 the probe stage recorded is never used."""
+    root = write_run(tmp_path / "tampered")
+    RunDir(root).mark_done("probe", "fp", 1.0)
+    load_state(root, model=loaded)  # intact: accepted
+    path = root / "probe" / "probe.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-8:] = np.full(2, 7.0, dtype=np.float32).tobytes()  # still a valid safetensors file
+    path.write_bytes(bytes(data))
+    with pytest.raises(StageError, match=r"probe\.safetensors does not match the sha256.*hneurons probe .* --force"):
+        load_state(root, model=loaded)
+
+
+def test_guarded_alpha_must_be_finite_and_non_negative(state):
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="--alpha must be a finite number"):
+            guarded_generate(state, QUESTIONS[:1], alpha=bad)
 
 
 def test_read_items_errors_name_line_and_field(tmp_path):
@@ -302,12 +323,16 @@ def test_alpha_scales_h_neurons_and_leaves_model_unchanged(state):
     assert again == base
 
 
-def test_response_span_matches_default_span(loaded):
+def test_response_span_matches_score_span(state, loaded):
+    """Guarded generation picks, from token ids, the same answer tokens score() picks after re-rendering."""
     tok = loaded.tokenizer
-    for text in ["Paris.", " the capital is Paris! ", "... Rome", "William Shakespeare wrote it."]:
+    q = "What is the capital of France?"
+    cases = {"Paris.": "Paris", " the capital is Paris! ": "Paris", "... Rome": "Rome",
+             "The capital of France is Lyon.": "Lyon", "I think it is Marseille, a port city.": "Marseille"}
+    for text, want in cases.items():
         ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        span = _response_span(tok, ids)
-        seq = build_sequence(tok, "Q?", text)
-        expect = default_span(seq, None)
-        assert tok.decode(ids[span[0]:span[1]]).strip() == expect.text
-    assert _response_span(tok, tok(" . ,", add_special_tokens=False)["input_ids"]) is None
+        span = _response_span(state, q, ids)
+        seq = build_sequence(tok, f"{q} {PAPER_SUFFIX}", text)
+        expect = locate_answer_span(seq, q)
+        assert tok.decode(ids[span[0]:span[1]]).strip() == expect.text == want
+    assert _response_span(state, q, tok(" . ,", add_special_tokens=False)["input_ids"]) is None

@@ -15,7 +15,7 @@ from hneurons.spans import (  # noqa: E402
     Span,
     SpanFailure,
     build_sequence,
-    default_span,
+    label_aware_span,
     locate_answer,
     render_prompt,
 )
@@ -104,21 +104,21 @@ def test_normalised_fallback_for_judged_alias(tok):
     # the rule judge matches normalised aliases: "spirit of ecstasy" vs "the Spirit-of-Ecstasy"
     seq = build_sequence(tok, Q, "It is the Spirit-of-Ecstasy, of course.")
     assert isinstance(locate_answer(seq, "spirit of ecstasy"), SpanFailure)
-    span = default_span(seq, "spirit of ecstasy")
+    span = label_aware_span(seq, "spirit of ecstasy")
     assert isinstance(span, Span)
     assert span.text == "Spirit-of-Ecstasy"
 
 
-def test_default_span_wrong_response_trims_fillers(tok):
+def test_label_aware_span_wrong_response_trims_fillers(tok):
     seq = build_sequence(tok, Q, "  William Shakespeare wrote it!  ")
-    span = default_span(seq, None)
+    span = label_aware_span(seq, None)
     assert isinstance(span, Span)
     assert span.text == "William Shakespeare wrote it"
     assert tok.decode(seq.input_ids[span.start : span.end]).strip() == span.text
     assert span.end <= seq.response_end  # "!" and template tokens excluded
     assert "!" not in tok.decode(seq.input_ids[span.start : span.end])
-    assert isinstance(default_span(build_sequence(tok, Q, "?!"), None), SpanFailure)
-    assert isinstance(default_span(build_sequence(tok, Q, ""), None), SpanFailure)
+    assert isinstance(label_aware_span(build_sequence(tok, Q, "?!"), None), SpanFailure)
+    assert isinstance(label_aware_span(build_sequence(tok, Q, ""), None), SpanFailure)
 
 
 def test_plain_format(tok):
@@ -131,7 +131,7 @@ def test_plain_format(tok):
 
 def test_missing_chat_template_is_a_config_error():
     base = bpe_tokenizer(chat=False)
-    with pytest.raises(ConfigError, match='prompt_format = "plain"'):
+    with pytest.raises(ConfigError, match='set model.prompt_format = "plain"'):
         build_sequence(base, Q, "Paris")
     with pytest.raises(ConfigError, match="plain"):
         render_prompt(base, Q)

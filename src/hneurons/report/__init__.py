@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hneurons.detect import TRIVIAL_BASELINES
 from hneurons.errors import StageError
 from hneurons.report import figures
 from hneurons.rundir import atomic_path, read_json
@@ -180,11 +181,12 @@ class Claim:
     """One of the paper's claims and how it fared on this run."""
 
     name: str
-    verdict: str  # held | partly held | inconclusive | did not hold | not tested
+    verdict: str  # held | partly held | inconclusive | confounded | did not hold | not tested
     text: str  # plain-language explanation (HTML-escaped already)
 
 
 _VERDICT_CLASS = {"held": "v-held", "partly held": "v-inconclusive", "inconclusive": "v-inconclusive",
+                  "confounded": "v-notheld",
                   "did not hold": "v-notheld", "not tested": "v-nottested"}
 
 
@@ -236,10 +238,16 @@ def _existence(probe: dict | None, probe_reason: str | None, stats: dict | None,
 
 
 def _detection(detect: dict | None, reason: str | None) -> Claim:
+    """Held only where the H-Neuron AUROC's CI clears the random-neuron mean *and* every trivial
+    baseline (length, span shape); clearing random but not a trivial baseline is "confounded"."""
     name = "Detection: H-Neurons detect hallucinations better than random neurons, on every set"
     if detect is None:
         return Claim(name, "not tested", _esc(f"no detection results: {reason}"))
-    passes, parts = [], []
+    passes, parts, confounders = [], [], set()
+    if detect.get("span_method") == "alias":
+        parts.append("Warning: answer spans came from the label-aware parity rule (spans.method = alias): a correct "
+                     "answer is averaged over its alias and a wrong one over the whole response, so span length "
+                     "leaks the label and these numbers overstate detection.")
     for s, d in (detect.get("sets") or {}).items():
         m = d.get("methods") or {}
         h, r = m.get("h_neurons") or {}, m.get("random") or {}
@@ -247,8 +255,15 @@ def _detection(detect: dict | None, reason: str | None) -> Claim:
         if not (_isnum(auc) and _isnum(rnd)):
             parts.append(f"{s}: AUROC not available.")
             continue
-        if _isnum(ci[0]) and ci[0] > rnd:
+        trivial = {b: (m.get(b) or {}).get("auroc") for b in TRIVIAL_BASELINES}
+        trivial = {b: v for b, v in trivial.items() if _isnum(v)}
+        beaten_by = [b for b, v in trivial.items() if not (_isnum(ci[0]) and ci[0] > v)]
+        if _isnum(ci[0]) and ci[0] > rnd and not beaten_by:
             passes.append(True)
+            word = "above"
+        elif _isnum(ci[0]) and ci[0] > rnd:
+            passes.append(None)
+            confounders.update(beaten_by)
             word = "above"
         elif auc > rnd:
             passes.append(None)
@@ -258,12 +273,16 @@ def _detection(detect: dict | None, reason: str | None) -> Claim:
             word = "not above"
         note = f" (n = {d.get('n')}: small, CI is wide)" if _isnum(d.get("n")) and d["n"] < SMALL_EVAL_N else ""
         parts.append(f"{s}: H-Neuron AUROC {_f(auc)} {_ci(ci)} is {word} random neurons ({_f(rnd)}){note}.")
-        length = (m.get("length") or {}).get("auroc")
-        if _isnum(length) and length >= auc - 0.05:
-            parts.append(f"{s}: response length alone reaches AUROC {_f(length)}, so the probe may partly read length.")
+        if beaten_by:
+            parts.append(f"{s}: confounded — " + ", ".join(f"{b} alone reaches AUROC {_f(trivial[b])}" for b in beaten_by)
+                         + ", which the H-Neuron CI does not clear.")
     for s, why in (detect.get("skipped") or {}).items():
         parts.append(f"{s}: not tested ({why}).")
-    return Claim(name, _combine(passes), _esc(" ".join(parts)))
+    verdict = _combine(passes)
+    if confounders and verdict != "did not hold":
+        verdict = "confounded"
+        parts.insert(0, "Confounded by " + ", ".join(sorted(confounders)) + ".")
+    return Claim(name, verdict, _esc(" ".join(parts)))
 
 
 def _slope_ci_lo(slope: Mapping[str, Any]) -> float | None:
@@ -385,6 +404,10 @@ def _manifest_section(run: _Run) -> str:
     model = m.get("model") or {}
     rows = [[_esc(k), _esc(model.get(k, "—"))] for k in
             ("name", "source", "fingerprint", "model_type", "n_layers", "d_ff", "n_neurons", "dtype", "device")]
+    pf = m.get("prompt_format") or {}
+    if pf:
+        note = f" ({pf['reason']}; the config asked for {pf.get('configured')})" if pf.get("reason") else ""
+        rows.append(["prompt format", _esc(f"{pf.get('used')}{note}")])
     rows += [["seed", _esc(m.get("seed", "—"))], ["git commit", f"<code>{_esc(m.get('git_commit') or '—')}</code>"],
              ["created", _esc(m.get("created", "—"))]]
     body = "<h3>Model and run</h3>" + _table(["field", "value"], rows)
@@ -410,6 +433,31 @@ def _manifest_section(run: _Run) -> str:
     return _section("manifest", "Run manifest", body)
 
 
+def _span_quality(sp: Any) -> str:
+    """The answer-span locator: which rule, how it did, and a warning when it leaks the label."""
+    if not isinstance(sp, dict):
+        return ""
+    g = sp.get("gpt4o") or {}
+    ratio = sp.get("length_ratio")
+    rows = [["method", _esc(sp.get("method"))],
+            ["alias recall (faithful spans containing the matched alias; goal ≥ 90%)",
+             f"{_pct(sp.get('alias_recall'))}% (n = {_int(sp.get('alias_recall_n'))})"],
+            ["mean span tokens faithful / hallucinated",
+             f"{_f(sp.get('mean_tokens_faithful'), 2)} / {_f(sp.get('mean_tokens_hallucinated'), 2)}"],
+            ["length ratio hallucinated / faithful (goal 0.67–1.5)", _f(ratio, 2)],
+            ["agreement with GPT-4o answer tokens (573 dev responses): exact / token F1",
+             f"{_pct(g.get('exact'))}% / {_f(g.get('token_f1'), 3)}" if g else "not measured for this method"]]
+    body = "<h3>Answer spans</h3>" + _table(["", "value"], rows, {1})
+    if not sp.get("label_blind", True):
+        body += _p("<b>Warning:</b> spans.method = alias reads the judge's matched alias, so a correct answer is "
+                   "averaged over its alias and a wrong one over the whole response. Span length then predicts the "
+                   "label by itself; use it only for parity experiments with the official code.")
+    elif _isnum(ratio) and not 0.67 <= ratio <= 1.5:
+        body += _p(f"Caution: hallucinated spans are {_f(ratio, 2)}× as long as faithful ones; see the span_shape "
+                   "baseline in Detection before trusting detection numbers.")
+    return body
+
+
 def _responses_section(run: _Run) -> str:
     stats, reason = run.load("responses", "stats.json")
     if stats is None:
@@ -425,6 +473,7 @@ def _responses_section(run: _Run) -> str:
                 ["kept hallucinated (all K wrong)", _int(kept.get("hallucinated"))],
                 ["mixed (dropped)", _int(stats.get("mixed"))],
                 ["questions with refusals (dropped)", _int(stats.get("refusal_questions"))],
+                ["questions with an empty answer (no answer, dropped)", _int(stats.get("no_answer_questions"))],
                 ["unlocated answer spans (dropped)", _int(stats.get("unlocated_spans"))],
                 ["train faithful / hallucinated", f"{_int(train.get('faithful'))} / {_int(train.get('hallucinated'))}"],
                 ["held-out faithful / hallucinated", f"{_int(held.get('faithful'))} / {_int(held.get('hallucinated'))}"],
@@ -439,6 +488,7 @@ def _responses_section(run: _Run) -> str:
         if hist:
             body += _img(figures.correct_count_histogram(hist, int(k) if _isnum(k) else len(hist) - 1),
                          "histogram of correct samples per question")
+        body += _span_quality(stats.get("spans"))
         return body
 
     return _section("responses", "Responses", _guard("responses", build))
@@ -509,10 +559,12 @@ def _detect_section(run: _Run) -> str:
         methods = list(det.get("methods") or sorted({m for d in sets.values() for m in d.get("methods", {})}))
         body = ""
         if sets:
-            body += _table(["set", "n", "faithful / hallucinated", "note"],
+            body += _table(["set", "n", "faithful / hallucinated", "dropped: refusals / no answer", "note"],
                            [[_esc(s), _int(d.get("n")), f"{_int((d.get('n_per_class') or {}).get('0'))} / "
-                             f"{_int((d.get('n_per_class') or {}).get('1'))}", _esc(d.get("note") or "")]
-                            for s, d in sets.items()], {1, 2})
+                             f"{_int((d.get('n_per_class') or {}).get('1'))}",
+                             f"{_int((d.get('counts') or {}).get('refusals'))} / "
+                             f"{_int((d.get('counts') or {}).get('no_answer'))}", _esc(d.get("note") or "")]
+                            for s, d in sets.items()], {1, 2, 3})
             for metric, title, fmt in (("auroc", "AUROC", _f), ("accuracy", "Accuracy (%)", _pct)):
                 rows, classes = [], []
                 for m in methods:
@@ -523,12 +575,14 @@ def _detect_section(run: _Run) -> str:
                         extra = f" <span class=note>sd {fmt(sd)}, {e.get('draws')} draws</span>" if _isnum(sd) else ""
                         row.append(f"{fmt(e.get(metric))} {_ci(e.get(f'{metric}_ci'), fmt)}{extra}")
                     rows.append(row)
-                    classes.append("confound" if m == "length" else "hrow" if m == "h_neurons" else "")
+                    classes.append("confound" if m in TRIVIAL_BASELINES else "hrow" if m == "h_neurons" else "")
                 body += f"<h3>{title} with 95% CI</h3>"
                 body += _table(["method", *(_esc(s) for s in sets)], rows, set(range(1, len(sets) + 1)), classes)
                 body += _img(figures.detection_bars(sets, methods, metric), f"detection {metric} per set and method")
-            body += _p("The highlighted <b>length</b> row is a confound check: a score that is only the response's "
-                       "length in tokens. If it comes close to the H-Neurons, part of their signal may be length. "
+            body += _p("The highlighted <b>length</b> and <b>span_shape</b> rows are leak guards: scores that know only "
+                       "the response's length or the answer span's size and position. Detection counts as held only "
+                       "where the H-Neuron CI clears them too; if they come close, the signal may be length or the "
+                       "span rule. "
                        "<b>random</b> is the mean over random neuron sets of the same size (sd across draws shown).",
                        "note")
         else:
@@ -597,12 +651,14 @@ def _intervene_section(run: _Run) -> str:
         for b, d in benches.items():
             sl, lsq = d.get("slope") or {}, d.get("slope_lsq") or {}
             sh, sr = sl.get("H"), sl.get("random")
+            sources = ", ".join(f"{k} {v}" for k, v in sorted((d.get("judge_sources") or {}).items()))
             srows.append([_esc(b), _esc(d.get("description", "")), _int(d.get("n")), _esc(d.get("judge", "—")),
+                          _esc(sources or "—"),
                           f"{_pct(sh)} {_ci(sl.get('H_ci'), _pct)}", f"{_pct(sr)} {_ci(sl.get('random_ci'), _pct)}",
                           _pct(lsq.get("H")), _pct(lsq.get("random"))])
         body += "<h3>Slopes (percentage points of compliance per unit α)</h3>"
-        body += _table(["benchmark", "compliance means", "n", "judge", "H", "random", "H (least squares)",
-                        "random (least squares)"], srows, {2, 4, 5, 6, 7})
+        body += _table(["benchmark", "compliance means", "n", "judge", "verdicts by judge", "H", "random",
+                        "H (least squares)", "random (least squares)"], srows, {2, 5, 6, 7, 8})
         body += _p("Slope = (compliance at the largest α − at the smallest α) / (α range); the least-squares slope "
                    "over all α is shown alongside.", "note")
         for b, d in benches.items():
@@ -637,6 +693,48 @@ def _intervene_section(run: _Run) -> str:
         return body
 
     return _section("intervene", "Intervention", _guard("intervene", build))
+
+
+# Which validated judge each stage's verdicts come from (task keys of the judge card).
+_JUDGE_USES = (("responses", "triviaqa", "TriviaQA correct / wrong (responses)"),
+               ("detect", "triviaqa", "QA correct / wrong (detect)"),
+               ("intervene:falseqa", "falseqa", "FalseQA accepted / refused (intervene)"),
+               ("intervene:jailbreak", "jailbreak", "jailbreak harmful / safe (intervene)"),
+               ("intervene:faitheval", "mc", "FaithEval option parser (intervene)"),
+               ("intervene:sycophancy", "triviaqa", "sycophancy correct / wrong (intervene)"))
+
+
+def _judges_section(run: _Run) -> str:
+    """Every judge the run used with its measured agreement (the packaged judge card)."""
+    from hneurons.judge import judge_card
+
+    def build() -> str:
+        card = judge_card()
+        cfg = run.manifest.get("config") or {}
+        iv, _ = run.load("intervene", "intervene.json")
+        benches = set((iv or {}).get("benchmarks") or {})
+        rows = []
+        for use, task, what in _JUDGE_USES:
+            stage, _, bench = use.partition(":")
+            if run.stage_reason(stage) or not (run.root / stage / "_done.json").is_file() or (bench and bench not in benches):
+                continue
+            kind = ((cfg.get("intervene" if stage == "intervene" else "responses") or {}).get("judge")) or "rule"
+            c = card.get(task) or {}
+            llm = kind == "llm" and task != "mc"
+            measured = c.get("n") and not llm
+            rows.append([_esc(what), _esc("LLM judge (offline judge as fallback)" if llm else c.get("judge", "—")),
+                         _int(c.get("n")) if measured else "—",
+                         f"{_pct(c.get('agreement'))} {_ci(c.get('ci95'), _pct)}" if measured else "—",
+                         _esc(f"{c.get('method', '')}; {c.get('validation', '')}" if measured
+                              else ("not measured here: compare it with the references first" if llm
+                                    else c.get("note", "no judge card entry")))])
+        if not rows:
+            return _notrun("no finished stage used a judge")
+        return (_table(["verdicts", "judge", "n", "agreement % (95% CI)", "measured on"], rows, {2, 3})
+                + _p("Agreement with GPT-4o verdicts on the packaged judge-validation sets (Wilson intervals), as "
+                     "written by benchmarks/judges.py into judge_validation/judge_card.json.", "note"))
+
+    return _section("judges", "Judges", build())
 
 
 def _origin_section(run: _Run) -> str:
@@ -685,6 +783,7 @@ _SECTIONS: tuple[tuple[str, str, Callable[[_Run], str]], ...] = (
     ("risk", "Risk–coverage", _risk_section),
     ("intervene", "Intervention", _intervene_section),
     ("origin", "Origin", _origin_section),
+    ("judges", "Judges", _judges_section),
 )
 
 

@@ -36,7 +36,8 @@ from hneurons.detect import (
 )
 from hneurons.errors import ConfigError, HNeuronsError, StageError
 from hneurons.features import FeatureItem, FeatureStore, answer_features, pad_id
-from hneurons.rundir import append_jsonl, atomic_path, file_fingerprint, fingerprint_of, read_jsonl, write_json
+from hneurons.rundir import (append_jsonl, atomic_path, file_fingerprint, fingerprint_of, read_jsonl,
+                             unfinished_chunks, write_json)
 from hneurons.stages.responses import sampling_backend, user_text
 
 RC_METHODS = ("h_neurons", "h_neurons_full_l1", "random", "logprob", "entropy")
@@ -59,6 +60,7 @@ def inputs(ctx: Any) -> dict[str, Any]:
                       "judge_model": r.judge_model, "refusal_phrases": r.refusal_phrases},
         "features": {"other_scope": cfg.features.other_scope, "store_dtype": cfg.features.store_dtype},
         "probe_mode": cfg.probe.mode,
+        "spans": cfg.section("spans"),
         "prompt_format": cfg.model.prompt_format,
         "seed": cfg.seed,
         "model": ctx.model_fingerprint,
@@ -185,22 +187,23 @@ def _sample(ctx: Any, name: str, recs: list[Any]) -> dict[str, dict[str, Any]]:
                                  "suffix": r.suffix, "seed": cfg.seed, "fmt": cfg.model.prompt_format,
                                  "backend": r.backend, "model": ctx.model_fingerprint})
     log_path = ctx.rundir.path("detect", f"samples_{name}.jsonl")
-    done = {d["qid"]: d for d in read_jsonl(log_path) if d.get("params") == params_key}
-    todo = [rec for rec in recs if rec.id not in done]
+    done = {d["qid"]: d for d in read_jsonl(log_path, key=lambda d: (d.get("params"), d["qid"]))
+            if d.get("params") == params_key}
+    # fixed chunk positions: a chunk cut short is redone with its seeds and only its missing answers appended
+    todo = unfinished_chunks(recs, _GEN_CHUNK, lambda rec: rec.id in done)
     if todo:
         lm = ctx.model
         chat = cfg.model.prompt_format == "chat"
         backend = sampling_backend(ctx)  # responses.backend: hf, vllm or an OpenAI-compatible server
-        ctx.log(f"[detect] {name}: sampling {len(todo)} responses ({len(done)} already in {log_path.name})")
-        position = {rec.id: i for i, rec in enumerate(recs)}
-        for start in tqdm(range(0, len(todo), _GEN_CHUNK), desc=f"detect {name}", unit="chunk"):
-            part = todo[start:start + _GEN_CHUNK]
+        ctx.log(f"[detect] {name}: sampling {len(recs) - len(done)} responses ({len(done)} already in {log_path.name})")
+        for start, part in tqdm(todo, desc=f"detect {name}", unit="chunk"):
             prompts = [render_prompt(lm.tokenizer, user_text(rec.question, r.suffix), chat=chat) for rec in part]
             sp = SamplingParams(temperature=dc.temperature, top_k=r.top_k, top_p=r.top_p,
-                                max_new_tokens=dc.max_new_tokens, n=1, seed=cfg.seed * 100_003 + position[part[0].id])
+                                max_new_tokens=dc.max_new_tokens, n=1, seed=cfg.seed * 100_003 + start)
             gens = backend.generate(prompts, sp, progress=False)
             lines = [{"qid": rec.id, "text": g[0].text, "finish_reason": g[0].finish_reason,
-                      "n_tokens": len(g[0].token_ids), "params": params_key} for rec, g in zip(part, gens)]
+                      "n_tokens": len(g[0].token_ids), "params": params_key}
+                     for rec, g in zip(part, gens) if rec.id not in done]
             append_jsonl(log_path, lines)
             done.update({ln["qid"]: ln for ln in lines})
     return done
@@ -220,12 +223,15 @@ def _llm_verdict(ctx: Any) -> Any:
 
 def _judge_and_locate(ctx: Any, es: EvalSet, recs: list[Any], samples: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[FeatureItem | None]]:
     """Judged rows (every sampled question) and their feature items (None when dropped or unlocated)."""
-    from hneurons.spans import SpanFailure, build_sequence, default_span, locate_answer
+    from hneurons.locator import make_llm_locator, span_by_config
+    from hneurons.spans import SpanFailure, build_sequence, locate_answer, whole_response_span
 
     cfg: Config = ctx.cfg
     tok = ctx.model.tokenizer
     chat = cfg.model.prompt_format == "chat"
     llm = _llm_verdict(ctx) if es.refusals == "drop" else None
+    method = cfg.spans.method
+    locator = make_llm_locator(cfg.spans, ctx.rundir.path("detect", "span_cache"))
     rows, items = [], []
     for rec in recs:
         text = samples[rec.id]["text"]
@@ -235,12 +241,14 @@ def _judge_and_locate(ctx: Any, es: EvalSet, recs: list[Any], samples: dict[str,
         item = None
         if v.label is not None:
             seq = build_sequence(tok, user_text(rec.question, cfg.responses.suffix), text, chat=chat)
-            if es.refusals == "drop":
-                span = default_span(seq, v.answer)
-            else:  # NonExist: a refusal's phrase, else (answers, unlocatable phrases) the whole response
+            if method != "alias":  # the same label-blind rule as training, NonExist included
+                span = span_by_config(seq, rec.question, method, locator)
+            elif es.refusals == "drop":
+                span = span_by_config(seq, rec.question, method, None, v.answer)
+            else:  # parity rule on NonExist: a refusal's phrase, else the whole response
                 span = locate_answer(seq, v.answer) if v.answer else SpanFailure("no phrase")
                 if isinstance(span, SpanFailure):
-                    span = default_span(seq, None)
+                    span = whole_response_span(seq)
             if isinstance(span, SpanFailure):
                 row["span_status"] = span.reason
             else:
@@ -295,6 +303,7 @@ def run(ctx: Any) -> dict[str, Any]:
                        ["qid", "question", "response", "verdict", "label", "span_start", "span_end", "span_text",
                         "span_status", "balanced"])
         counts = {"questions": len(recs), "refusals": sum(r["verdict"] == "refusal" for r in rows),
+                  "no_answer": sum(r["verdict"] == "no_answer" for r in rows),
                   "judge_errors": sum(r["verdict"] == "error" for r in rows),
                   "unlocated": sum(r["label"] is not None and r["span_status"] != "ok" for r in rows),
                   "available": bal.available}
@@ -331,7 +340,7 @@ def run(ctx: Any) -> dict[str, Any]:
                               for m in RC_METHODS if m in all_scores}}
     order = [m for m in BASELINES if m in scorers]
     write_json(ctx.rundir.path("detect", "detect.json"), {
-        "sets": result_sets, "methods": order, "skipped": skipped,
+        "sets": result_sets, "methods": order, "skipped": skipped, "span_method": cfg.spans.method,
         "method_info": {m: {"description": BASELINES[m].description, **scorers[m].info} for m in order},
         "methods_not_fitted": method_errors,
         "accuracy_rule": "fitted probes: p > 0.5 (paper); 1-D scores: threshold fitted on the training answers; "

@@ -26,6 +26,7 @@ from hneurons.config import Config
 from hneurons.detect import EVAL_SETS, TrainData, balance
 from hneurons.errors import ConfigError, HNeuronsError, StageError
 from hneurons.features import FeatureStore, answer_features
+from hneurons.locator import make_llm_locator
 from hneurons.models import LoadedModel, fingerprint, load_model, resolve_model_source
 from hneurons.origin import (
     base_prompt,
@@ -38,7 +39,8 @@ from hneurons.origin import (
     transfer_scores,
     transfer_summary,
 )
-from hneurons.rundir import append_jsonl, atomic_path, file_fingerprint, fingerprint_of, read_json, read_jsonl, write_json
+from hneurons.rundir import (append_jsonl, atomic_path, file_fingerprint, fingerprint_of, read_json, read_jsonl,
+                             unfinished_chunks, write_json)
 from hneurons.stages.intervene import load_h_neurons
 
 STAGE = "origin"
@@ -81,6 +83,7 @@ def inputs(ctx: Any) -> dict[str, Any]:
         "responses": {"top_k": r.top_k, "top_p": r.top_p, "refusal_phrases": r.refusal_phrases},
         "features": {"store_dtype": cfg.features.store_dtype},
         "probe_mode": cfg.probe.mode,
+        "spans": cfg.section("spans"),
         "files": {k: file_fingerprint(p) if p.is_file() else None for k, p in _files(ctx).items() if k != "detect"},
     }
 
@@ -97,6 +100,8 @@ def _safetensors_dir(path: Path) -> bool:
 
 def _load_base(ctx: Any) -> LoadedModel:
     m = ctx.cfg.model
+    if resolve_model_source(ctx.cfg.origin.base_model) == resolve_model_source(m.name):
+        return ctx.model  # base = the model itself (a test of the base-model path): load it once
     ctx.log(f"[origin] loading base model {ctx.cfg.origin.base_model}")
     return load_model(ctx.cfg.origin.base_model, dtype=m.dtype, device=m.device, device_map=m.device_map,
                       trust_remote_code=m.trust_remote_code)
@@ -154,20 +159,21 @@ def _sample(ctx: Any, base: LoadedModel, name: str, recs: list[Any]) -> dict[str
     params_key = fingerprint_of({"t": dc.temperature, "k": r.top_k, "p": r.top_p, "max": dc.max_new_tokens,
                                  "seed": cfg.seed, "model": base.fingerprint, "prompt": "plain"})
     log_path = ctx.rundir.path(STAGE, f"samples_{name}.jsonl")
-    done = {d["qid"]: d for d in read_jsonl(log_path) if d.get("params") == params_key}
-    todo = [rec for rec in recs if rec.id not in done]
+    done = {d["qid"]: d for d in read_jsonl(log_path, key=lambda d: (d.get("params"), d["qid"]))
+            if d.get("params") == params_key}
+    # fixed chunk positions: a chunk cut short is redone with its seeds and only its missing answers appended
+    todo = unfinished_chunks(recs, _GEN_CHUNK, lambda rec: rec.id in done)
     if not todo:
         return done
     backend = HFBackend(base.model, base.tokenizer, batch_size=r.batch_size)
-    ctx.log(f"[origin] {name}: base model answers {len(todo)} questions ({len(done)} already in {log_path.name})")
-    position = {rec.id: i for i, rec in enumerate(recs)}
-    for start in range(0, len(todo), _GEN_CHUNK):
-        part = todo[start:start + _GEN_CHUNK]
+    ctx.log(f"[origin] {name}: base model answers {len(recs) - len(done)} questions ({len(done)} already in {log_path.name})")
+    for start, part in todo:
         sp = SamplingParams(temperature=dc.temperature, top_k=r.top_k, top_p=r.top_p, max_new_tokens=dc.max_new_tokens,
-                            n=1, seed=cfg.seed * 100_003 + position[part[0].id], stop=("\n",))
+                            n=1, seed=cfg.seed * 100_003 + start, stop=("\n",))
         gens = backend.generate([base_prompt(base.tokenizer, rec.question) for rec in part], sp, progress=False)
         lines = [{"qid": rec.id, "text": g[0].text, "finish_reason": g[0].finish_reason,
-                  "n_tokens": len(g[0].token_ids), "params": params_key} for rec, g in zip(part, gens)]
+                  "n_tokens": len(g[0].token_ids), "params": params_key}
+                 for rec, g in zip(part, gens) if rec.id not in done]
         append_jsonl(log_path, lines)
         done.update({ln["qid"]: ln for ln in lines})
     return done
@@ -207,7 +213,8 @@ def _transfer(ctx: Any, base: LoadedModel, probe: Any, h_idx: np.ndarray, train:
         recs = load_dataset(es.dataset, limit=o.n_questions)
         samples = _sample(ctx, base, name, recs)
         items = judge_and_locate(base.tokenizer, es, recs, [samples[r.id]["text"] for r in recs],
-                                 cfg.responses.refusal_phrases)
+                                 cfg.responses.refusal_phrases, cfg.spans.method,
+                                 make_llm_locator(cfg.spans, ctx.rundir.path("origin", "span_cache")))
         located = [i for i, it in enumerate(items) if it.feature is not None]
         labels = np.array([items[i].label for i in located], dtype=np.int64)
         bal = balance(labels, dc.per_class, dc.min_per_class, cfg.seed)
@@ -215,6 +222,7 @@ def _transfer(ctx: Any, base: LoadedModel, probe: Any, h_idx: np.ndarray, train:
         rows = [{**it.row(), "balanced": i in keep} for i, it in enumerate(items)]
         _write_items(ctx.rundir.path(STAGE, f"items_{name}.parquet"), rows)
         counts = {"questions": len(recs), "refusals": sum(it.verdict == "refusal" for it in items),
+                  "no_answer": sum(it.verdict == "no_answer" for it in items),
                   "unlocated": sum(it.label is not None and it.feature is None for it in items),
                   "available": bal.available}
         if bal.reason is not None:

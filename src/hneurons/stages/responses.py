@@ -11,7 +11,10 @@ greedy-wrong ones. Small models answer few questions correctly, so sampling K fo
 would spend most of the time on questions that can only ever join the (plentiful) wrong class.
 
 Every sampled response is appended to ``samples.jsonl`` as its batch finishes; a re-run reads the
-log and samples only what is missing, so an interruption loses at most one batch.
+log and samples only what is missing, so an interruption loses at most one batch. A torn last
+record is cut off and a batch cut short is sampled again with the same seeds, its surviving samples
+kept once (keyed by question, phase and sample), so a resumed run writes the same files as one that
+was never interrupted.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from hneurons.errors import ConfigError, StageError
 from hneurons.generation import SamplingParams, make_backend
 from hneurons.judge import LLMJudge, is_refusal, match_alias
 from hneurons.pipeline import Context
-from hneurons.rundir import append_jsonl, atomic_path, read_jsonl, write_json
-from hneurons.spans import Span, build_sequence, default_span, render_prompt
+from hneurons.rundir import append_jsonl, atomic_path, read_jsonl, unfinished_chunks, write_json
+from hneurons.locator import make_llm_locator, span_by_config, span_quality
+from hneurons.spans import Span, build_sequence, render_prompt
 
 
 def inputs(ctx: Context) -> dict[str, Any]:
-    return {"responses": ctx.cfg.section("responses"), "prompt_format": ctx.cfg.model.prompt_format,
+    return {"responses": ctx.cfg.section("responses"), "spans": ctx.cfg.section("spans"),
+            "prompt_format": ctx.cfg.model.prompt_format,
             "model": ctx.model_fingerprint, "seed": ctx.cfg.seed}
 
 
@@ -58,6 +63,8 @@ class _Judge:
             self.llm = LLMJudge(r.judge_url, r.judge_model, cache_dir=ctx.rundir.path("responses", "judge_cache"))
 
     def __call__(self, rec: Record, text: str) -> tuple[str, str | None]:
+        if not text.strip():  # e.g. a base model stopped before it answered: neither right nor wrong
+            return "no_answer", None
         if is_refusal(text, self.phrases):
             return "refusal", None
         alias = match_alias(text, rec.answers, rec.question)
@@ -84,22 +91,29 @@ def sampling_backend(ctx: Context) -> Any:
 def _sample_phase(ctx: Context, backend: Any, records: list[Record], prompts: dict[str, str], phase: str,
                   params: SamplingParams, judge: _Judge, done: dict[tuple[str, str], list[dict]],
                   chunk: int) -> tuple[int, float]:
-    """Sample every record not yet in the log for this phase, appending finished chunks."""
-    todo = [r for r in records if len(done.get((r.id, phase), [])) < params.n]
+    """Sample every chunk of records with samples missing from the log, appending only the missing ones.
+
+    Chunks keep their uninterrupted positions (:func:`~hneurons.rundir.unfinished_chunks`), so a chunk
+    cut short by an interruption is sampled again with the same seeds and its surviving samples are
+    reproduced, not duplicated.
+    """
+    todo = unfinished_chunks(records, chunk, lambda r: len(done.get((r.id, phase), [])) >= params.n)
     log_path = ctx.rundir.path("responses", "samples.jsonl")
     tokens, seconds = 0, 0.0
-    bar = tqdm(total=len(todo), desc=f"responses ({phase})", unit="q")
-    for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
+    bar = tqdm(total=sum(len(part) for _, part in todo), desc=f"responses ({phase})", unit="q")
+    for start, part in todo:
         t0 = time.perf_counter()
-        # the seed follows the question's position in the pool, so resumed chunks sample as before
-        seed = ctx.cfg.seed * 7_919 + records.index(part[0])
+        # the seed follows the chunk's position in the pool, so resumed chunks sample as before
+        seed = ctx.cfg.seed * 7_919 + start
         gens = backend.generate([prompts[r.id] for r in part], SamplingParams(**{**params.__dict__, "seed": seed}),
                                 progress=False)
         seconds += time.perf_counter() - t0
         rows = []
         for rec, samples in zip(part, gens):
+            have = {s["sample"] for s in done.get((rec.id, phase), [])}
             for j, g in enumerate(samples):
+                if j in have:
+                    continue
                 verdict, alias = judge(rec, g.text)
                 tokens += len(g.token_ids)
                 rows.append({"qid": rec.id, "phase": phase, "sample": j, "text": g.text, "token_ids": list(g.token_ids),
@@ -110,6 +124,15 @@ def _sample_phase(ctx: Context, backend: Any, records: list[Record], prompts: di
         bar.update(len(part))
     bar.close()
     return tokens, seconds
+
+
+def read_samples(ctx: Context) -> dict[tuple[str, str], list[dict]]:
+    """The resume log by (question, phase); a torn last record is cut off, repeated samples ignored."""
+    done: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    log_path = ctx.rundir.path("responses", "samples.jsonl")
+    for row in read_jsonl(log_path, key=lambda r: (r["qid"], r["phase"], r["sample"])):
+        done[(row["qid"], row["phase"])].append(row)
+    return done
 
 
 def _representative(samples: list[dict]) -> dict:
@@ -133,9 +156,7 @@ def run(ctx: Context) -> dict[str, Any]:
     prompts = {rec.id: render_prompt(loaded.tokenizer, user_text(rec.question, r.suffix), chat=chat) for rec in records}
     backend = sampling_backend(ctx)
     judge = _Judge(ctx)
-    done: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for row in read_jsonl(ctx.rundir.path("responses", "samples.jsonl")):
-        done[(row["qid"], row["phase"])].append(row)
+    done = read_samples(ctx)
     stop = ("\n",) if not chat else ()
     sample_params = SamplingParams(temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
                                    max_new_tokens=r.max_new_tokens, n=r.k, stop=stop)
@@ -155,6 +176,7 @@ def run(ctx: Context) -> dict[str, Any]:
         chosen = {rec.id for rec in right + wrong[:n_wrong]}
         candidates = [rec for rec in records if rec.id in chosen]
         screen_stats = {"questions": len(records), "greedy_correct": len(right), "greedy_wrong": len(wrong),
+                        "greedy_no_answer": sum(done[(rec.id, "screen")][0]["verdict"] == "no_answer" for rec in records),
                         "candidates": len(candidates)}
         ctx.log(f"[responses] screening: {len(right)}/{len(records)} greedy-correct; sampling K={r.k} for {len(candidates)}")
     per_chunk = max(1, r.batch_size // r.k) * 2
@@ -171,13 +193,19 @@ def _label_and_split(ctx: Context, records: list[Record], candidates: list[Recor
     need = r.min_agree or k
     tok = ctx.model.tokenizer
     hist = [0] * (k + 1)
-    refusal_q = mixed = unlocated = 0
+    refusal_q = no_answer_q = no_answer_s = mixed = unlocated = 0
     labelled: list[dict] = []
     by_id = {rec.id: rec for rec in records}
+    method = ctx.cfg.spans.method
+    llm = make_llm_locator(ctx.cfg.spans, ctx.rundir.path("responses", "span_cache"))
     for rec in candidates:
         samples = sorted(done[(rec.id, "sample")], key=lambda s: s["sample"])[:k]
         n_correct = sum(s["verdict"] == "correct" for s in samples)
         hist[n_correct] += 1
+        empty = sum(s["verdict"] == "no_answer" for s in samples)
+        if empty:  # dropped like a refusal, counted apart
+            no_answer_q, no_answer_s = no_answer_q + 1, no_answer_s + empty
+            continue
         if any(s["verdict"] in ("refusal", "error") for s in samples):
             refusal_q += 1
             continue
@@ -191,14 +219,16 @@ def _label_and_split(ctx: Context, records: list[Record], candidates: list[Recor
         rep = _representative(pool)
         user = user_text(rec.question, r.suffix)
         seq = build_sequence(tok, user, rep["text"], chat=chat)
-        span = default_span(seq, rep["matched_alias"] if label == 0 else None)
+        # label-blind: only the parity rule "alias" reads the matched alias (and so the label)
+        span = span_by_config(seq, rec.question, method, llm, rep["matched_alias"] if label == 0 else None)
         ok = isinstance(span, Span)
         unlocated += not ok
         labelled.append({
             "qid": rec.id, "question": rec.question, "prompt": user, "response": rep["text"], "label": label,
             "n_correct": n_correct, "k": k, "split": "", "span_start": span.start if ok else -1,
             "span_end": span.end if ok else -1, "span_text": span.text if ok else "",
-            "span_status": "ok" if ok else span.reason,
+            "span_status": "ok" if ok else span.reason, "matched_alias": rep.get("matched_alias") or "",
+            "response_start": seq.prompt_end, "response_end": seq.response_end,
         })
     classes = {c: [row for row in labelled if row["label"] == c and row["span_status"] == "ok"] for c in (0, 1)}
     m = min(len(classes[0]), len(classes[1]))
@@ -231,10 +261,14 @@ def _label_and_split(ctx: Context, records: list[Record], candidates: list[Recor
         "temperature": r.temperature, "correct_count_hist": hist,
         "kept": {"faithful": sum(row["label"] == 0 for row in labelled),
                  "hallucinated": sum(row["label"] == 1 for row in labelled)},
-        "mixed": mixed, "refusal_questions": refusal_q, "unlocated_spans": unlocated,
+        "mixed": mixed, "refusal_questions": refusal_q,
+        "no_answer_questions": no_answer_q,
+        "no_answer_samples": no_answer_s,
+        "unlocated_spans": unlocated,
         "train": {"faithful": n_train, "hallucinated": n_train}, "heldout": {"faithful": n_held, "hallucinated": n_held},
         "seconds": round(seconds, 2), "tokens": tokens, "tok_s": round(tokens / seconds, 1) if seconds else None,
         "screen": screen_stats, "judge": r.judge, "pool": pool,
+        "spans": span_quality(labelled, method, llm),
     }
     write_json(ctx.rundir.path("responses", "stats.json"), stats)
     return {"kept": stats["kept"], "train_per_class": n_train, "heldout_per_class": n_held, "unlocated_spans": unlocated}
