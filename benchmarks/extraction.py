@@ -42,7 +42,8 @@ from hneurons.data.registry import load_triviaqa, resolve_file  # noqa: E402
 from hneurons.features import FeatureItem, _batches, extract_cett  # noqa: E402
 from hneurons.hooks import CETT_EPS  # noqa: E402
 from hneurons.models import load_model  # noqa: E402
-from hneurons.spans import Span, build_sequence, locate_answer  # noqa: E402
+from hneurons.locator import locate_answer_span  # noqa: E402
+from hneurons.spans import Span, build_sequence  # noqa: E402
 
 SHARED_COPY = Path("/work/shared/data/triviaqa/dpr_trivia_dev.jsonl.gz")
 
@@ -68,7 +69,7 @@ def build_items(tokenizer, n: int) -> list[FeatureItem]:
             continue
         response = answer if k % 2 else f"The answer is {answer}."
         seq = build_sequence(tokenizer, f"{rec.question} {PAPER_SUFFIX}", response)
-        span = locate_answer(seq, answer)
+        span = locate_answer_span(seq, rec.question)  # the stages' label-blind locator
         if not isinstance(span, Span):
             continue
         items.append(FeatureItem(rec.id, tuple(seq.input_ids), (span.start, span.end), (seq.prompt_end, seq.response_end)))

@@ -85,6 +85,8 @@ _LEADINS = [
 _TRAILING = re.compile(r",\s+(?=[a-z])(?!(?:and|or)\s)|\s+\(|\s+[-–—]\s+|;|\s*\n")
 """Explanation after the answer clause: ", which ...", ", of course", " (born ...)", " - a city", "; ..."
 (a comma before a capitalised word or "and"/"or" is kept: "A, B, AB, and O", "Paris, France")."""
+# An introductory prepositional phrase ending at the first comma ("In 1066, ...", "According to X, ...")
+_INTRO = re.compile(r"(?:in|at|on|during|after|before|since|according to|for|by)\s[^,]{1,40}$", re.IGNORECASE)
 # A relative clause inside the chosen side ("a musical that features ...")
 _RELATIVE = re.compile(r"\s+(?:but|which|who|that|whose)\s", re.IGNORECASE)
 # A sentence end: [.!?] then space, unless the period ends an initial ("J. K.") or a known abbreviation.
@@ -186,6 +188,25 @@ def _last_named_object(text: str, start: int, end: int) -> int:
     return at
 
 
+# A quoted title or name: “…”, "…", «…», or ‘…’/'…' opened after a space (not an apostrophe)
+_QUOTED = re.compile(r"“([^”\n]+)”|\"([^\"\n]+)\"|«([^»\n]+)»|(?:(?<=\s)|^)[‘']([^’'\n]+)[’'](?=[\s.,;:!?)]|$)")
+
+
+def _quoted_answer(text: str, start: int, end: int, stems: set[str]) -> tuple[int, int] | None:
+    """The first quoted piece of ``text[start:end]`` that does not restate the question, if any.
+
+    A model that quotes something in its answer sentence quotes the answer ("… Harper Lee's novel
+    “To Kill a Mockingbird”"); a quoted piece that echoes the question ("The novel “The Adventures
+    of Huckleberry Finn” was written by …") is the subject, not the answer, and is skipped.
+    """
+    for m in _QUOTED.finditer(text, start, end):
+        g = next(i for i in range(1, 5) if m.group(i) is not None)
+        s, e = m.span(g)
+        if _WORD.search(text, s, e) and _echo(text[s:e], stems) < 0.5:
+            return s, e
+    return None
+
+
 MAX_PHRASE_WORDS = 6
 """Longer phrases are rambling predicates, not answers; both classes are cut the same way."""
 
@@ -210,7 +231,17 @@ def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
     if nl >= 0:
         end = nl
     end = _first_sentence(response, start, end)
+    stems = _question_stems(question)
+    quoted = _quoted_answer(response, start, end, stems)
+    if quoted is not None:  # a title keeps its words ("To Kill a Mockingbird"); only edge punctuation goes
+        inner = response_chars(response[quoted[0]:quoted[1]])
+        if inner is not None:
+            s, e = quoted[0] + inner[0], quoted[0] + inner[1]
+            return s, _cap_words(response, s, e)
     m = _TRAILING.search(response, start, end)
+    if m and _INTRO.match(response, start, m.start()) and response[m.start()] == ",":
+        start = m.end()  # "In humans, esotropia affects the eye": an introductory phrase, not the answer
+        m = _TRAILING.search(response, start, end)
     if m and _WORD.search(response, start, m.start()):
         end = m.start()
     # lead-ins, repeatedly ("I think the answer is: X")
@@ -222,7 +253,6 @@ def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
             if m and m.end() and _WORD.search(response, start + m.end(), end):
                 start += m.end()
                 changed = True
-    stems = _question_stems(question)
     # a copula sentence: keep the side that does not echo the question (ties → the predicate);
     # the last copula, so "The acid that is in rhubarb is called oxalic acid" splits at "called"
     c = None
@@ -439,7 +469,7 @@ def span_quality(rows: Seq[dict[str, Any]], method: str, llm: LLMSpanLocator | N
     length ratio: mean span tokens of hallucinated / faithful answers (goal 0.67–1.5: a ratio far
     from 1 means span length alone would separate the classes).
     """
-    from hneurons.judge import normalize_answer
+    from hneurons.judge import match_alias
 
     ok = [r for r in rows if r.get("span_status") == "ok"]
     out: dict[str, Any] = {"method": method, "label_blind": method != "alias"}
@@ -456,7 +486,8 @@ def span_quality(rows: Seq[dict[str, Any]], method: str, llm: LLMSpanLocator | N
     f, h = out["mean_tokens_faithful"], out["mean_tokens_hallucinated"]
     out["length_ratio"] = round(h / f, 3) if f and h is not None else None
     faithful = [r for r in ok if int(r["label"]) == 0 and r.get("matched_alias")]
-    hits = sum(normalize_answer(r["matched_alias"]) in normalize_answer(r["span_text"]) for r in faithful)
+    # the judge's own matcher: "Khartoum (city)", "FRANCE" and "26 June 1945" match as the judge matched them
+    hits = sum(match_alias(r["span_text"], [r["matched_alias"]]) is not None for r in faithful)
     out["alias_recall"] = round(hits / len(faithful), 4) if faithful else None
     out["alias_recall_n"] = len(faithful)
     out["gpt4o"] = gpt4o_agreement(method) if method in ("phrase", "response") else None

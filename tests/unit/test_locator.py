@@ -48,6 +48,16 @@ PHRASES = [
     ("Where was the Rotary Club founded?", "The Rotary Club was set up in Chicago, which is a city.", "Chicago"),
     ("What is the highest denomination in Monopoly?", "£500", "£500"),
     ("In which war was the Battle of Blenheim?", "War of the Spanish Succession", "War of the Spanish Succession"),
+    # a quoted piece that does not restate the question is the answer; one that does is the subject
+    ("Which book by Harper Lee won the 1961 Pulitzer Prize?",
+     "The 1961 Pulitzer Prize went to Harper Lee's novel “To Kill a Mockingbird” in 1961.", "To Kill a Mockingbird"),
+    ("What is the only novel by J D Salinger?", 'It is "The Catcher in the Rye" which sold well in 2020.',
+     "The Catcher in the Rye"),
+    ("Who wrote ‘The Adventures of Huckleberry Finn’?",
+     "The novel “The Adventures of Huckleberry Finn” was written by Mark Twain.", "Mark Twain"),
+    # an introductory phrase before the first comma is not the answer
+    ("In humans, esotropia affects which part of the body?",
+     "In humans, esotropia affects the eye.", "eye"),
 ]
 
 
@@ -131,14 +141,17 @@ def test_span_quality_by_hand():
          "matched_alias": "paris", "response_start": 8, "response_end": 14},
         {"label": 0, "span_start": 10, "span_end": 14, "span_text": "the city", "span_status": "ok",
          "matched_alias": "Rome", "response_start": 10, "response_end": 14},
+        # matched as the judge matches: the bracket qualifier of the alias is not needed
+        {"label": 0, "span_start": 3, "span_end": 6, "span_text": "Khartoum", "span_status": "ok",
+         "matched_alias": "Khartoum (city)", "response_start": 0, "response_end": 6},
         {"label": 1, "span_start": 5, "span_end": 11, "span_text": "x", "span_status": "ok",
          "matched_alias": "", "response_start": 5, "response_end": 17},
         {"label": 1, "span_start": -1, "span_end": -1, "span_text": "", "span_status": "empty response"},
     ]
     q = span_quality(rows, "response")
     assert q["mean_tokens_faithful"] == 3.0 and q["mean_tokens_hallucinated"] == 6.0 and q["length_ratio"] == 2.0
-    assert q["alias_recall"] == 0.5 and q["alias_recall_n"] == 2
-    assert q["mean_fraction_faithful"] == pytest.approx((2 / 6 + 1.0) / 2, abs=1e-3)
+    assert q["alias_recall"] == round(2 / 3, 4) and q["alias_recall_n"] == 3
+    assert q["mean_fraction_faithful"] == pytest.approx((2 / 6 + 1.0 + 3 / 6) / 3, abs=1e-3)
     assert q["gpt4o"]["n"] == 573
 
 
