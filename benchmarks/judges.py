@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/judges.py --data /work/shared/data/judge_validation [--out src/hneurons/data/files/judge_validation]
+    python benchmarks/judges.py [--data DIR] [--out src/hneurons/data/files/judge_validation]
 
-``--data`` is the folder holding ``triviaqa_official_dev.jsonl.gz`` and
+``--data`` (default: the packaged copy) is the folder holding ``triviaqa_official_dev.jsonl.gz`` and
 ``falseqa_gpt4o_dev.jsonl.gz`` (GPT-4o verdicts, see its SOURCE.md). Writes into ``--out``:
 
 * ``falseqa_classifier.json`` — the FalseQA text classifier over
@@ -161,8 +161,11 @@ def train_falseqa(path: Path, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="folder with the judge-validation dev files")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "src/hneurons/data/files/judge_validation")
+    packaged = Path(__file__).resolve().parents[1] / "src/hneurons/data/files/judge_validation"
+    ap.add_argument("--data", type=Path, default=packaged,
+                    help="folder with the judge-validation dev files (default: the packaged copy)")
+    ap.add_argument("--out", type=Path, default=packaged)
+    ap.add_argument("--json", action="store_true", help="accepted for `make bench`; the last line is always JSON")
     args = ap.parse_args(argv)
     tq, fq = args.data / "triviaqa_official_dev.jsonl.gz", args.data / "falseqa_gpt4o_dev.jsonl.gz"
     for p in (tq, fq):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from hneurons.locator import locate_answer_span
 from hneurons.spans import (
     Span,
     SpanFailure,
@@ -58,3 +59,21 @@ def test_failure_and_default(tok):
     span = whole_response_span(seq)
     assert isinstance(span, Span) and span.text == "Arthur Miller"
     assert tok.decode(seq.input_ids[span.start : span.end]).strip() == "Arthur Miller"
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("It was written by Eugene O'Neill.", "Eugene O'Neill"),
+        ("The Iceman Cometh was written by Eugene O'Neill.", "Eugene O'Neill"),
+        ("The Iceman Cometh was written by Arthur Miller, an American playwright.", "Arthur Miller"),
+        ("It is “Long Day's Journey into Night”.", "Long Day's Journey into Night"),
+    ],
+)
+def test_label_blind_locator_on_the_embedded_tokenizer(tok, response, expected):
+    """The default locator reads only question and response; its token span decodes to the phrase."""
+    seq = build_sequence(tok, Q, response)
+    span = locate_answer_span(seq, "Who wrote The Iceman Cometh?")
+    assert isinstance(span, Span) and span.text == expected
+    assert seq.prompt_end <= span.start < span.end <= seq.response_end
+    assert tok.decode(seq.input_ids[span.start : span.end]).strip() == expected

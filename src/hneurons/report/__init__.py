@@ -258,6 +258,7 @@ def _detection(detect: dict | None, reason: str | None) -> Claim:
         trivial = {b: (m.get(b) or {}).get("auroc") for b in TRIVIAL_BASELINES}
         trivial = {b: v for b, v in trivial.items() if _isnum(v)}
         beaten_by = [b for b, v in trivial.items() if not (_isnum(ci[0]) and ci[0] > v)]
+        note = ""
         if _isnum(ci[0]) and ci[0] > rnd and not beaten_by:
             passes.append(True)
             word = "above"
@@ -267,11 +268,13 @@ def _detection(detect: dict | None, reason: str | None) -> Claim:
             word = "above"
         elif auc > rnd:
             passes.append(None)
-            word = "above the random mean, but its CI reaches it"
+            word = "above"
+            note = ", but its CI reaches that mean"
         else:
             passes.append(False)
             word = "not above"
-        note = f" (n = {d.get('n')}: small, CI is wide)" if _isnum(d.get("n")) and d["n"] < SMALL_EVAL_N else ""
+        if _isnum(d.get("n")) and d["n"] < SMALL_EVAL_N:
+            note += f" (n = {d.get('n')}: small, CI is wide)"
         parts.append(f"{s}: H-Neuron AUROC {_f(auc)} {_ci(ci)} is {word} random neurons ({_f(rnd)}){note}.")
         if beaten_by:
             parts.append(f"{s}: confounded — " + ", ".join(f"{b} alone reaches AUROC {_f(trivial[b])}" for b in beaten_by)
@@ -390,8 +393,8 @@ def _summary_section(run: _Run) -> str:
         items.append(f'<li><span class="verdict {cls}">{_esc(c.verdict)}</span> <b>{_esc(c.name)}</b><br>'
                      f'<span class="note">{c.text}</span></li>')
     intro = _p("Each claim of the paper is checked against this run with a fixed rule: existence = fewer than 1‰ of "
-               "neurons selected; detection = the H-Neuron AUROC's 95% CI lies above the random-neuron mean on each "
-               "set; impact = the compliance slope over α is positive and above the random control on each benchmark; "
+               "neurons selected; detection = the H-Neuron AUROC's 95% CI lies above the random-neuron mean and above "
+               "every trivial baseline (length, span_shape) on each set, else <i>confounded</i>; impact = the compliance slope over α is positive and above the random control on each benchmark; "
                "origin = transfer AUROC above 0.5 and H-Neuron drift rank above 0.5 with p &lt; 0.05. "
                "<i>Held</i> needs the whole interval to clear the bar; a point estimate that clears it while its "
                "interval does not is <i>inconclusive</i>.", "note")
