@@ -15,6 +15,7 @@ feature store skips finished chunks.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,34 @@ def _questions(ctx: Any, es: EvalSet) -> list[Any]:
     return recs
 
 
+def answers_logged(ctx: Any, log_path: Path, params_key: str, recs: list[Any], prompt_of: Callable[[Any], str],
+                   make_backend: Callable[[], Any], params: Any, what: str) -> dict[str, dict[str, Any]]:
+    """One answer per question, appended to ``log_path`` chunk by chunk; resumable (detect and origin).
+
+    Only lines written with ``params_key`` count (a changed setting answers again). Chunks sit at
+    fixed positions and chunk ``start`` samples with seed ``params.seed + start``, so a chunk cut
+    short is redone with its own seeds and only its missing answers are appended.
+    """
+    from dataclasses import replace
+
+    done = {d["qid"]: d for d in read_jsonl(log_path, key=lambda d: (d.get("params"), d["qid"]))
+            if d.get("params") == params_key}
+    todo = unfinished_chunks(recs, _GEN_CHUNK, lambda rec: rec.id in done)
+    if not todo:
+        return done
+    backend = make_backend()
+    ctx.log(f"{what} {len(recs) - len(done)} questions ({len(done)} already in {log_path.name})")
+    for start, part in tqdm(todo, desc=log_path.stem, unit="chunk"):
+        gens = backend.generate([prompt_of(rec) for rec in part], replace(params, seed=params.seed + start),
+                                progress=False)
+        lines = [{"qid": rec.id, "text": g[0].text, "finish_reason": g[0].finish_reason,
+                  "n_tokens": len(g[0].token_ids), "params": params_key}
+                 for rec, g in zip(part, gens) if rec.id not in done]
+        append_jsonl(log_path, lines)
+        done.update({ln["qid"]: ln for ln in lines})
+    return done
+
+
 def _sample(ctx: Any, name: str, recs: list[Any]) -> dict[str, dict[str, Any]]:
     """One response per question, appended to ``detect/samples_<set>.jsonl`` chunk by chunk."""
     from hneurons.generation import SamplingParams
@@ -186,27 +215,14 @@ def _sample(ctx: Any, name: str, recs: list[Any]) -> dict[str, dict[str, Any]]:
     params_key = fingerprint_of({"t": dc.temperature, "k": r.top_k, "p": r.top_p, "max": dc.max_new_tokens,
                                  "suffix": r.suffix, "seed": cfg.seed, "fmt": cfg.model.prompt_format,
                                  "backend": r.backend, "model": ctx.model_fingerprint})
-    log_path = ctx.rundir.path("detect", f"samples_{name}.jsonl")
-    done = {d["qid"]: d for d in read_jsonl(log_path, key=lambda d: (d.get("params"), d["qid"]))
-            if d.get("params") == params_key}
-    # fixed chunk positions: a chunk cut short is redone with its seeds and only its missing answers appended
-    todo = unfinished_chunks(recs, _GEN_CHUNK, lambda rec: rec.id in done)
-    if todo:
-        lm = ctx.model
-        chat = cfg.model.prompt_format == "chat"
-        backend = sampling_backend(ctx)  # responses.backend: hf, vllm or an OpenAI-compatible server
-        ctx.log(f"[detect] {name}: sampling {len(recs) - len(done)} responses ({len(done)} already in {log_path.name})")
-        for start, part in tqdm(todo, desc=f"detect {name}", unit="chunk"):
-            prompts = [render_prompt(lm.tokenizer, user_text(rec.question, r.suffix), chat=chat) for rec in part]
-            sp = SamplingParams(temperature=dc.temperature, top_k=r.top_k, top_p=r.top_p,
-                                max_new_tokens=dc.max_new_tokens, n=1, seed=cfg.seed * 100_003 + start)
-            gens = backend.generate(prompts, sp, progress=False)
-            lines = [{"qid": rec.id, "text": g[0].text, "finish_reason": g[0].finish_reason,
-                      "n_tokens": len(g[0].token_ids), "params": params_key}
-                     for rec, g in zip(part, gens) if rec.id not in done]
-            append_jsonl(log_path, lines)
-            done.update({ln["qid"]: ln for ln in lines})
-    return done
+    chat = cfg.model.prompt_format == "chat"
+    params = SamplingParams(temperature=dc.temperature, top_k=r.top_k, top_p=r.top_p,
+                            max_new_tokens=dc.max_new_tokens, n=1, seed=cfg.seed * 100_003)
+    return answers_logged(
+        ctx, ctx.rundir.path("detect", f"samples_{name}.jsonl"), params_key, recs,
+        lambda rec: render_prompt(ctx.model.tokenizer, user_text(rec.question, r.suffix), chat=chat),
+        lambda: sampling_backend(ctx),  # responses.backend: hf, vllm or an OpenAI-compatible server
+        params, f"[detect] {name}: sampling")
 
 
 def _llm_verdict(ctx: Any) -> Any:

@@ -39,8 +39,8 @@ from hneurons.origin import (
     transfer_scores,
     transfer_summary,
 )
-from hneurons.rundir import (append_jsonl, atomic_path, file_fingerprint, fingerprint_of, read_json, read_jsonl,
-                             unfinished_chunks, write_json)
+from hneurons.rundir import (atomic_path, file_fingerprint, fingerprint_of, read_json, write_json)
+from hneurons.stages.detect import answers_logged
 from hneurons.stages.intervene import load_h_neurons
 
 STAGE = "origin"
@@ -49,7 +49,6 @@ NO_BASE_REASON = (
     "(see README); pass --set origin.base_model=PATH"
 )
 INSTRUCT_METHOD = "h_neurons_full_l1"  # detect's method that applies the same probe unchanged
-_GEN_CHUNK = 64
 
 
 def _files(ctx: Any) -> dict[str, Path]:
@@ -158,25 +157,12 @@ def _sample(ctx: Any, base: LoadedModel, name: str, recs: list[Any]) -> dict[str
     dc, r = cfg.detect, cfg.responses
     params_key = fingerprint_of({"t": dc.temperature, "k": r.top_k, "p": r.top_p, "max": dc.max_new_tokens,
                                  "seed": cfg.seed, "model": base.fingerprint, "prompt": "plain"})
-    log_path = ctx.rundir.path(STAGE, f"samples_{name}.jsonl")
-    done = {d["qid"]: d for d in read_jsonl(log_path, key=lambda d: (d.get("params"), d["qid"]))
-            if d.get("params") == params_key}
-    # fixed chunk positions: a chunk cut short is redone with its seeds and only its missing answers appended
-    todo = unfinished_chunks(recs, _GEN_CHUNK, lambda rec: rec.id in done)
-    if not todo:
-        return done
-    backend = HFBackend(base.model, base.tokenizer, batch_size=r.batch_size)
-    ctx.log(f"[origin] {name}: base model answers {len(recs) - len(done)} questions ({len(done)} already in {log_path.name})")
-    for start, part in todo:
-        sp = SamplingParams(temperature=dc.temperature, top_k=r.top_k, top_p=r.top_p, max_new_tokens=dc.max_new_tokens,
-                            n=1, seed=cfg.seed * 100_003 + start, stop=("\n",))
-        gens = backend.generate([base_prompt(base.tokenizer, rec.question) for rec in part], sp, progress=False)
-        lines = [{"qid": rec.id, "text": g[0].text, "finish_reason": g[0].finish_reason,
-                  "n_tokens": len(g[0].token_ids), "params": params_key}
-                 for rec, g in zip(part, gens) if rec.id not in done]
-        append_jsonl(log_path, lines)
-        done.update({ln["qid"]: ln for ln in lines})
-    return done
+    params = SamplingParams(temperature=dc.temperature, top_k=r.top_k, top_p=r.top_p, max_new_tokens=dc.max_new_tokens,
+                            n=1, seed=cfg.seed * 100_003, stop=("\n",))
+    return answers_logged(ctx, ctx.rundir.path(STAGE, f"samples_{name}.jsonl"), params_key, recs,
+                          lambda rec: base_prompt(base.tokenizer, rec.question),
+                          lambda: HFBackend(base.model, base.tokenizer, batch_size=r.batch_size),
+                          params, f"[origin] {name}: base model answers")
 
 
 def _write_items(path: Path, rows: list[dict[str, Any]]) -> None:
