@@ -100,7 +100,8 @@ def test_rerun_skips_finished_stages(smoke_run: dict) -> None:
 
 
 def test_score_reproduces_detection_auroc(smoke_run: dict) -> None:
-    """`hneurons.score` on the detection items (same spans, same probe) gives detect.json's AUROC."""
+    """`hneurons.score` on the detection items gives detect.json's AUROC: it finds the same answer
+    spans by itself (the run's label-blind locator, no span passed in) and applies the same probe."""
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -111,8 +112,8 @@ def test_score_reproduces_detection_auroc(smoke_run: dict) -> None:
     detect = json.loads((root / "detect" / "detect.json").read_text())
     name = next(n for n in ("smoke", "triviaqa", "nq_open", "bioasq") if n in detect["sets"])
     rows = [r for r in pq.read_table(root / "detect" / f"items_{name}.parquet").to_pylist() if r["balanced"]]
-    results = score(root, [{"id": r["qid"], "question": r["question"], "answer": r["response"], "span": r["span_text"]}
-                           for r in rows])
+    results = score(root, [{"id": r["qid"], "question": r["question"], "answer": r["response"]} for r in rows])
     assert all(r["span_status"] == "ok" for r in results)
+    assert [r["span"]["text"] for r in results] == [r["span_text"] for r in rows]
     got = auroc(np.array([r["label"] for r in rows]), np.array([r["p_hallucination"] for r in results]))
     assert got == pytest.approx(detect["sets"][name]["methods"]["h_neurons_full_l1"]["auroc"], abs=1e-9)
