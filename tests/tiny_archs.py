@@ -9,9 +9,14 @@ a forgotten bias or router weight.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, Gemma3Config, Gemma3ForConditionalGeneration
+
+from hneurons.arch import Layout
+from hneurons.hooks import scale_down_weights, scale_neurons
 
 D, F, V, L = 32, 48, 64, 2  # d_model, d_ff, vocab, layers
 E, I, K = 4, 16, 2  # experts, expert width, experts per token
@@ -107,3 +112,19 @@ def activation_name(model_type: str, cfg: object) -> str:
         if isinstance(getattr(cfg, name, None), str):
             return getattr(cfg, name)
     raise AssertionError(f"{model_type}: no activation field")
+
+
+def assert_alpha_hook_equals_weight_edit(layout: Layout, neurons: Sequence[int],
+                                         logits: Callable[[], torch.Tensor], base: torch.Tensor) -> None:
+    """α by forward hook equals α by editing W_down, changes the output, and leaves no trace.
+
+    ``base`` is the unmodified model's ``logits()``; α = 0 and 2.5 are checked.
+    """
+    for alpha in (0.0, 2.5):
+        with scale_neurons(layout, neurons, alpha):
+            hooked = logits()
+        with scale_down_weights(layout, neurons, alpha):
+            edited = logits()
+        torch.testing.assert_close(hooked, edited, rtol=1e-9, atol=1e-9)
+        assert not torch.allclose(hooked, base, atol=1e-6)
+    assert torch.equal(logits(), base)

@@ -25,8 +25,8 @@ from transformers.activations import ACT2FN
 
 from hneurons.arch import ARCHITECTURES, arch_for, resolve, supported_architectures, text_config
 from hneurons.errors import UnsupportedArchitecture
-from hneurons.hooks import CETT_EPS, capture_cett, down_output, scale_down_weights, scale_neurons
-from tests.tiny_archs import D, F, L, MODEL_TYPES, V, activation_name, build
+from hneurons.hooks import CETT_EPS, capture_cett, down_output
+from tests.tiny_archs import D, F, L, MODEL_TYPES, V, activation_name, assert_alpha_hook_equals_weight_edit, build
 
 DENSE = [t for t in MODEL_TYPES if not ARCHITECTURES[t].is_moe]
 IDS = torch.tensor([[1, 7, 21, 5, 33, 9, 12, 40]])
@@ -104,14 +104,7 @@ def test_row_resolves_the_true_down_projection(model_type: str) -> None:
     # α by hook equals α by weight edit, and the neurons matter.
     neurons = [0, 5, width - 1, width + 2, width + 20]
     base = _logits(model)
-    for alpha in (0.0, 2.5):
-        with scale_neurons(layout, neurons, alpha):
-            hooked = _logits(model)
-        with scale_down_weights(layout, neurons, alpha):
-            edited = _logits(model)
-        torch.testing.assert_close(hooked, edited, rtol=1e-9, atol=1e-9)
-        assert not torch.allclose(hooked, base, atol=1e-6)
-    assert torch.equal(_logits(model), base)
+    assert_alpha_hook_equals_weight_edit(layout, neurons, lambda: _logits(model), base)
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "phi", "gpt_neox", "bloom"])

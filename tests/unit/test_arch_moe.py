@@ -25,7 +25,7 @@ from transformers.activations import ACT2FN
 from hneurons.arch import ARCHITECTURES, Layout, resolve
 from hneurons.errors import ConfigError, UnsupportedArchitecture
 from hneurons.hooks import CETT_EPS, capture_cett, record_cett, scale_down_weights, scale_neurons
-from tests.tiny_archs import D, E, K, L, MODEL_TYPES, build
+from tests.tiny_archs import D, E, K, L, MODEL_TYPES, assert_alpha_hook_equals_weight_edit, build
 
 MOE = [t for t in MODEL_TYPES if ARCHITECTURES[t].is_moe]
 FIRST_DENSE = {"deepseek_v2", "deepseek_v3", "glm4_moe", "ernie4_5_moe"}  # layer 0 is a dense FFN
@@ -132,14 +132,7 @@ def test_moe_row_matches_the_experts_module(model_type: str) -> None:
         neurons += [layer * layout.d_ff + j for j in (0, 3, w // 2, w // 2 + 1, w - 1)]
         if w < layout.d_ff:
             neurons.append(layer * layout.d_ff + w)  # padding
-    for alpha in (0.0, 2.5):
-        with scale_neurons(layout, neurons, alpha):
-            hooked = _logits(model)
-        with scale_down_weights(layout, neurons, alpha):
-            edited = _logits(model)
-        torch.testing.assert_close(hooked, edited, rtol=1e-9, atol=1e-9)
-        assert not torch.allclose(hooked, base, atol=1e-6)
-    assert torch.equal(_logits(model), base)
+    assert_alpha_hook_equals_weight_edit(layout, neurons, lambda: _logits(model), base)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
