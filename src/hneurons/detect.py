@@ -293,6 +293,16 @@ class Baseline:
 REFIT_C = 1.0
 
 
+def _standardised_lr(X: np.ndarray, y: np.ndarray) -> Any:
+    """Standardised L2 logistic regression (C = REFIT_C) fitted on ``X``: every refit baseline's model."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=REFIT_C, max_iter=2000)).fit(
+        np.asarray(X, dtype=np.float64), y)
+
+
 def refit_columns(train: TrainData, cols: np.ndarray) -> Any:
     """Logistic regression refit on ``cols`` only, same rows as the probe (3-vs-1 by default).
 
@@ -301,14 +311,9 @@ def refit_columns(train: TrainData, cols: np.ndarray) -> Any:
     CETT scales differ by orders of magnitude; the L2 term keeps the fit finite when the classes are
     separable. The H-Neuron and random refits use exactly this recipe, so they differ only in columns.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     other = train.other[:, cols] if train.other is not None else None
     X, y, _ = build_rows(train.answer[:, cols], other, train.labels, train.mode)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=REFIT_C, max_iter=2000))
-    return model.fit(np.asarray(X, dtype=np.float64), y)
+    return _standardised_lr(X, y)
 
 
 def h_indices(probe: HNeuronProbe) -> np.ndarray:
@@ -394,25 +399,15 @@ def _need_stats(train: TrainData) -> TokenStats:
 
 def _fit_residual(train: TrainData) -> Scorer:
     """Standardised L2 logistic regression (C = 1) on the answer-averaged residual stream, answer rows only."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     st = _need_stats(train)
-    m = make_pipeline(StandardScaler(), LogisticRegression(C=REFIT_C, max_iter=2000))
-    m.fit(st.residual.astype(np.float64), train.labels)
+    m = _standardised_lr(st.residual, train.labels)
     return Scorer(lambda ev: _proba(m, ev.stats.residual), 0.5, {"layer": st.residual_layer, "C": REFIT_C})
 
 
 def _fit_span_shape(train: TrainData) -> Scorer:
     """Leak guard: standardised logistic regression (C = 1) on the span's shape alone (answer rows)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     st = _need_stats(train)
-    m = make_pipeline(StandardScaler(), LogisticRegression(C=REFIT_C, max_iter=2000))
-    m.fit(st.span_shape, train.labels)
+    m = _standardised_lr(st.span_shape, train.labels)
     return Scorer(lambda ev: _proba(m, ev.stats.span_shape), 0.5, {"features": ["span_tokens", "span_fraction", "span_start"]})
 
 

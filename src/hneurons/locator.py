@@ -416,6 +416,7 @@ def gpt4o_agreement(method: str = "phrase", path: str | Path | None = None,
     (PAPER.md §8 pitfall 6).
     """
     from hneurons.data import load_dataset
+    from hneurons.judge import normalize_answer
 
     exact = f1 = 0.0
     n = 0
@@ -426,8 +427,6 @@ def gpt4o_agreement(method: str = "phrase", path: str | Path | None = None,
             continue
         got = answer_chars(rec.question, response, method, llm)
         pred = response[got[0]:got[1]] if got else ""
-        from hneurons.judge import normalize_answer
-
         exact += normalize_answer(pred) == normalize_answer(gold)
         f1 += _f1(pred, gold)
         n += 1

@@ -257,14 +257,13 @@ def _judge_and_locate(ctx: Any, es: EvalSet, recs: list[Any], samples: dict[str,
         item = None
         if v.label is not None:
             seq = build_sequence(tok, user_text(rec.question, cfg.responses.suffix), text, chat=chat)
-            if method != "alias":  # the same label-blind rule as training, NonExist included
-                span = span_by_config(seq, rec.question, method, locator)
-            elif es.refusals == "drop":
-                span = span_by_config(seq, rec.question, method, None, v.answer)
-            else:  # parity rule on NonExist: a refusal's phrase, else the whole response
+            if method == "alias" and es.refusals != "drop":
+                # the parity rule on NonExist: a refusal's phrase, else the whole response
                 span = locate_answer(seq, v.answer) if v.answer else SpanFailure("no phrase")
                 if isinstance(span, SpanFailure):
                     span = whole_response_span(seq)
+            else:  # the training rule: label-blind for every method but the parity rule "alias"
+                span = span_by_config(seq, rec.question, method, locator, v.answer)
             if isinstance(span, SpanFailure):
                 row["span_status"] = span.reason
             else:
