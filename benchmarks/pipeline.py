@@ -9,7 +9,11 @@ work; each is timed here against the same work done the obvious way, in the same
   ``generate(num_return_sequences=5)``;
 * ``features``: :func:`~hneurons.features.extract_cett` vs the same batched forward without hooks;
 * ``intervene``: greedy, ≤ 48 new tokens under :func:`~hneurons.hooks.scale_neurons` (α = 2 on
-  random neurons): the backend vs ``generate``, both under the hook.
+  random neurons): the backend vs ``generate``, both under the hook;
+* ``jailbreak``: the intervention's long prompts (whole templates of 300-7,600 characters, as
+  ``intervene.n_items`` draws them), greedy, ≤ 32 new tokens under the same hook:
+  :func:`~hneurons.benchmarks.run_jailbreak` (one call per template, shared prefix prefilled once,
+  batches cut by padded tokens) vs ``generate`` over the same prompts in batches of ``--batch-size``.
 
 Generation is counted in generated tokens (a row's eos counts, padding does not), features in
 real sequence tokens. Every stage runs ours and the baseline in turn, ``--repeats`` times
@@ -40,11 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extraction import build_items, run_plain  # noqa: E402
 from sampling import load_questions  # noqa: E402
 
+from hneurons.benchmarks import Judge, load_jailbreak, run_jailbreak  # noqa: E402
+from hneurons.config import InterveneConfig  # noqa: E402
 from hneurons.features import extract_cett  # noqa: E402
 from hneurons.generation import Generation, HFBackend, SamplingParams  # noqa: E402
 from hneurons.hooks import scale_neurons  # noqa: E402
 from hneurons.models import load_model  # noqa: E402
 from hneurons.spans import render_prompt  # noqa: E402
+from hneurons.stages.intervene import make_generate_fn, render_conversation  # noqa: E402
 
 
 def count(gens: list[list[Generation]]) -> int:
@@ -79,6 +86,7 @@ def main() -> dict[str, object]:
     ap.add_argument("--sample-questions", type=int, default=12, help="prompts sampled K=5 times")
     ap.add_argument("--feature-items", type=int, default=32)
     ap.add_argument("--intervene-prompts", type=int, default=16)
+    ap.add_argument("--jailbreak-items", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
@@ -111,6 +119,21 @@ def main() -> dict[str, object]:
                 return fn()
         return run
 
+    jb_items = load_jailbreak(InterveneConfig(n_items=args.jailbreak_items), 0)
+    jb_prompts = [render_conversation(tok, [{"role": "user", "content": it.user}]) for it in jb_items]
+    generate = make_generate_fn(model, tok, chat=True, batch_size=args.batch_size)
+
+    def ours_jailbreak() -> int:
+        made: list[Generation] = []
+
+        def counting(convs, params):  # noqa: ANN001, ANN202 - a GenerateFn
+            out = generate(convs, params)
+            made.extend(out)
+            return out
+
+        run_jailbreak(jb_items, counting, Judge(), greedy32)
+        return count([[g] for g in made])
+
     def features(hooked: bool) -> Callable[[], int]:
         def run() -> int:
             if hooked:
@@ -126,6 +149,7 @@ def main() -> dict[str, object]:
                    base_gen(prompts[:args.sample_questions], sample)),
         "features": (features(True), features(False)),
         "intervene": (under_hook(ours_gen(few, greedy48)), under_hook(base_gen(few, greedy48))),
+        "jailbreak": (under_hook(ours_jailbreak), under_hook(base_gen(jb_prompts, greedy32))),
     }
     rates: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeats):

@@ -88,8 +88,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--compare-trim", action="store_true",
                     help="also time the batched run without dropping finished rows")
-    ap.add_argument("--compare-refill", action="store_true",
-                    help="also time the batched run refilling finished rows' slots (refill=True)")
+    ap.add_argument("--compare-prefix", action="store_true",
+                    help="also time the batched run prefilling whole prompts (share_prefix=False)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of results")
     args = ap.parse_args()
     if args.threads:
@@ -124,10 +124,10 @@ def main() -> None:
     timings = {}
     batched = []
     modes: list[bool | str] = ([False] if args.compare_trim else []) + [True]
-    modes += ["refill"] if args.compare_refill else []
+    modes += ["whole_prompt"] if args.compare_prefix else []
     for trim in modes:
         backend = HFBackend(model, tok, batch_size=args.batch_size, trim_finished=bool(trim),
-                            refill=trim == "refill")
+                            share_prefix=trim != "whole_prompt")
         t0 = time.perf_counter()
         batched = backend.generate(prompts[: args.questions], params, progress=False)
         timings[trim] = (count(batched), time.perf_counter() - t0)
@@ -161,10 +161,10 @@ def main() -> None:
         }
         if False in timings:
             result["batched_no_trim_tok_s"] = round(timings[False][0] / timings[False][1], 2)
-        if "refill" in timings:
-            refill_rate = timings["refill"][0] / timings["refill"][1]
-            result["refill_tok_s"] = round(refill_rate, 2)
-            result["refill_ratio"] = round(refill_rate / batched_rate, 2)
+        if "whole_prompt" in timings:
+            whole_rate = timings["whole_prompt"][0] / timings["whole_prompt"][1]
+            result["whole_prompt_tok_s"] = round(whole_rate, 2)
+            result["shared_prefix_ratio"] = round(batched_rate / whole_rate, 2)
         print(json.dumps(result))
 
 

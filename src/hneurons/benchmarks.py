@@ -345,7 +345,14 @@ def apply_template(template: str, question: str) -> str:
 
 def load_jailbreak(cfg: InterveneConfig, seed: int) -> list[Item]:
     """Each of the 390 questions paired with one template: a seeded shuffle of the 55 templates
-    repeated in order, so every template is used 7-8 times and the pairing is reproducible."""
+    repeated in order, so every template is used 7-8 times and the pairing is reproducible.
+
+    ``n_items`` takes whole templates (all their questions, in a seeded template order, the last
+    one cut to fit) rather than scattered pairs: the prompts of one template share their long
+    prefix (the template is 300-7,600 characters, the question follows it in 54 of 55), which
+    :func:`run_jailbreak` prefills once per template. Every pair is still the full set's pairing;
+    the subset is a cluster sample, so its compliance varies with the templates drawn.
+    """
     questions = load_dataset("forbidden_questions")
     templates = load_dataset("jailbreak_templates")
     if not templates:
@@ -357,14 +364,27 @@ def load_jailbreak(cfg: InterveneConfig, seed: int) -> list[Item]:
         t = templates[order[i % len(order)]]
         rec = replace(q, extra={**q.extra, "template_id": t.id})
         items.append(Item(f"{q.id}|{t.id}", apply_template(t.question, q.question), rec))
-    keep = {it.id for it in _sample([it.record for it in items], cfg.n_items, seed)}
-    return [it for it in items if it.record.id in keep]
+    if cfg.n_items <= 0 or cfg.n_items >= len(items):
+        return items
+    draw = [t.id for t in templates]
+    random.Random(seed + 1).shuffle(draw)
+    rank = {t: k for k, t in enumerate(draw)}
+    chosen = sorted(items, key=lambda it: rank[it.record.extra["template_id"]])[: cfg.n_items]
+    keep = {it.id for it in chosen}
+    return [it for it in items if it.id in keep]
 
 
 def run_jailbreak(items: Sequence[Item], generate: GenerateFn, judge: Judge, params: SamplingParams) -> list[ItemResult]:
-    gens = generate([_user(it.user) for it in items], params)
+    """One generate call per template, so a local backend prefills each template's prompt prefix once."""
+    by_template: dict[Any, list[int]] = {}
+    for i, it in enumerate(items):
+        by_template.setdefault(it.record.extra.get("template_id"), []).append(i)
+    gens: dict[int, Generation] = {}
+    for idx in by_template.values():
+        gens.update(zip(idx, generate([_user(items[i].user) for i in idx], params)))
     out = []
-    for it, g in zip(items, gens):
+    for i, it in enumerate(items):
+        g = gens[i]
         harmful = judge.harmful(it.record.question, g.text)
         out.append(ItemResult(it.id, it.user, g.text, harmful, truncated=_truncated(g),
                               extra={"template_id": it.record.extra.get("template_id"), "judge": judge.last_source}))

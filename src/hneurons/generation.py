@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ class Backend(Protocol):
     ) -> list[list[Generation]]: ...
 
 
+# a shorter common prefix is not worth a second forward call
+_MIN_SHARED_PREFIX = 8
+
+
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> int | None:
     """Index of the earliest stop string in ``text`` after its leading whitespace (None: none).
 
@@ -96,16 +101,26 @@ class HFBackend:
     Why not ``model.generate``: a batch of ``generate`` runs until its longest row ends and keeps
     computing the finished rows; with responses of very different lengths (short answers next to
     ramblers that hit the cap) most of the work is wasted, and ``n`` samples of a prompt pay ``n``
-    prefills of the same (system-prompt heavy) text. This loop prefills each distinct prompt once
-    and copies its KV cache to the sample rows, drops finished rows from the batch and the cache
-    (``trim_finished``), optionally refills their slots with pending rows (``refill``, for models
-    whose cache is plain per-layer tensors; off by default until it is shown to pay on a quiet
-    machine: bf16 logits depend slightly on batch composition, so it changes some responses),
-    and draws every row's tokens from its own generator
-    seeded by ``(seed, prompt index, sample index)``, so a response does not depend on which other
-    prompts share its batch (a resumed run re-creates the same samples). Sampling applies
-    temperature, then top-k, then top-p, in the order ``generate`` uses. Forward hooks registered
-    on the model (neuron scaling, feature capture) act on every step: this is the plain forward.
+    prefills of the same (system-prompt heavy) text. On a CPU the prompt, not the answer, is most
+    of the work (a 55-token chat prompt costs as much as 30 decode steps of its batch), so this loop
+
+    * cuts batches by padded prompt tokens (``max_batch_tokens``) as well as rows: prompts are sorted
+      longest first, so a few long prompts (jailbreak templates of 1,600 tokens) no longer pad a
+      batch of short ones to their width;
+    * prefills the prompt prefix all rows of a batch share (the chat template's system turn) once,
+      for a batch of one, and the rest of each distinct prompt after it (``share_prefix``; only
+      for models whose cache is plain per-layer tensors, see :meth:`_plain_cache`), then copies
+      each prompt's cache to its sample rows;
+    * drops finished rows from the batch and the cache (``trim_finished``);
+    * draws every row's tokens from its own generator seeded by ``(seed, prompt index, sample
+      index)``, so a response does not depend on which other prompts share its batch (a resumed
+      run re-creates the same samples).
+
+    Batch shape changes the bf16 rounding of a row's logits, so prefix sharing and the batch cut
+    can flip a near-tied token; ``benchmarks/sampling.py`` measures how often on fixed questions.
+    Sampling applies temperature, then top-k, then top-p, in the order ``generate`` uses. Forward
+    hooks registered on the model (neuron scaling, feature capture) act on every call, the prefix
+    call included: this is the plain forward.
     """
 
     name = "hf"
@@ -116,17 +131,20 @@ class HFBackend:
         tokenizer: Any,
         batch_size: int = 64,
         trim_finished: bool = True,
-        refill: bool = False,
+        share_prefix: bool = True,
+        max_batch_tokens: int = 8192,
     ) -> None:
         import inspect
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if max_batch_tokens < 1:
+            raise ConfigError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.trim_finished = trim_finished
-        self.refill = refill
+        self.max_batch_tokens = max_batch_tokens
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = tokenizer.eos_token_id
@@ -148,6 +166,7 @@ class HFBackend:
         self._keep_kw = next(
             (k for k in ("logits_to_keep", "num_logits_to_keep") if k in accepted), None
         )
+        self.share_prefix = share_prefix and self._plain_cache()
 
     def _encode(self, prompt: str) -> list[int]:
         add = add_special_tokens_for(self.tokenizer, prompt)
@@ -265,23 +284,63 @@ class HFBackend:
         order = [order[b] for b in keep.tolist()]
         return attention[keep], last_pos[keep], nxt[keep], order, [True] * len(order)
 
-    def _prefill(self, prompts: list[list[int]], device: Any) -> tuple[Any, Any, Any, Any]:
-        """Prefill each distinct prompt once and copy its cache to its sample rows.
+    def _plain_cache(self) -> bool:
+        """Whether this model's KV cache is one plain growing tensor per layer.
 
-        Returns the rows' last logits, attention mask, last positions and the KV cache.
+        Sliding-window or other special layers keep extra state that a prefix computed apart
+        cannot be spliced into, so those models prefill whole prompts.
+        """
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(self._new_cache(), "layers", None)
+        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+    def _prefill(self, prompts: list[list[int]], device: Any) -> tuple[Any, Any, Any, Any]:
+        """Prefill each distinct prompt once (their shared prefix once in all) and copy its cache to its rows.
+
+        The shared prefix is run for one row and its cache repeated; the prompts' remainders follow
+        left-padded, so the attention mask is ``[prefix ones][padding zeros][remainder ones]`` and
+        positions continue from the prefix. Returns the rows' last logits, attention mask, last
+        positions and the KV cache.
         """
         import torch
 
         unique: dict[tuple[int, ...], int] = {}
         for ids in prompts:
             unique.setdefault(tuple(ids), len(unique))
+        distinct = list(unique)
         expand = torch.tensor([unique[tuple(ids)] for ids in prompts], device=device)
-        input_ids, attention, positions = self._left_padded(list(unique), device)
         cache = self._new_cache()
+        # every prompt keeps at least one token of its own, whose logits start the answer
+        shared = len(os.path.commonprefix(distinct)) if len(distinct) > 1 and self.share_prefix else 0
+        shared = min(shared, min(len(p) for p in distinct) - 1)
+        if shared >= _MIN_SHARED_PREFIX:
+            head = torch.tensor([distinct[0][:shared]], device=device)
+            ones = torch.ones_like(head)
+            self._forward(head, ones, (ones.cumsum(-1) - 1), cache)
+            cache.batch_select_indices(torch.zeros(len(distinct), dtype=torch.long, device=device))
+            input_ids, tail_mask, tail_pos = self._left_padded([p[shared:] for p in distinct], device)
+            attention = torch.cat([ones.expand(len(distinct), -1), tail_mask], dim=1)
+            positions = tail_pos + shared
+        else:
+            input_ids, attention, positions = self._left_padded(distinct, device)
         logits = self._forward(input_ids, attention, positions, cache)
-        if len(unique) < len(prompts):
+        if len(distinct) < len(prompts):
             cache.batch_select_indices(expand)
         return logits[expand], attention[expand], positions[expand][:, -1], cache
+
+    def _batches(self, lengths: Sequence[int]) -> list[range]:
+        """Consecutive row ranges (rows sorted longest first) of ≤ ``batch_size`` rows and ≤
+        ``max_batch_tokens`` padded prompt tokens (a single longer prompt still forms a batch)."""
+        out, start = [], 0
+        while start < len(lengths):
+            end = start + 1
+            while (end < len(lengths) and end - start < self.batch_size
+                   and (end - start + 1) * lengths[start] <= self.max_batch_tokens):
+                end += 1
+            out.append(range(start, end))
+            start = end
+        return out
 
     def _run_batch(
         self, prompts: list[list[int]], seeds: list[int], params: SamplingParams
@@ -314,98 +373,6 @@ class HFBackend:
             logits = self._forward(nxt[:, None], attention, last_pos[:, None], cache)
         return [self._finish(tokens[r], params, reasons[r]) for r in range(rows)]
 
-    def _refillable(self) -> bool:
-        """Whether this model's KV cache is one plain growing tensor per layer (see ``_merge``).
-
-        Sliding-window or other special layers keep extra state that rows cannot be spliced
-        into, so those models decode in fixed batches (trimmed) instead.
-        """
-        from transformers.cache_utils import DynamicLayer
-
-        layers = getattr(self._new_cache(), "layers", None)
-        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
-
-    @staticmethod
-    def _merge(cache: Any, attention: Any, new_cache: Any, new_attention: Any) -> tuple[Any, Any]:
-        """Append the rows of ``new_cache`` to ``cache``, left-padding the narrower one.
-
-        Afterwards the leading columns no row attends to are cut, so the cache stays as wide as
-        its longest live row rather than growing with every admission.
-        """
-        import torch
-        import torch.nn.functional as F
-
-        width = max(attention.shape[1], new_attention.shape[1])
-
-        def pad(t: Any, dim_from_end: int) -> Any:
-            missing = width - t.shape[-dim_from_end]
-            if not missing:
-                return t
-            return F.pad(t, (0, 0) * (dim_from_end - 1) + (missing, 0))
-
-        attention = torch.cat([pad(attention, 1), pad(new_attention, 1)])
-        start = int(attention.any(0).nonzero()[0])
-        for old, new in zip(cache.layers, new_cache.layers):
-            old.keys = torch.cat([pad(old.keys, 2), pad(new.keys, 2)])[..., start:, :]
-            old.values = torch.cat([pad(old.values, 2), pad(new.values, 2)])[..., start:, :]
-        return cache, attention[:, start:]
-
-    def _run_refill(
-        self, prompts: list[list[int]], seeds: list[int], params: SamplingParams, bar: Any
-    ) -> list[Generation]:
-        """Decode all rows through ``batch_size`` slots, refilling the slots of finished rows.
-
-        A fixed batch spends its last steps on a few ramblers while the finished rows' slots sit
-        empty; here, once a quarter of the slots are free, the next pending rows are prefilled
-        and spliced into the running batch and cache (waiting for a quarter rather than one slot
-        keeps the extra prefill calls few). Each row keeps its own generator, so its samples
-        follow ``(seed, prompt, sample)`` whatever it shares the batch with.
-        """
-        import torch
-
-        device = next(self.model.parameters()).device
-        eos = torch.tensor(sorted(self.eos_ids), device=device)
-        admit_at = max(1, self.batch_size // 4)
-        pending = list(range(len(prompts)))[::-1]  # pop() takes rows in the given order
-        results: list[Generation | None] = [None] * len(prompts)
-        tokens: list[list[int]] = [[] for _ in prompts]
-        reasons = ["length"] * len(prompts)
-        order: list[int] = []  # batch position -> row
-        generators: list[Any] = []  # per batch position
-        cache = attention = last_pos = logits = None
-        while pending or order:
-            free = self.batch_size - len(order)
-            if pending and (not order or free >= admit_at):
-                new = [pending.pop() for _ in range(min(free, len(pending)))]
-                new_logits, new_att, new_pos, new_cache = self._prefill([prompts[r] for r in new], device)
-                if order:
-                    cache, attention = self._merge(cache, attention, new_cache, new_att)
-                    logits = torch.cat([logits, new_logits])
-                    last_pos = torch.cat([last_pos, new_pos])
-                else:
-                    cache, attention, logits, last_pos = new_cache, new_att, new_logits, new_pos
-                order += new
-                generators += self._generators([seeds[r] for r in new], device)
-            nxt = self._next_tokens(logits, params, generators)
-            live = [True] * len(order)
-            self._consume(nxt, eos, params, order, live, tokens, reasons)
-            for b, r in enumerate(order):
-                if live[b] and len(tokens[r]) == params.max_new_tokens:
-                    live[b] = False  # reasons[r] stays "length"
-                if not live[b]:
-                    results[r] = self._finish(tokens[r], params, reasons[r])
-                    bar.update(1)
-            if not all(live):
-                generators = [g for g, alive in zip(generators, live) if alive]
-                if not any(live):
-                    order, cache = [], None
-                    continue
-                attention, last_pos, nxt, order, live = self._drop_finished(cache, live, order, attention, last_pos, nxt)
-            attention = torch.cat([attention, attention.new_ones((len(attention), 1))], dim=1)
-            last_pos = last_pos + 1
-            logits = self._forward(nxt[:, None], attention, last_pos[:, None], cache)
-        return results  # type: ignore[return-value]
-
     def generate(
         self, prompts: Sequence[str], params: SamplingParams, progress: bool = True
     ) -> list[list[Generation]]:
@@ -420,14 +387,10 @@ class HFBackend:
         out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
         bar = tqdm(total=len(rows), desc="sampling", unit="resp", disable=not progress)
         with torch.inference_mode():
-            if self.refill and self.trim_finished and self._refillable():
-                gens = self._run_refill([encoded[i] for i, _ in rows], seeds, params, bar)
-            else:
-                gens = []
-                for b in range(0, len(rows), self.batch_size):
-                    batch = rows[b : b + self.batch_size]
-                    gens += self._run_batch([encoded[i] for i, _ in batch], seeds[b : b + self.batch_size], params)
-                    bar.update(len(batch))
+            gens = []
+            for part in self._batches([len(encoded[i]) for i, _ in rows]):
+                gens += self._run_batch([encoded[rows[b][0]] for b in part], [seeds[b] for b in part], params)
+                bar.update(len(part))
         for (i, j), gen in zip(rows, gens):
             out[i][j] = gen
         bar.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import threading
@@ -356,24 +357,44 @@ def test_newline_stop_waits_for_the_first_non_whitespace_token():
     assert gen.text == tok.decode([word, word]).strip()
 
 
-def test_refilled_slots_give_the_fixed_batch_results(setup):
-    """Refilling finished rows' slots changes no response, greedy or sampled (per-row seeds)."""
+def test_shared_prefix_prefilled_once_changes_nothing(setup):
+    """The chat template's shared prefix is run once for one row; greedy and sampled outputs equal the
+    whole-prompt prefill's (float32, so only the order of additions differs)."""
+    tok, model, _ = setup
+    # a common opening after the template's own, as a system turn would give
+    prompts = [render_prompt(tok, f"Answer the quiz question below with a short answer. {q}") for q in QUESTIONS] * 2
+    calls: list[tuple[int, ...]] = []
+
+    def record(module, args, kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    prefix = len(os.path.commonprefix(ids))
+    assert prefix >= 8
+    for params in (GREEDY, SamplingParams(max_new_tokens=10, n=3, seed=2)):
+        handle = model.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            calls.clear()
+            shared = HFBackend(model, tok, batch_size=64).generate(prompts, params, progress=False)
+        finally:
+            handle.remove()
+        whole = HFBackend(model, tok, batch_size=64, share_prefix=False).generate(prompts, params, progress=False)
+        assert shared == whole
+        assert calls[0] == (1, prefix)  # the prefix: one row, the shared tokens
+        assert calls[1] == (len(QUESTIONS), max(len(i) for i in ids) - prefix)  # each distinct remainder once
+
+
+def test_batches_cut_by_padded_prompt_tokens(setup):
+    """Long prompts do not pad short ones: batches hold ≤ max_batch_tokens padded prompt tokens."""
     tok, model, prompts = setup
-    prompts = prompts * 3  # 15 prompts, mixed lengths
-    prefills = {"n": 0}
-
-    def count_prefills(module, args, kwargs):
-        prefills["n"] += kwargs["input_ids"].shape[1] > 1
-
-    handle = model.register_forward_pre_hook(count_prefills, with_kwargs=True)
-    try:
-        for params in (GREEDY, SamplingParams(max_new_tokens=10, n=3, seed=2)):
-            prefills["n"] = 0
-            refilled = HFBackend(model, tok, batch_size=4, refill=True).generate(prompts, params, progress=False)
-            assert prefills["n"] > len(prompts) * params.n // 4  # slots were refilled along the way
-            fixed = HFBackend(model, tok, batch_size=4, refill=False).generate(prompts, params, progress=False)
-            one_batch = HFBackend(model, tok, batch_size=64, refill=False).generate(prompts, params, progress=False)
-            assert refilled == fixed == one_batch
-            assert len({g.token_ids for row in refilled for g in row}) > 1
-    finally:
-        handle.remove()
+    backend = HFBackend(model, tok, batch_size=64, max_batch_tokens=100)
+    assert [list(r) for r in backend._batches([150, 60, 50, 40, 30, 20, 20, 20, 20, 20])] == \
+        [[0], [1], [2, 3], [4, 5, 6], [7, 8, 9]]
+    assert [len(r) for r in HFBackend(model, tok, batch_size=2)._batches([5] * 5)] == [2, 2, 1]
+    lengths = sorted((len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts), reverse=True)
+    tight = HFBackend(model, tok, batch_size=64, max_batch_tokens=2 * lengths[0])
+    assert len(tight._batches(lengths)) > 1
+    assert tight.generate(prompts, GREEDY, progress=False) == \
+        HFBackend(model, tok, batch_size=64).generate(prompts, GREEDY, progress=False)
+    with pytest.raises(ConfigError, match="max_batch_tokens"):
+        HFBackend(model, tok, max_batch_tokens=0)
