@@ -160,9 +160,9 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # sized for ~27 min on 2 CPU cores with the embedded model (README "The default run, measured")
+    # sized for ≤ 30 min on 2 CPU cores with the embedded model (README "The default run, measured")
     "default": {
-        "responses.n_questions": 4000,
+        "responses.n_questions": 4500,
         "responses.screen": True,
         "responses.k": 5,
         "responses.temperature": 0.5,
@@ -174,12 +174,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "features.batch_size": 16,
         "probe.suppression_questions": 60,
         "probe.stability_resamples": 5,
-        "detect.n_questions": 900,
+        "detect.n_questions": 1400,
         "detect.temperature": 0.0,
         "detect.max_new_tokens": 32,
         "detect.min_per_class": 5,
         "detect.random_draws": 20,
-        "intervene.n_items": 32,
+        "intervene.n_items": 60,
         "intervene.sycophancy_source": "known_correct",
         "intervene.alphas": [0.0, 1.0, 2.0, 3.0],
         "intervene.random_seeds": 1,
