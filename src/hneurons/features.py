@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from hneurons.arch import Layout
 from hneurons.errors import DataError, FingerprintMismatch, StageError
+from hneurons.generation import length_batches
 from hneurons.hooks import capture_cett, column_norms
 from hneurons.rundir import atomic_path, file_sha256, fingerprint_of, read_json, write_json
 
@@ -80,22 +81,6 @@ def region_masks(item: FeatureItem, seq_len: int, regions: Sequence[str], other_
     return masks
 
 
-def _batches(items: Sequence[FeatureItem], batch_size: int, max_tokens: int) -> list[list[int]]:
-    """Length-bucketed batches of item indices (longest first, so memory peaks early)."""
-    order = sorted(range(len(items)), key=lambda i: -len(items[i].input_ids))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        longest = len(items[cur[0]].input_ids) if cur else len(items[i].input_ids)
-        if cur and (len(cur) >= batch_size or longest * (len(cur) + 1) > max_tokens):
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
-
-
 @torch.inference_mode()
 def extract_cett(
     model: torch.nn.Module,
@@ -123,7 +108,7 @@ def extract_cett(
     # forward (vocab × d_model per token), so ask for the last position only where supported.
     skip_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     wnorms = [column_norms(layout, layer) for layer in range(layout.n_layers)]  # once, not per batch
-    batches = _batches(items, batch_size, max_tokens)
+    batches = length_batches([len(it.input_ids) for it in items], batch_size, max_tokens)
     bar = tqdm(total=len(items), desc="CETT features", unit="resp", disable=not progress)
     for batch in batches:
         seq_len = max(len(items[i].input_ids) for i in batch)

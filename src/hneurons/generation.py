@@ -85,6 +85,24 @@ def _cut_at_stop(text: str, stop: tuple[str, ...]) -> int | None:
     return min(hits) if hits else None
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Indices, longest first, in batches of ≤ ``batch_size`` items and ≤ ``max_tokens`` padded tokens.
+
+    A batch is as wide as its longest item, so sorting by length and capping padded tokens keeps a
+    few long sequences from padding many short ones; a single item longer than the cap still
+    forms a batch of its own. Shared by sampling (prompts) and feature extraction (sequences).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        cur = batches[-1] if batches else None
+        if cur is None or len(cur) >= batch_size or lengths[cur[0]] * (len(cur) + 1) > max_tokens:
+            batches.append([i])
+        else:
+            cur.append(i)
+    return batches
+
+
 def _row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     """The seed of one response: fixed by (run seed, prompt, sample), whatever the batching."""
     digest = hashlib.blake2b(f"{seed}/{prompt_index}/{sample_index}".encode(), digest_size=8)
@@ -329,19 +347,6 @@ class HFBackend:
             cache.batch_select_indices(expand)
         return logits[expand], attention[expand], positions[expand][:, -1], cache
 
-    def _batches(self, lengths: Sequence[int]) -> list[range]:
-        """Consecutive row ranges (rows sorted longest first) of ≤ ``batch_size`` rows and ≤
-        ``max_batch_tokens`` padded prompt tokens (a single longer prompt still forms a batch)."""
-        out, start = [], 0
-        while start < len(lengths):
-            end = start + 1
-            while (end < len(lengths) and end - start < self.batch_size
-                   and (end - start + 1) * lengths[start] <= self.max_batch_tokens):
-                end += 1
-            out.append(range(start, end))
-            start = end
-        return out
-
     def _run_batch(
         self, prompts: list[list[int]], seeds: list[int], params: SamplingParams
     ) -> list[Generation]:
@@ -388,7 +393,7 @@ class HFBackend:
         bar = tqdm(total=len(rows), desc="sampling", unit="resp", disable=not progress)
         with torch.inference_mode():
             gens = []
-            for part in self._batches([len(encoded[i]) for i, _ in rows]):
+            for part in length_batches([len(encoded[i]) for i, _ in rows], self.batch_size, self.max_batch_tokens):
                 gens += self._run_batch([encoded[rows[b][0]] for b in part], [seeds[b] for b in part], params)
                 bar.update(len(part))
         for (i, j), gen in zip(rows, gens):

@@ -21,6 +21,7 @@ from hneurons.generation import (  # noqa: E402
     Generation,
     HFBackend,
     SamplingParams,
+    length_batches,
     make_backend,
 )
 from hneurons.spans import render_prompt  # noqa: E402
@@ -387,13 +388,12 @@ def test_shared_prefix_prefilled_once_changes_nothing(setup):
 def test_batches_cut_by_padded_prompt_tokens(setup):
     """Long prompts do not pad short ones: batches hold ≤ max_batch_tokens padded prompt tokens."""
     tok, model, prompts = setup
-    backend = HFBackend(model, tok, batch_size=64, max_batch_tokens=100)
-    assert [list(r) for r in backend._batches([150, 60, 50, 40, 30, 20, 20, 20, 20, 20])] == \
-        [[0], [1], [2, 3], [4, 5, 6], [7, 8, 9]]
-    assert [len(r) for r in HFBackend(model, tok, batch_size=2)._batches([5] * 5)] == [2, 2, 1]
-    lengths = sorted((len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts), reverse=True)
-    tight = HFBackend(model, tok, batch_size=64, max_batch_tokens=2 * lengths[0])
-    assert len(tight._batches(lengths)) > 1
+    assert length_batches([20, 150, 60, 50, 40, 30, 20, 20, 20, 20], 64, 100) == \
+        [[1], [2], [3, 4], [5, 0, 6], [7, 8, 9]]
+    assert length_batches([5] * 5, 2, 100) == [[0, 1], [2, 3], [4]]
+    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    tight = HFBackend(model, tok, batch_size=64, max_batch_tokens=2 * max(lengths))
+    assert len(length_batches(lengths, 64, tight.max_batch_tokens)) > 1
     assert tight.generate(prompts, GREEDY, progress=False) == \
         HFBackend(model, tok, batch_size=64).generate(prompts, GREEDY, progress=False)
     with pytest.raises(ConfigError, match="max_batch_tokens"):
