@@ -94,6 +94,8 @@ class ProbeConfig:
 class DetectConfig:
     sets: list[str] = field(default_factory=lambda: ["triviaqa", "nq_open", "bioasq", "nonexist"])
     n_questions: int = 2000  # questions sampled per set before balancing
+    # the constructed NonExist set has no natural size: None → n_questions
+    nonexist_questions: int | None = None
     per_class: int = 1000
     min_per_class: int = 10
     temperature: float = 1.0  # 0 → greedy
@@ -175,6 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "probe.suppression_questions": 60,
         "probe.stability_resamples": 5,
         "detect.n_questions": 1400,
+        "detect.nonexist_questions": 700,
         "detect.temperature": 0.0,
         "detect.max_new_tokens": 32,
         "detect.min_per_class": 5,
@@ -366,6 +369,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"features.store_dtype must be float16 or float32, got {cfg.features.store_dtype!r}")
     if cfg.probe.mode not in {"3-vs-1", "1-vs-1"}:
         raise ConfigError(f"probe.mode must be 3-vs-1 or 1-vs-1, got {cfg.probe.mode!r}")
+    d = cfg.detect
+    if d.n_questions < 1 or (d.nonexist_questions is not None and d.nonexist_questions < 1):
+        raise ConfigError(f"detect.n_questions and detect.nonexist_questions must be ≥ 1, got {d.n_questions} and "
+                          f"{d.nonexist_questions}")
     if cfg.intervene.sycophancy_source not in {"random", "known_correct"}:
         raise ConfigError(f"intervene.sycophancy_source must be random or known_correct, got {cfg.intervene.sycophancy_source!r}")
     for a in cfg.intervene.alphas:

@@ -294,3 +294,17 @@ def test_detect_stage_end_to_end(tmp_path, monkeypatch):
     lines = (d / "samples_nq_open.jsonl").read_text().count("\n")
     stage.run(ctx)
     assert (d / "samples_nq_open.jsonl").read_text().count("\n") == lines
+
+
+def test_nonexist_has_its_own_size(tmp_path):
+    """detect.nonexist_questions sizes the constructed set; the packaged sets take detect.n_questions."""
+    from hneurons.config import load_config
+    from hneurons.rundir import RunDir
+    from hneurons.stages import detect as stage
+
+    cfg = load_config("smoke", overrides={"detect.n_questions": 8, "detect.nonexist_questions": 5})
+    ctx = SimpleNamespace(cfg=cfg, rundir=RunDir(tmp_path / "run"))
+    assert len(stage._questions(ctx, EVAL_SETS["nonexist"])) == 5
+    assert len(stage._questions(ctx, EVAL_SETS["triviaqa"])) == 8
+    cfg.detect.nonexist_questions = None
+    assert len(stage._questions(ctx, EVAL_SETS["nonexist"])) == 8  # None: n_questions, rebuilt larger

@@ -16,7 +16,7 @@ from helpers import bpe_tokenizer  # noqa: E402
 from hneurons.config import load_config  # noqa: E402
 from hneurons.data.registry import Record  # noqa: E402
 from hneurons.errors import StageError  # noqa: E402
-from hneurons.rundir import RunDir  # noqa: E402
+from hneurons.rundir import RunDir, read_jsonl  # noqa: E402
 from hneurons.stages.responses import _Judge, _label_and_split, _representative  # noqa: E402
 
 WORDS = ["paris", "rome", "berlin", "madrid", "london", "oslo"]
@@ -98,3 +98,43 @@ def test_empty_answers_are_no_answer_dropped_and_counted(tmp_path) -> None:
     assert stats["no_answer_questions"] == 2 and stats["no_answer_samples"] == 4 and stats["refusal_questions"] == 0
     rows = pq.read_table(ctx.rundir.path("responses", "labelled.parquet")).to_pylist()
     assert {r["qid"]: r["label"] for r in rows} == {"q0": 0, "q1": 1}
+
+
+def test_screen_samples_greedy_wrong_questions_only_until_the_classes_balance(tmp_path, monkeypatch) -> None:
+    """Greedy-correct questions are all sampled; greedy-wrong ones a chunk at a time, in pool order, until
+    the hallucinated class outnumbers the faithful one by the margin; a re-run takes the same decisions."""
+    from hneurons.data import load_dataset
+    from hneurons.generation import Generation
+    from hneurons.stages import responses as stage
+
+    records = load_dataset("smoke_qa")[:40]
+    # the model knows the first 10 (answering with a plain-text alias: some lists open with an emoji)
+    right = {rec.question: next(a for a in rec.answers if a.isascii() and a[0].isalpha()) for rec in records[:10]}
+    calls: list[int] = []
+
+    class Fake:
+        name = "fake"
+
+        def generate(self, prompts, params, progress=True):
+            calls.append(len(prompts))
+            out = []
+            for p in prompts:
+                q = next(q for q in (r.question for r in records) if q in p)
+                out.append([Generation(right.get(q, "Atlantis"), (1,), "stop")] * params.n)
+            return out
+
+    monkeypatch.setattr(stage, "sampling_backend", lambda ctx: Fake())
+    ctx = _ctx(tmp_path, **{"responses.dataset": "smoke_qa", "responses.n_questions": 40, "responses.screen": True,
+                            "responses.k": 2, "responses.batch_size": 4, "responses.heldout_fraction": 0.2})
+    ctx.rundir.update_manifest = lambda **kw: None
+    stage.run(ctx)
+    stats = json.loads(ctx.rundir.path("responses", "stats.json").read_text())
+    # 10 faithful; hallucinated must reach 10 + max(2, 10 // 10) = 12, in chunks of (4 // 2) * 2 = 4 questions
+    assert stats["screen"]["greedy_correct"] == 10 and stats["screen"]["greedy_wrong_sampled"] == 12
+    assert stats["kept"] == {"faithful": 10, "hallucinated": 12} and stats["questions_sampled"] == 22
+    sampled = {row["qid"] for row in read_jsonl(ctx.rundir.path("responses", "samples.jsonl")) if row["phase"] == "sample"}
+    assert sampled == {rec.id for rec in records[:22]}  # the first 12 greedy-wrong ones, in pool order
+    calls.clear()
+    stage.run(ctx)  # everything is in the log: nothing is generated again, the same questions are kept
+    again = json.loads(ctx.rundir.path("responses", "stats.json").read_text())
+    assert calls == [] and all(again[k] == stats[k] for k in ("kept", "screen", "questions_sampled", "train"))

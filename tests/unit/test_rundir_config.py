@@ -69,6 +69,7 @@ def test_presets_and_overrides(tmp_path) -> None:
     assert (cfg.seed, cfg.responses.k, cfg.intervene.alphas, cfg.model.name) == (7, 6, [0.0, 2.0], None)
     for bad, words in [(["responses.k=0"], "responses.k"), (["probe.mode=2-vs-1"], "probe.mode"),
                        (["responses.k=abc"], "not a valid int"), (["nosection.k=1"], "unknown config section"),
-                       (["features.other_scope=all"], "other_scope")]:
+                       (["features.other_scope=all"], "other_scope"),
+                       (["detect.nonexist_questions=0"], "detect.nonexist_questions")]:
         with pytest.raises(ConfigError, match=words):
             load_config("default", overrides=bad)

@@ -164,9 +164,10 @@ def _questions(ctx: Any, es: EvalSet) -> list[Any]:
     from hneurons.data.constructed import build_nonexist
     from hneurons.data.registry import load_records, save_records
 
-    n = ctx.cfg.detect.n_questions
+    dc = ctx.cfg.detect
     if es.dataset is not None:
-        return load_dataset(es.dataset, limit=n)
+        return load_dataset(es.dataset, limit=dc.n_questions)
+    n = dc.n_questions if dc.nonexist_questions is None else dc.nonexist_questions
     path = ctx.rundir.path("detect", "nonexist.jsonl")
     if path.is_file():
         recs = load_records(path)

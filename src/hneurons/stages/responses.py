@@ -90,7 +90,7 @@ def sampling_backend(ctx: Context) -> Any:
 
 def _sample_phase(ctx: Context, backend: Any, records: list[Record], prompts: dict[str, str], phase: str,
                   params: SamplingParams, judge: _Judge, done: dict[tuple[str, str], list[dict]],
-                  chunk: int) -> tuple[int, float]:
+                  chunk: int, seed_offset: int = 0) -> tuple[int, float]:
     """Sample every chunk of records with samples missing from the log, appending only the missing ones.
 
     Chunks keep their uninterrupted positions (:func:`~hneurons.rundir.unfinished_chunks`), so a chunk
@@ -103,8 +103,8 @@ def _sample_phase(ctx: Context, backend: Any, records: list[Record], prompts: di
     bar = tqdm(total=sum(len(part) for _, part in todo), desc=f"responses ({phase})", unit="q")
     for start, part in todo:
         t0 = time.perf_counter()
-        # the seed follows the chunk's position in the pool, so resumed chunks sample as before
-        seed = ctx.cfg.seed * 7_919 + start
+        # the seed follows the chunk's position in the list, so resumed chunks sample as before
+        seed = ctx.cfg.seed * 7_919 + seed_offset + start
         gens = backend.generate([prompts[r.id] for r in part], SamplingParams(**{**params.__dict__, "seed": seed}),
                                 progress=False)
         seconds += time.perf_counter() - t0
@@ -133,6 +133,16 @@ def read_samples(ctx: Context) -> dict[tuple[str, str], list[dict]]:
     for row in read_jsonl(log_path, key=lambda r: (r["qid"], r["phase"], r["sample"])):
         done[(row["qid"], row["phase"])].append(row)
     return done
+
+
+def _consistent_label(samples: list[dict], k: int, need: int) -> int | None:
+    """0 (faithful) or 1 (hallucinated) when ≥ ``need`` of the first ``k`` samples agree and none is a
+    refusal, empty or unjudged; None otherwise (mixed, dropped, or not sampled yet)."""
+    samples = sorted(samples, key=lambda s: s["sample"])[:k]
+    if len(samples) < k or any(s["verdict"] not in ("correct", "wrong") for s in samples):
+        return None
+    n_correct = sum(s["verdict"] == "correct" for s in samples)
+    return 0 if n_correct >= need else 1 if k - n_correct >= need else None
 
 
 def _representative(samples: list[dict]) -> dict:
@@ -170,18 +180,36 @@ def run(ctx: Context) -> dict[str, Any]:
         tokens, seconds = tokens + t, seconds + s
         right = [rec for rec in records if done[(rec.id, "screen")][0]["verdict"] == "correct"]
         wrong = [rec for rec in records if done[(rec.id, "screen")][0]["verdict"] == "wrong"]
-        n_wrong = max(len(right), r.min_per_class * 2)
         if r.screen_max_candidates:
-            right, n_wrong = right[:r.screen_max_candidates], min(n_wrong, r.screen_max_candidates)
-        chosen = {rec.id for rec in right + wrong[:n_wrong]}
+            right, wrong = right[:r.screen_max_candidates], wrong[:r.screen_max_candidates]
+        ctx.log(f"[responses] screening: {len(right)}/{len(records)} greedy-correct; sampling K={r.k} for those, "
+                "then greedy-wrong ones until the hallucinated class outnumbers the faithful one")
+        per_chunk = max(1, r.batch_size // r.k) * 2
+        t, s = _sample_phase(ctx, backend, right, prompts, "sample", sample_params, judge, done, chunk=per_chunk)
+        tokens, seconds = tokens + t, seconds + s
+        # Greedy-wrong questions nearly all come out hallucinated, and the class only needs as many
+        # as the faithful one has (the split is balanced): sample them a chunk at a time, in pool
+        # order, until it does. Each call extends the same list, so chunks keep their positions and
+        # seeds, and a resumed run takes the same decisions from the log.
+        used = 0
+        while used < len(wrong):
+            counts = Counter(_consistent_label(done[(rec.id, "sample")], r.k, r.min_agree or r.k)
+                             for rec in right + wrong[:used])
+            if counts[1] >= max(counts[0] + max(2, counts[0] // 10), r.min_per_class * 2):
+                break
+            used = min(len(wrong), used + per_chunk)
+            t, s = _sample_phase(ctx, backend, wrong[:used], prompts, "sample", sample_params, judge, done,
+                                 chunk=per_chunk, seed_offset=len(records))  # seeds apart from the correct ones
+            tokens, seconds = tokens + t, seconds + s
+        chosen = {rec.id for rec in right + wrong[:used]}
         candidates = [rec for rec in records if rec.id in chosen]
         screen_stats = {"questions": len(records), "greedy_correct": len(right), "greedy_wrong": len(wrong),
                         "greedy_no_answer": sum(done[(rec.id, "screen")][0]["verdict"] == "no_answer" for rec in records),
-                        "candidates": len(candidates)}
-        ctx.log(f"[responses] screening: {len(right)}/{len(records)} greedy-correct; sampling K={r.k} for {len(candidates)}")
-    per_chunk = max(1, r.batch_size // r.k) * 2
-    t, s = _sample_phase(ctx, backend, candidates, prompts, "sample", sample_params, judge, done, chunk=per_chunk)
-    tokens, seconds = tokens + t, seconds + s
+                        "candidates": len(candidates), "greedy_wrong_sampled": used}
+    else:
+        per_chunk = max(1, r.batch_size // r.k) * 2
+        t, s = _sample_phase(ctx, backend, candidates, prompts, "sample", sample_params, judge, done, chunk=per_chunk)
+        tokens, seconds = tokens + t, seconds + s
     return _label_and_split(ctx, records, candidates, prompts, done, chat, tokens, seconds, screen_stats, pool)
 
 
