@@ -96,6 +96,9 @@ class DetectConfig:
     n_questions: int = 2000  # questions sampled per set before balancing
     # the constructed NonExist set has no natural size: None → n_questions
     nonexist_questions: int | None = None
+    # selective answering on held-out TriviaQA: the first N judged, located items (0 = all); each
+    # needs its own feature pass, while the balanced detection set is featurised anyway
+    risk_coverage_items: int = 0
     per_class: int = 1000
     min_per_class: int = 10
     temperature: float = 1.0  # 0 → greedy
@@ -178,6 +181,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "probe.stability_resamples": 5,
         "detect.n_questions": 1400,
         "detect.nonexist_questions": 700,
+        "detect.risk_coverage_items": 500,
         "detect.temperature": 0.0,
         "detect.max_new_tokens": 32,
         "detect.min_per_class": 5,
@@ -370,6 +374,8 @@ def validate(cfg: Config) -> None:
     if cfg.probe.mode not in {"3-vs-1", "1-vs-1"}:
         raise ConfigError(f"probe.mode must be 3-vs-1 or 1-vs-1, got {cfg.probe.mode!r}")
     d = cfg.detect
+    if d.risk_coverage_items < 0:
+        raise ConfigError(f"detect.risk_coverage_items must be ≥ 0 (0 = every judged item), got {d.risk_coverage_items}")
     if d.n_questions < 1 or (d.nonexist_questions is not None and d.nonexist_questions < 1):
         raise ConfigError(f"detect.n_questions and detect.nonexist_questions must be ≥ 1, got {d.n_questions} and "
                           f"{d.nonexist_questions}")

@@ -308,3 +308,22 @@ def test_nonexist_has_its_own_size(tmp_path):
     assert len(stage._questions(ctx, EVAL_SETS["triviaqa"])) == 8
     cfg.detect.nonexist_questions = None
     assert len(stage._questions(ctx, EVAL_SETS["nonexist"])) == 8  # None: n_questions, rebuilt larger
+
+
+def test_risk_coverage_on_the_first_items_only(tmp_path, monkeypatch):
+    """detect.risk_coverage_items = 4: selective answering over the first 4 judged items (question order);
+    features cover them and the balanced set, nothing else."""
+    import pyarrow.parquet as pq
+
+    stage, ctx = _stage_ctx(tmp_path, monkeypatch)
+    ctx.cfg.detect.risk_coverage_items = 4
+    stage.run(ctx)
+    d = ctx.rundir.root / "detect"
+    rc = json.loads((d / "risk_coverage.json").read_text())
+    # Paris, Rome, It is Paris., Neptune: two right, two wrong
+    assert rc["n"] == 4 and rc["base_accuracy"] == pytest.approx(0.5) and "first 4 of 8" in rc["items"]
+    items = pq.read_table(d / "items_triviaqa.parquet").to_pylist()
+    wanted = {r["qid"] for r in items if r["balanced"]} | {f"tq{i}" for i in range(4)}
+    idx = json.loads((ctx.rundir.root / "features" / "detect_triviaqa" / "index.json").read_text())
+    assert idx["n"] == len(wanted)
+    assert json.loads((d / "detect.json").read_text())["sets"]["triviaqa"]["n"] == 6  # detection unchanged

@@ -327,8 +327,10 @@ def run(ctx: Any) -> dict[str, Any]:
             skipped[name] = bal.reason
             ctx.log(f"[detect] {name} skipped: {bal.reason}")
             continue
-        # TriviaQA keeps every located item for selective answering; other sets only the balanced ones.
-        feat_idx = located if name == rc_set else sorted(keep)
+        # TriviaQA keeps the first risk_coverage_items located items (all by default) for selective
+        # answering, in question order so their accuracy is the model's; other sets only the balanced ones.
+        rc_idx = located[:dc.risk_coverage_items or None] if name == rc_set else []
+        feat_idx = sorted(keep.union(rc_idx))
         feat_items = [items[i] for i in feat_idx]
         answer = answer_features(ctx.rundir.root / "features" / f"detect_{name}", lm, feat_items,
                                  dtype=cfg.features.store_dtype, batch_size=cfg.features.batch_size)
@@ -349,10 +351,13 @@ def run(ctx: Any) -> dict[str, Any]:
         result_sets[name] = {"n": int(y_bal.size), "n_per_class": bal.kept, "note": es.note, "counts": counts,
                              "methods": methods}
         if name == rc_set:
-            correct = np.array([1 - rows[i]["label"] for i in feat_idx], dtype=np.int64)
+            correct = np.array([1 - rows[i]["label"] for i in rc_idx], dtype=np.int64)
+            rc_rows = np.array([pos[i] for i in rc_idx])
+            which = "every" if len(rc_idx) == len(located) else f"the first {len(rc_idx)} of {len(located)}"
             rc = {"set": name, "n": int(correct.size), "base_accuracy": float(correct.mean()),
-                  "items": "every judged, located held-out TriviaQA response (refusals dropped), not only the balanced set",
-                  "methods": {m: selective_answering(correct, all_scores[m], dc.n_boot, cfg.seed)
+                  "items": f"{which} judged, located held-out TriviaQA responses (refusals dropped), "
+                           "in question order, not only the balanced set",
+                  "methods": {m: selective_answering(correct, all_scores[m][rc_rows], dc.n_boot, cfg.seed)
                               for m in RC_METHODS if m in all_scores}}
     order = [m for m in BASELINES if m in scorers]
     write_json(ctx.rundir.path("detect", "detect.json"), {
