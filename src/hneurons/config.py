@@ -8,7 +8,7 @@ Presets:
 
 * ``paper`` — the paper's sizes and settings (PAPER.md §10): 10,000 questions, K = 10 at T = 1.0,
   all 10 samples must agree, 1,000 + 1,000 training questions. Needs a GPU and hours.
-* ``default`` — the README's main job on the embedded 135M model within ~30 min on 2 CPU cores.
+* ``default`` — the README's main job on the embedded 135M model on 2 CPU cores (38 min measured).
   The model answers only ~7 % of TriviaQA correctly and almost never 10/10 at T = 1, so this
   preset screens with a greedy pass and checks consistency with K = 5 samples at T = 0.5
   (see README "Default preset" for the measured effect). Everything else follows the paper.
@@ -165,7 +165,8 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # sized for ≤ 30 min on 2 CPU cores with the embedded model (README "The default run, measured")
+    # sized for ≥ 150 + 150 training, ≥ 100 + 100 TriviaQA and ≥ 60 + 60 NQ-Open detection items and 60
+    # intervention items with the embedded model (README "The default run, measured": 38 min on 2 cores)
     "default": {
         "responses.n_questions": 4500,
         "responses.screen": True,
