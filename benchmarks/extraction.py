@@ -39,7 +39,8 @@ import torch  # noqa: E402
 from hneurons.arch import Layout  # noqa: E402
 from hneurons.config import PAPER_SUFFIX  # noqa: E402
 from hneurons.data.registry import load_triviaqa, resolve_file  # noqa: E402
-from hneurons.features import FeatureItem, _batches, extract_cett  # noqa: E402
+from hneurons.features import FeatureItem, extract_cett  # noqa: E402
+from hneurons.generation import length_batches  # noqa: E402
 from hneurons.hooks import CETT_EPS  # noqa: E402
 from hneurons.models import load_model  # noqa: E402
 from hneurons.locator import locate_answer_span  # noqa: E402
@@ -84,7 +85,7 @@ def run_plain(model, layout: Layout, items: Sequence[FeatureItem], batch_size: i
     skip_logits = {} if all_logits else {"logits_to_keep": 1}
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for batch in _batches(items, batch_size, 8192):
+        for batch in length_batches([len(it.input_ids) for it in items], batch_size, 8192):
             seq_len = max(len(items[i].input_ids) for i in batch)
             ids = torch.full((len(batch), seq_len), pad, dtype=torch.long)
             attn = torch.zeros((len(batch), seq_len), dtype=torch.long)
@@ -191,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     items = build_items(tok, args.n)
     n_tokens = sum(len(it.input_ids) for it in items)
     pad = tok.pad_token_id
-    padded = sum(max(len(items[i].input_ids) for i in b) * len(b) for b in _batches(items, args.batch_size, 8192))
+    padded = sum(max(len(items[i].input_ids) for i in b) * len(b) for b in length_batches([len(it.input_ids) for it in items], args.batch_size, 8192))
     print(f"model {loaded.name} ({loaded.dtype}, {loaded.device}) loaded in {load_s:.0f}s; "
           f"{len(items)} sequences, {n_tokens} tokens ({padded} with padding), batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads")
