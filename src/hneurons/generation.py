@@ -135,7 +135,7 @@ class HFBackend:
       run re-creates the same samples).
 
     Batch shape changes the bf16 rounding of a row's logits, so prefix sharing and the batch cut
-    can flip a near-tied token; ``benchmarks/sampling.py`` measures how often on fixed questions.
+    can flip a near-tied token; ``benchmarks/agreement.py`` measures how often on fixed questions.
     Sampling applies temperature, then top-k, then top-p, in the order ``generate`` uses. Forward
     hooks registered on the model (neuron scaling, feature capture) act on every call, the prefix
     call included: this is the plain forward.

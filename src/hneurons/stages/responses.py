@@ -174,6 +174,7 @@ def run(ctx: Context) -> dict[str, Any]:
     seconds = 0.0
     screen_stats: dict[str, int] = {}
     candidates = records
+    per_chunk = max(1, r.batch_size // r.k) * 2  # questions per sampling chunk (K rows each)
     if r.screen:
         greedy = SamplingParams(temperature=0.0, max_new_tokens=r.max_new_tokens, n=1, stop=stop)
         t, s = _sample_phase(ctx, backend, records, prompts, "screen", greedy, judge, done, chunk=r.batch_size)
@@ -184,7 +185,6 @@ def run(ctx: Context) -> dict[str, Any]:
             right, wrong = right[:r.screen_max_candidates], wrong[:r.screen_max_candidates]
         ctx.log(f"[responses] screening: {len(right)}/{len(records)} greedy-correct; sampling K={r.k} for those, "
                 "then greedy-wrong ones until the hallucinated class outnumbers the faithful one")
-        per_chunk = max(1, r.batch_size // r.k) * 2
         t, s = _sample_phase(ctx, backend, right, prompts, "sample", sample_params, judge, done, chunk=per_chunk)
         tokens, seconds = tokens + t, seconds + s
         # Greedy-wrong questions nearly all come out hallucinated, and the class only needs as many
@@ -207,7 +207,6 @@ def run(ctx: Context) -> dict[str, Any]:
                         "greedy_no_answer": sum(done[(rec.id, "screen")][0]["verdict"] == "no_answer" for rec in records),
                         "candidates": len(candidates), "greedy_wrong_sampled": used}
     else:
-        per_chunk = max(1, r.batch_size // r.k) * 2
         t, s = _sample_phase(ctx, backend, candidates, prompts, "sample", sample_params, judge, done, chunk=per_chunk)
         tokens, seconds = tokens + t, seconds + s
     return _label_and_split(ctx, records, candidates, prompts, done, chat, tokens, seconds, screen_stats, pool)
