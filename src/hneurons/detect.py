@@ -6,8 +6,8 @@ detect stage (:mod:`hneurons.stages.detect`) puts together:
 
 * :data:`EVAL_SETS` — what each evaluation set loads, how it is judged and what a refusal means;
 * :func:`judge_response`, :func:`balance` — labels and the balanced subset;
-* :func:`token_stats` — one plain forward per item for the training-free scores (answer-token
-  log-probability and entropy), response length and the residual stream;
+* :class:`TokenStats` — the training-free scores (answer-token log-probability and entropy, stored
+  by the CETT pass, :data:`hneurons.features.STATS`), response length and the residual stream;
 * :data:`BASELINES` — every method side by side, each fitted on the training data and scoring
   evaluation items; :func:`score_metrics` and :func:`selective_answering` — the numbers with
   bootstrap CIs.
@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from hneurons import stats
-from hneurons.errors import ConfigError, DataError
+from hneurons.errors import ConfigError, DataError, StageError
 from hneurons.features import FeatureItem
 from hneurons.judge import BROAD_REFUSAL_PHRASES, DEFAULT_REFUSAL_PHRASES, is_refusal, is_refusal_broad, match_alias
 from hneurons.probe import HNeuronProbe, build_rows
@@ -190,55 +188,16 @@ def span_shape(items: Sequence[FeatureItem]) -> np.ndarray:
     return out
 
 
-@torch.inference_mode()
-def token_stats(model: torch.nn.Module, items: Sequence[FeatureItem], residual_layer: int, batch_size: int = 8,
-                max_tokens: int = 2048, pad_token_id: int = 0, progress: bool = True) -> TokenStats:
-    """Answer-token log-probability/entropy and residual means from one forward per item.
-
-    Token t of the answer is predicted by the logits at t − 1, so for the span [a0, a1) both
-    scores average over positions a0 − 1 … a1 − 2: logprob = mean log p(x_t | x_<t) and entropy =
-    mean H(p(· | x_<t)) in nats. ``residual_layer`` indexes ``hidden_states`` (0 = embeddings,
-    i = output of block i). Batches are right-padded, so pads never influence real positions.
-    """
+def token_stats(items: Sequence[FeatureItem], residual_layer: int, arrays: dict[str, np.ndarray]) -> TokenStats:
+    """:class:`TokenStats` of ``items`` from the statistics their CETT pass stored
+    (:meth:`hneurons.features.FeatureStore.load_stats`, rows in ``items`` order)."""
     n = len(items)
-    logprob = np.empty(n)
-    entropy = np.empty(n)
+    if any(len(arrays[k]) != n for k in ("logprob", "entropy", "residual")):
+        raise StageError(f"stored token statistics cover {len(arrays['logprob'])} items, not {n}; "
+                         "re-run the stage with --force")
     length = np.array([it.response[1] - it.response[0] for it in items], dtype=np.float64)
-    residual: np.ndarray | None = None
-    device = next(model.parameters()).device
-    order = sorted(range(n), key=lambda i: -len(items[i].input_ids))
-    bar = tqdm(total=n, desc="token stats", unit="resp", disable=not progress)
-    start = 0
-    while start < n:
-        longest = len(items[order[start]].input_ids)
-        size = max(1, min(batch_size, max_tokens // max(1, longest)))
-        batch = order[start:start + size]
-        start += len(batch)
-        ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
-        attn = torch.zeros((len(batch), longest), dtype=torch.long)
-        for r, i in enumerate(batch):
-            seq = items[i].input_ids
-            ids[r, :len(seq)] = torch.tensor(seq)
-            attn[r, :len(seq)] = 1
-        out = model(input_ids=ids.to(device), attention_mask=attn.to(device), output_hidden_states=True, use_cache=False)
-        hs = out.hidden_states[residual_layer]
-        if residual is None:
-            residual = np.empty((n, hs.shape[-1]), dtype=np.float32)
-        for r, i in enumerate(batch):
-            a0, a1 = items[i].answer
-            if not 1 <= a0 < a1 <= len(items[i].input_ids):
-                raise DataError(f"{items[i].qid}: answer span {items[i].answer} must lie after the first token")
-            logits = out.logits[r, a0 - 1:a1 - 1].float()
-            logp = torch.log_softmax(logits, dim=-1)
-            target = ids[r, a0:a1].to(logp.device)
-            logprob[i] = float(logp.gather(-1, target[:, None]).mean())
-            entropy[i] = float(-(logp.exp() * logp).sum(-1).mean())
-            residual[i] = hs[r, a0:a1].float().mean(0).cpu().numpy()
-        bar.update(len(batch))
-    bar.close()
-    if residual is None:
-        residual = np.empty((0, 0), dtype=np.float32)
-    return TokenStats(logprob, entropy, length, residual, residual_layer, span_shape(items))
+    return TokenStats(arrays["logprob"].astype(np.float64), arrays["entropy"].astype(np.float64), length,
+                      arrays["residual"].astype(np.float32), residual_layer, span_shape(items))
 
 
 # --------------------------------------------------------------------------------------------

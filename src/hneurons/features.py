@@ -37,6 +37,9 @@ from hneurons.hooks import capture_cett, column_norms
 from hneurons.rundir import atomic_path, file_sha256, fingerprint_of, read_json, write_json
 
 REGIONS = ("answer", "other", "prompt")
+# answer-token statistics the same forward can give (``stats_layer``): mean log-probability and
+# predictive entropy of the answer tokens, and the residual stream averaged over them
+STATS = ("logprob", "entropy", "residual")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,36 @@ def region_masks(item: FeatureItem, seq_len: int, regions: Sequence[str], other_
     return masks
 
 
+def _logit_positions(items: Sequence[FeatureItem], batch: Sequence[int]) -> torch.Tensor:
+    """Positions whose logits predict some answer token of the batch (a0 − 1 … a1 − 2 of each row)."""
+    keep: set[int] = set()
+    for i in batch:
+        a0, a1 = items[i].answer
+        if not 1 <= a0 < a1 <= len(items[i].input_ids):
+            raise DataError(f"{items[i].qid}: answer span {items[i].answer} must lie after the first token")
+        keep.update(range(a0 - 1, a1 - 1))
+    return torch.tensor(sorted(keep), dtype=torch.long)
+
+
+def _answer_stats(logits: torch.Tensor, kept: torch.Tensor | None, hidden: torch.Tensor, ids: torch.Tensor,
+                  items: Sequence[FeatureItem], batch: Sequence[int], out: dict[str, np.ndarray]) -> None:
+    """Fill ``out``'s :data:`STATS` rows of one batch.
+
+    Token t of the answer is predicted by the logits at t − 1, so for the span [a0, a1) the scores
+    average over positions a0 − 1 … a1 − 2: logprob = mean log p(x_t | x_<t), entropy = mean
+    H(p(· | x_<t)) in nats. ``kept`` lists the positions ``logits`` holds (None: all of them).
+    """
+    where = None if kept is None else {int(p): k for k, p in enumerate(kept.tolist())}
+    for row, i in enumerate(batch):
+        a0, a1 = items[i].answer
+        cols = list(range(a0 - 1, a1 - 1)) if where is None else [where[p] for p in range(a0 - 1, a1 - 1)]
+        logp = torch.log_softmax(logits[row, cols].float(), dim=-1)
+        target = ids[row, a0:a1].to(logp.device)
+        out["logprob"][i] = float(logp.gather(-1, target[:, None]).mean())
+        out["entropy"][i] = float(-(logp.exp() * logp).sum(-1).mean())
+        out["residual"][i] = hidden[row, a0:a1].float().mean(0).cpu().numpy()
+
+
 @torch.inference_mode()
 def extract_cett(
     model: torch.nn.Module,
@@ -92,21 +125,28 @@ def extract_cett(
     max_tokens: int = 8192,
     pad_token_id: int = 0,
     progress: bool = True,
+    stats_layer: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Mean CETT per region for every item: ``{region: float32 [n_items, n_neurons]}``.
 
     Row order follows ``items``; the flat neuron index is ``layer * d_ff + neuron``. A region with
-    no tokens in an item gives a NaN row.
+    no tokens in an item gives a NaN row. With ``stats_layer`` the same forward also gives the
+    answer-token :data:`STATS` (``logprob``/``entropy`` [n], ``residual`` [n, d_model] taken from
+    ``hidden_states[stats_layer]``: 0 = embeddings, i = output of block i), so the detection
+    baselines that need them cost no second pass over the items.
     """
     out = {r: np.empty((len(items), layout.n_neurons), dtype=np.float32) for r in regions}
+    if stats_layer is not None:
+        out.update(logprob=np.empty(len(items), dtype=np.float32), entropy=np.empty(len(items), dtype=np.float32),
+                   residual=np.empty((len(items), layout.d_model), dtype=np.float32))
     device = layout.device(0)
     try:
         device = next(model.parameters()).device  # the embedding's device under device_map
     except StopIteration:
         pass
-    # Features need no logits: the LM head over every position is ~15-20% of a small model's
-    # forward (vocab × d_model per token), so ask for the last position only where supported.
-    skip_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    # The LM head over every position is ~15-20% of a small model's forward (vocab × d_model per
+    # token): features ask for the last position only, statistics for the answer positions only.
+    keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
     wnorms = [column_norms(layout, layer) for layer in range(layout.n_layers)]  # once, not per batch
     batches = length_batches([len(it.input_ids) for it in items], batch_size, max_tokens)
     bar = tqdm(total=len(items), desc="CETT features", unit="resp", disable=not progress)
@@ -120,8 +160,18 @@ def extract_cett(
             ids[row, :n] = torch.tensor(items[i].input_ids)
             attn[row, :n] = 1
             masks[row] = region_masks(items[i], seq_len, regions, other_scope)
+        kept = _logit_positions(items, batch) if stats_layer is not None and keep_logits else None
+        kwargs: dict[str, Any] = {}
+        if stats_layer is not None:
+            kwargs["output_hidden_states"] = True
+            if kept is not None:
+                kwargs["logits_to_keep"] = kept.to(device)
+        elif keep_logits:
+            kwargs["logits_to_keep"] = 1
         with capture_cett(layout, masks, wnorms=wnorms) as feats:
-            model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False, **skip_logits)
+            res = model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False, **kwargs)
+        if stats_layer is not None:
+            _answer_stats(res.logits, kept, res.hidden_states[stats_layer], ids, items, batch, out)
         flat = feats.reshape(len(batch), layout.n_layers, len(regions), layout.d_ff).permute(2, 0, 1, 3)
         flat = flat.reshape(len(regions), len(batch), layout.n_neurons).numpy()
         for r, region in enumerate(regions):
@@ -129,6 +179,12 @@ def extract_cett(
         bar.update(len(batch))
     bar.close()
     return out
+
+
+def residual_layer(n_layers: int) -> int:
+    """Where the stored statistics read the residual stream: ``hidden_states[n_layers // 2]``,
+    the output of the middle block (the residual-probe baseline's layer)."""
+    return n_layers // 2
 
 
 def check_finite(features: dict[str, np.ndarray], qids: Sequence[str], d_ff: int, regions: Sequence[str] = ("answer",)) -> None:
@@ -205,12 +261,17 @@ class FeatureStore:
         chunk_size: int = 256,
         pad_token_id: int = 0,
         progress: bool = True,
+        stats_layer: int | None = None,
     ) -> "FeatureStore":
-        """Extract features for ``items`` chunk by chunk, reusing chunks on disk that still hash as recorded."""
+        """Extract features for ``items`` chunk by chunk, reusing chunks on disk that still hash as recorded.
+
+        With ``stats_layer`` each chunk also keeps the answer-token :data:`STATS` of the same
+        forward (float32, read back by :meth:`load_stats`).
+        """
         self.path.mkdir(parents=True, exist_ok=True)
         np_dtype = np.float16 if dtype == "float16" else np.float32
         meta = {"model_fingerprint": model_fingerprint, "regions": json.dumps(list(regions)), "dtype": dtype,
-                "other_scope": other_scope}
+                "other_scope": other_scope, "stats_layer": json.dumps(stats_layer)}
         try:
             recorded = dict(self._read_index().get("sha256") or {}) if self.index_path.is_file() else {}
         except StageError:  # an unreadable index: every chunk is extracted again
@@ -231,8 +292,10 @@ class FeatureStore:
             if progress:
                 print(f"features {self.path.name}: chunk {c + 1}/{n_chunks} ({len(part)} responses)")
             feats = extract_cett(model, layout, part, regions, other_scope, batch_size,
-                                 pad_token_id=pad_token_id, progress=progress)
+                                 pad_token_id=pad_token_id, progress=progress, stats_layer=stats_layer)
             arrays = {r: feats[r].astype(np_dtype) for r in regions}
+            if stats_layer is not None:
+                arrays.update({f"stat_{k}": feats[k] for k in STATS})
             with atomic_path(chunk_path) as tmp:
                 save_file(arrays, str(tmp), metadata=want)
             hashes[name] = file_sha256(chunk_path)
@@ -243,7 +306,7 @@ class FeatureStore:
             "qids": [it.qid for it in items], "n": len(items), "n_neurons": layout.n_neurons, "d_ff": layout.d_ff,
             "n_layers": layout.n_layers, "regions": list(regions), "dtype": dtype,
             "model_fingerprint": model_fingerprint, "other_scope": other_scope, "chunks": chunks,
-            "sha256": hashes, "complete": True,
+            "stats_layer": stats_layer, "sha256": hashes, "complete": True,
         })
         return self
 
@@ -305,6 +368,28 @@ class FeatureStore:
                              f"rebuild it with `{self.rebuild_command}`")
         return list(idx["qids"]), out
 
+    def load_stats(self) -> tuple[int, dict[str, np.ndarray]]:
+        """``(stats_layer, {stat: array})`` of a store extracted with ``stats_layer``, hash-checked.
+
+        A store written without them names the command that rewrites it.
+        """
+        idx = self.index()
+        layer = idx.get("stats_layer")
+        if layer is None:
+            raise StageError(f"{self.path} holds no answer-token statistics (written by an older version or "
+                             f"without stats_layer); rebuild it with `{self.rebuild_command}`")
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in STATS}
+        for name in idx["chunks"]:
+            path = self._verified(idx, name)
+            try:
+                with safe_open(str(path), framework="np") as fh:
+                    for k in STATS:
+                        parts[k].append(fh.get_tensor(f"stat_{k}"))
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                raise StageError(f"{path}: cannot read its statistics ({type(exc).__name__}); "
+                                 f"rebuild it with `{self.rebuild_command}`") from None
+        return int(layer), {k: np.concatenate(v) if v else np.empty((0,)) for k, v in parts.items()}
+
 
 def pad_id(tokenizer: Any) -> int:
     """The id to pad feature batches with (pads carry zero weight, so any valid id works)."""
@@ -312,11 +397,13 @@ def pad_id(tokenizer: Any) -> int:
 
 
 def answer_features(path: str | Path, loaded: Any, items: Sequence[FeatureItem], *, dtype: str = "float16",
-                    batch_size: int = 16) -> np.ndarray:
+                    batch_size: int = 16, stats_layer: int | None = None) -> np.ndarray:
     """Answer-region CETT of ``items`` kept in a store at ``path`` (detection and origin sets).
 
     Chunks are reused only while the items are the same ones (ids, tokens and spans); if the
-    responses behind them changed, the old store is deleted first, since chunk reuse compares ids only.
+    responses behind them changed, the old store is deleted first, since chunk reuse compares ids
+    only. With ``stats_layer`` the store also keeps the answer-token statistics
+    (``FeatureStore(path).load_stats()``).
     """
     store = FeatureStore(path)
     items_fp = fingerprint_of([[it.qid, list(it.input_ids), list(it.answer)] for it in items])
@@ -326,7 +413,7 @@ def answer_features(path: str | Path, loaded: Any, items: Sequence[FeatureItem],
     store.path.mkdir(parents=True, exist_ok=True)
     write_json(marker, {"items": items_fp})
     store.extract(loaded.model, loaded.layout, items, model_fingerprint=loaded.fingerprint, regions=("answer",),
-                  dtype=dtype, batch_size=batch_size, pad_token_id=pad_id(loaded.tokenizer))
+                  dtype=dtype, batch_size=batch_size, pad_token_id=pad_id(loaded.tokenizer), stats_layer=stats_layer)
     qids, feats = store.load(regions=["answer"], expect_fingerprint=loaded.fingerprint)
     if qids != [it.qid for it in items]:
         raise StageError(f"{store.path} does not match its items; delete it and re-run the stage")

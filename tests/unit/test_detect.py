@@ -179,13 +179,24 @@ def test_empty_answer_is_no_answer_never_hallucinated(name, empty):
 # ------------------------------------------------------------------------------------ token stats
 
 
-def test_token_stats_match_direct_logits():
+def test_token_stats_from_the_cett_pass_match_direct_logits(tmp_path):
+    # the statistics come out of the features forward (batched, right-padded, logits only at the
+    # answer positions of the batch) and must equal a plain single-sequence forward's
+    from hneurons.arch import resolve
+    from hneurons.features import FeatureStore
+
     tok = bpe_tokenizer()
     model = tiny_llama(tok)
     g = torch.Generator().manual_seed(0)
     seqs = [torch.randint(5, len(tok), (n,), generator=g).tolist() for n in (12, 7, 9)]
-    items = [FeatureItem(f"q{i}", tuple(s), (len(s) - 3, len(s) - 1), (len(s) - 4, len(s))) for i, s in enumerate(seqs)]
-    st = token_stats(model, items, residual_layer=1, batch_size=2, pad_token_id=0, progress=False)
+    spans = [(9, 11), (2, 6), (5, 8)]  # different positions, so the batch keeps a union of them
+    items = [FeatureItem(f"q{i}", tuple(s), spans[i], (spans[i][0] - 1, len(s))) for i, s in enumerate(seqs)]
+    store = FeatureStore(tmp_path / "store").extract(model, resolve(model), items, model_fingerprint="m",
+                                                     regions=("answer",), batch_size=2, progress=False,
+                                                     stats_layer=1)
+    layer, arrays = store.load_stats()
+    st = token_stats(items, layer, arrays)
+    assert st.residual_layer == 1
     for i, s in enumerate(seqs):
         with torch.no_grad():
             out = model(input_ids=torch.tensor([s]), output_hidden_states=True)
@@ -198,8 +209,22 @@ def test_token_stats_match_direct_logits():
             ent.append(-(p * p.log()).sum().item())
         assert st.logprob[i] == pytest.approx(np.mean(lp), abs=1e-4)
         assert st.entropy[i] == pytest.approx(np.mean(ent), abs=1e-4)
-        assert st.length[i] == 4
+        assert st.length[i] == len(s) - spans[i][0] + 1
         np.testing.assert_allclose(st.residual[i], out.hidden_states[1][0, a0:a1].mean(0).numpy(), atol=1e-5)
+
+
+def test_store_without_token_stats_names_the_rebuild(tmp_path):
+    from hneurons.arch import resolve
+    from hneurons.errors import StageError
+    from hneurons.features import FeatureStore
+
+    tok = bpe_tokenizer()
+    model = tiny_llama(tok)
+    items = [FeatureItem("q0", tuple(range(5, 13)), (4, 6), (3, 8))]
+    store = FeatureStore(tmp_path / "features" / "train").extract(model, resolve(model), items, model_fingerprint="m",
+                                                                  progress=False)
+    with pytest.raises(StageError, match="no answer-token statistics.*hneurons features"):
+        store.load_stats()
 
 
 # ------------------------------------------------------------------------------------ the stage
@@ -240,7 +265,7 @@ def _stage_ctx(tmp_path, monkeypatch):
         items.append(FeatureItem(f"t{i}", tuple(seq.input_ids), (span.start, span.end), (seq.prompt_end, seq.response_end)))
     pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), rd.path("responses", "labelled.parquet"))
     store = FeatureStore(rd.root / "features" / "train").extract(model, layout, items, model_fingerprint="fp-tiny",
-                                                                 progress=False)
+                                                                 progress=False, stats_layer=layout.n_layers // 2)
     _, feats = store.load()
     X, y, _ = build_rows(feats["answer"], feats["other"], np.array([r["label"] for r in rows]), "3-vs-1")
     probe = HNeuronProbe(C=1e4, mode="3-vs-1", d_ff=layout.d_ff).fit(X, y)

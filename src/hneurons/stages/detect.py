@@ -36,7 +36,7 @@ from hneurons.detect import (
     token_stats,
 )
 from hneurons.errors import ConfigError, HNeuronsError, StageError
-from hneurons.features import FeatureItem, FeatureStore, answer_features, pad_id
+from hneurons.features import FeatureItem, FeatureStore, answer_features
 from hneurons.rundir import (append_jsonl, atomic_path, file_fingerprint, fingerprint_of, read_jsonl,
                              unfinished_chunks, write_json)
 from hneurons.stages.responses import sampling_backend, user_text
@@ -123,17 +123,10 @@ def _training_data(ctx: Any) -> TrainData:
                          "re-run `hneurons features --force`")
     labels = np.array([int(rows[q]["label"]) for q in qids], dtype=np.int64)
     other = feats.get("other")
-    ctx.log(f"[detect] token statistics of {len(qids)} training answers")
-    items = _train_items(ctx, qids, rows)
-    st = token_stats(lm.model, items, _residual_layer(lm.layout.n_layers), batch_size=cfg.features.batch_size,
-                     pad_token_id=pad_id(lm.tokenizer))
+    layer, arrays = FeatureStore(files["train_index"].parent).load_stats()
+    st = token_stats(_train_items(ctx, qids, rows), layer, arrays)
     return TrainData(feats["answer"], other, labels, probe, mode, lm.layout.d_ff, lm.layout.n_layers, st,
                      cfg.detect.random_draws, cfg.seed)
-
-
-def _residual_layer(n_layers: int) -> int:
-    """Middle of the network: ``hidden_states[n_layers // 2]`` (output of that many blocks)."""
-    return n_layers // 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,10 +325,11 @@ def run(ctx: Any) -> dict[str, Any]:
         rc_idx = located[:dc.risk_coverage_items or None] if name == rc_set else []
         feat_idx = sorted(keep.union(rc_idx))
         feat_items = [items[i] for i in feat_idx]
-        answer = answer_features(ctx.rundir.root / "features" / f"detect_{name}", lm, feat_items,
-                                 dtype=cfg.features.store_dtype, batch_size=cfg.features.batch_size)
-        st = token_stats(lm.model, feat_items, train.stats.residual_layer, batch_size=cfg.features.batch_size,
-                         pad_token_id=pad_id(lm.tokenizer))
+        store = ctx.rundir.root / "features" / f"detect_{name}"
+        # one forward per item gives the CETT features and the token statistics of the baselines
+        answer = answer_features(store, lm, feat_items, dtype=cfg.features.store_dtype,
+                                 batch_size=cfg.features.batch_size, stats_layer=train.stats.residual_layer)
+        st = token_stats(feat_items, *FeatureStore(store).load_stats())
         ev = EvalData(answer, st)
         pos = {i: p for p, i in enumerate(feat_idx)}
         bal_rows = np.array([pos[i] for i in sorted(keep)])

@@ -1,5 +1,9 @@
 """Stage 2 — features: CETT of every labelled response (train and held-out splits).
 
+The same forward also stores the answer tokens' log-probability, entropy and mid-layer residual
+mean (:data:`hneurons.features.STATS`), which the detection baselines fit on, so the detect stage
+needs no second pass over the training answers.
+
 The sequence is rebuilt exactly as in the responses stage (same chat rendering, same tokenizer
 offsets), so the answer span indices stored there point at the same tokens here.
 """
@@ -11,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from hneurons.features import FeatureItem, FeatureStore
+from hneurons.features import FeatureItem, FeatureStore, residual_layer
 from hneurons.pipeline import Context
 from hneurons.rundir import file_fingerprint
 from hneurons.spans import build_sequence
@@ -19,7 +23,7 @@ from hneurons.spans import build_sequence
 
 def inputs(ctx: Context) -> dict[str, Any]:
     return {"features": ctx.cfg.section("features"), "model": ctx.model_fingerprint,
-            "prompt_format": ctx.cfg.model.prompt_format,
+            "prompt_format": ctx.cfg.model.prompt_format, "stats": "answer-token stats at hidden_states[n_layers // 2]",
             "labelled": file_fingerprint(ctx.rundir.path("responses", "labelled.parquet"))}
 
 
@@ -52,7 +56,7 @@ def run(ctx: Context) -> dict[str, Any]:
         FeatureStore(ctx.rundir.path("features", split)).extract(
             loaded.model, loaded.layout, items, model_fingerprint=loaded.fingerprint, regions=regions(ctx),
             other_scope=f.other_scope, dtype=f.store_dtype, batch_size=f.batch_size,
-            pad_token_id=loaded.tokenizer.pad_token_id or 0)
+            pad_token_id=loaded.tokenizer.pad_token_id or 0, stats_layer=residual_layer(loaded.layout.n_layers))
         counts[split] = len(items)
     return {"responses": counts, "n_neurons": loaded.layout.n_neurons}
 
