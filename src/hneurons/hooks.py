@@ -33,16 +33,32 @@ from hneurons.errors import ConfigError
 CETT_EPS = 1e-8  # official extract_activations.py
 
 
+# attribute of a dense down-projection holding ((storage, version), its column norms)
+_NORMS_ATTR = "_hneurons_column_norms"
+
+
 def column_norms(layout: Layout, layer: int) -> torch.Tensor:
     """‖W_down[:, j]‖ for every neuron of a layer, float32, on the layer's device.
 
+    Dense layers: cached on the module while its weight's storage and version counter are unchanged
+    (an in-place edit such as :func:`scale_down_weights` bumps the version), because converting a
+    bf16 matrix to float32 for every call costs ~3 ms a layer, more than the hooks of a small batch.
     MoE layers: expert by expert, so the experts' matrices are never copied side by side.
     """
     ex = layout.experts_of(layer)
     if ex is not None:
         return ex.cat([ex.down(e).detach().float().norm(dim=0) for e in range(ex.n_experts)],
                       ex.shared.down_proj.weight.detach().float().norm(dim=0) if ex.shared is not None else None, dim=0)
-    return layout.down_weight(layer).detach().float().norm(dim=0)
+    module = layout.down_projs[layer]
+    try:
+        key = (module.weight.data_ptr(), module.weight._version)
+    except RuntimeError:  # an inference tensor keeps no version counter: nothing to cache on
+        return layout.down_weight(layer).detach().float().norm(dim=0)
+    hit = getattr(module, _NORMS_ATTR, None)
+    if hit is None or hit[0] != key:
+        hit = (key, layout.down_weight(layer).detach().float().norm(dim=0))
+        setattr(module, _NORMS_ATTR, hit)
+    return hit[1]
 
 
 def down_output(module: nn.Module, output: torch.Tensor | tuple) -> torch.Tensor:

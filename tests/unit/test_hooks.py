@@ -225,3 +225,23 @@ def test_batched_left_padded_generation_equals_one_at_a_time(kind: str) -> None:
     for i in range(3):
         assert batched[i].tolist() == single[i].tolist()
     assert not torch.equal(batched, plain_off), "the hook did not change any generated token; test is vacuous"
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_column_norms_cache_follows_weight_edits(kind):
+    # cached per layer (no bf16→f32 copy per call) but never stale: an in-place edit of W_down
+    # (the weight-editing intervention, or a user's) is seen at once, and undone edits too
+    from hneurons.hooks import column_norms
+
+    model = _make(kind)
+    layout = resolve(model)
+    w = layout.down_weight(1)
+    direct = w.detach().float().norm(dim=0)
+    torch.testing.assert_close(column_norms(layout, 1), direct)
+    assert column_norms(layout, 1) is column_norms(layout, 1)
+    with scale_down_weights(layout, [D_FF + 3], 0.0):
+        assert column_norms(layout, 1)[3].item() == 0.0
+    torch.testing.assert_close(column_norms(layout, 1), direct)
+    with torch.no_grad():
+        w.mul_(2.0)
+    torch.testing.assert_close(column_norms(layout, 1), 2 * direct)
