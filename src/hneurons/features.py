@@ -160,14 +160,13 @@ def extract_cett(
             ids[row, :n] = torch.tensor(items[i].input_ids)
             attn[row, :n] = 1
             masks[row] = region_masks(items[i], seq_len, regions, other_scope)
-        kept = _logit_positions(items, batch) if stats_layer is not None and keep_logits else None
-        kwargs: dict[str, Any] = {}
-        if stats_layer is not None:
-            kwargs["output_hidden_states"] = True
-            if kept is not None:
-                kwargs["logits_to_keep"] = kept.to(device)
-        elif keep_logits:
-            kwargs["logits_to_keep"] = 1
+        # the span check runs for every model; positions are passed only where the forward takes them
+        kept = _logit_positions(items, batch) if stats_layer is not None else None
+        kwargs: dict[str, Any] = {} if stats_layer is None else {"output_hidden_states": True}
+        if keep_logits:
+            kwargs["logits_to_keep"] = 1 if kept is None else kept.to(device)
+        else:
+            kept = None  # full logits: _answer_stats indexes positions directly
         with capture_cett(layout, masks, wnorms=wnorms) as feats:
             res = model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False, **kwargs)
         if stats_layer is not None:

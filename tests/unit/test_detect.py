@@ -352,3 +352,23 @@ def test_risk_coverage_on_the_first_items_only(tmp_path, monkeypatch):
     idx = json.loads((ctx.rundir.root / "features" / "detect_triviaqa" / "index.json").read_text())
     assert idx["n"] == len(wanted)
     assert json.loads((d / "detect.json").read_text())["sets"]["triviaqa"]["n"] == 6  # detection unchanged
+
+
+@pytest.mark.parametrize("takes_positions", [True, False])
+def test_token_stats_reject_an_answer_at_the_first_token(takes_positions, monkeypatch):
+    # token 0 has no logits predicting it; the check must hold whether or not the model's forward
+    # takes logits_to_keep (without it, position −1 would silently read the last logits)
+    from hneurons.arch import resolve
+    from hneurons.errors import DataError
+    from hneurons.features import extract_cett
+
+    tok = bpe_tokenizer()
+    model = tiny_llama(tok)
+    if not takes_positions:
+        forward = model.forward
+        monkeypatch.setattr(model, "forward", lambda input_ids, attention_mask, use_cache, output_hidden_states=False:
+                            forward(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache,
+                                    output_hidden_states=output_hidden_states))
+    item = FeatureItem("q0", tuple(range(5, 13)), (0, 2), (0, 8))
+    with pytest.raises(DataError, match="q0: answer span"):
+        extract_cett(model, resolve(model), [item], regions=("answer",), progress=False, stats_layer=1)
