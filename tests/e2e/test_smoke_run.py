@@ -117,3 +117,19 @@ def test_score_reproduces_detection_auroc(smoke_run: dict) -> None:
     assert [r["span"]["text"] for r in results] == [r["span_text"] for r in rows]
     got = auroc(np.array([r["label"] for r in rows]), np.array([r["p_hallucination"] for r in results]))
     assert got == pytest.approx(detect["sets"][name]["methods"]["h_neurons_full_l1"]["auroc"], abs=1e-9)
+
+
+def test_outputs_match_the_golden_fixture(smoke_run: dict) -> None:
+    """Kept records, H-Neurons, detection and intervention numbers equal the recorded smoke run.
+
+    This guards every refactor: behaviour must not change. Update the fixture only in a commit
+    that says why the numbers changed (``tests/golden.py`` says how)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import golden
+
+    got = golden.summarize(smoke_run["root"])
+    fixture = golden.fixture_for(got["dtype"])
+    if not fixture.is_file():
+        pytest.fail(f"no golden fixture for {got['dtype']} weights ({fixture}); record one with tests/golden.py")
+    diffs = golden.compare(got, json.loads(fixture.read_text()))
+    assert not diffs, f"{len(diffs)} difference(s) from {fixture.name}:\n" + "\n".join(diffs[:20])
