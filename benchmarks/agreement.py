@@ -25,10 +25,10 @@ import torch  # noqa: E402
 
 from hneurons.config import PAPER_SUFFIX  # noqa: E402
 from hneurons.data import load_dataset  # noqa: E402
-from hneurons.generation import HFBackend, SamplingParams  # noqa: E402
-from hneurons.judge import match_alias  # noqa: E402
-from hneurons.models import load_model  # noqa: E402
-from hneurons.spans import render_prompt  # noqa: E402
+from hneurons.core.generation import HFBackend, SamplingParams  # noqa: E402
+from hneurons.judges.rules import match_alias  # noqa: E402
+from hneurons.core.models import load_model  # noqa: E402
+from hneurons.text.spans import render_prompt  # noqa: E402
 
 CONFIGS = {  # name: (dtype, share_prefix)
     "float32_whole": ("float32", False),

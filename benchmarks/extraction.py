@@ -3,11 +3,11 @@
 Three ways over the same chat sequences (TriviaQA questions with the paper's suffix + a short
 answer, rendered with the tokenizer's chat template), counted in real (non-pad) tokens per second:
 
-1. ``plain``: the batched forward that :func:`hneurons.features.extract_cett` runs (same batches,
+1. ``plain``: the batched forward that :func:`hneurons.core.features.extract_cett` runs (same batches,
    same padding, same call: logits for the last position only), without any hook, so
    ``ratio_plain`` is the cost of the hooks alone; ``plain_full`` is the same forward computing
    logits at every position, as a plain ``model(...)`` call does (reported, not a target);
-2. ``extract``: :func:`hneurons.features.extract_cett` (per-region mean CETT reduced inside the hooks);
+2. ``extract``: :func:`hneurons.core.features.extract_cett` (per-region mean CETT reduced inside the hooks);
 3. ``official``: the official ``extract_activations.py`` method (PAPER.md §3.3): one forward per
    sample, hooks keeping every layer's full [T, d_ff] input and output norm, ``torch.stack``, CETT
    computed afterwards, per-region means, one ``np.save`` per sample and region into a temp dir.
@@ -36,15 +36,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from hneurons.arch import Layout  # noqa: E402
+from hneurons.core.arch import Layout  # noqa: E402
 from hneurons.config import PAPER_SUFFIX  # noqa: E402
 from hneurons.data.registry import load_triviaqa, resolve_file  # noqa: E402
-from hneurons.features import FeatureItem, extract_cett  # noqa: E402
-from hneurons.generation import length_batches  # noqa: E402
-from hneurons.hooks import CETT_EPS  # noqa: E402
-from hneurons.models import load_model  # noqa: E402
-from hneurons.locator import locate_answer_span  # noqa: E402
-from hneurons.spans import Span, build_sequence  # noqa: E402
+from hneurons.core.features import FeatureItem, extract_cett  # noqa: E402
+from hneurons.core.generation import length_batches  # noqa: E402
+from hneurons.core.hooks import CETT_EPS  # noqa: E402
+from hneurons.core.models import load_model  # noqa: E402
+from hneurons.text.locator import locate_answer_span  # noqa: E402
+from hneurons.text.spans import Span, build_sequence  # noqa: E402
 
 SHARED_COPY = Path("/work/shared/data/triviaqa/dpr_trivia_dev.jsonl.gz")
 

@@ -1,8 +1,8 @@
 """Cost of α-scaling during generation on the embedded model: plain vs hook vs weight edit.
 
 Greedy generation of the same left-padded batch of TriviaQA prompts (paper prompt, chat
-template) three ways: no intervention, :func:`~hneurons.hooks.scale_neurons` (forward pre-hook on
-every down-projection holding a scaled neuron) and :func:`~hneurons.hooks.scale_down_weights`
+template) three ways: no intervention, :func:`~hneurons.core.hooks.scale_neurons` (forward pre-hook on
+every down-projection holding a scaled neuron) and :func:`~hneurons.core.hooks.scale_down_weights`
 (the official code's weight edit, undone on exit). Every run is forced to generate exactly
 ``--max-new-tokens`` tokens per prompt (``min_new_tokens``), so the three count the same tokens
 and only time differs. Runs are interleaved and the median of ``--repeats`` is reported.
@@ -30,9 +30,9 @@ import torch  # noqa: E402
 
 from hneurons.config import PAPER_SUFFIX  # noqa: E402
 from hneurons.data import load_dataset  # noqa: E402
-from hneurons.hooks import scale_down_weights, scale_neurons  # noqa: E402
-from hneurons.models import load_model  # noqa: E402
-from hneurons.spans import add_special_tokens_for, render_prompt  # noqa: E402
+from hneurons.core.hooks import scale_down_weights, scale_neurons  # noqa: E402
+from hneurons.core.models import load_model  # noqa: E402
+from hneurons.text.spans import add_special_tokens_for, render_prompt  # noqa: E402
 
 
 def batch(tokenizer, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,10 +8,10 @@ Usage::
 ``falseqa_gpt4o_dev.jsonl.gz`` (GPT-4o verdicts, see its SOURCE.md). Writes into ``--out``:
 
 * ``falseqa_classifier.json`` — the FalseQA text classifier over
-  :func:`hneurons.judge.falseqa_features`: sublinear tf-idf of the words found in at least 20
+  :func:`hneurons.judges.rules.falseqa_features`: sublinear tf-idf of the words found in at least 20
   responses (so topic words of single questions drop out) plus 0/1 cue indicators, L2 logistic
   regression with C = 10, trained on every dev row; plain JSON read by
-  :class:`hneurons.judge.TextClassifier`.
+  :class:`hneurons.judges.rules.TextClassifier`.
 * ``judge_card.json`` — per task the judge's agreement with the reference verdicts, n and the 95%
   Wilson interval: TriviaQA alias matcher measured directly (it is not trained; also its
   false-"correct" rate), FalseQA classifier by 5-fold cross-validation grouped by ``question_id``
@@ -38,7 +38,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-from hneurons.judge import (
+from hneurons.judges.rules import (
     _PREMISE_CUES,
     FALSEQA_OPENING_CHARS,
     TextClassifier,
@@ -102,7 +102,7 @@ def measure_triviaqa(path: Path) -> dict:
     n_wrong = sum(not x for x in ref)
     false_correct = sum(o and not x for o, x in zip(ours, ref))
     return _entry(sum(o == x for o, x in zip(ours, ref)), len(rows),
-                  judge="hneurons.judge.match_alias", method="direct (the matcher is not trained)",
+                  judge="hneurons.judges.rules.match_alias", method="direct (the matcher is not trained)",
                   validation=f"{path.name} (GPT-4o labels)", sha256=_sha256(path),
                   false_correct=false_correct, reference_wrong=n_wrong,
                   false_correct_rate=round(false_correct / max(1, n_wrong), 4),
@@ -129,7 +129,7 @@ def train_falseqa(path: Path, out: Path) -> dict:
     vec, clf = model.vec, model.clf
     vocab = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
     n_words = len(vocab)
-    weights = {"model": "sublinear tf-idf words + 0/1 indicators, L2 logistic regression, over hneurons.judge.falseqa_features",
+    weights = {"model": "sublinear tf-idf words + 0/1 indicators, L2 logistic regression, over hneurons.judges.rules.falseqa_features",
                "positive_class": "ACCEPTED", "C": C, "min_df": MIN_DF,
                "opening_chars": FALSEQA_OPENING_CHARS, "trained_on": {"file": path.name, "sha256": _sha256(path),
                                                                       "n": len(rows)},
@@ -149,7 +149,7 @@ def train_falseqa(path: Path, out: Path) -> dict:
         sys.exit(f"shipped FalseQA weights disagree with scikit-learn on {mismatch} rows")
     majority = max(int(y.sum()), len(y) - int(y.sum()))
     return _entry(int((pred == y).sum()), len(rows),
-                  judge="hneurons.judge.judge_false_premise_rule (text classifier)",
+                  judge="hneurons.judges.rules.judge_false_premise_rule (text classifier)",
                   method=f"{FOLDS}-fold cross-validation grouped by question_id",
                   validation=f"{path.name} (GPT-4o ACCEPTED/REFUSED)", sha256=_sha256(path),
                   train_agreement=round(float((ours == y).mean()), 4),
@@ -176,9 +176,9 @@ def main(argv: list[str] | None = None) -> dict:
         "judges": {
             "triviaqa": measure_triviaqa(tq),
             "falseqa": train_falseqa(fq, args.out),
-            "jailbreak": {"judge": "hneurons.judge.judge_harmful_rule", "n": 0,
+            "jailbreak": {"judge": "hneurons.judges.rules.judge_harmful_rule", "n": 0,
                           "note": "no labelled jailbreak set here; checked on hand-made examples only"},
-            "mc": {"judge": "hneurons.judge.parse_choice", "n": 0,
+            "mc": {"judge": "hneurons.judges.rules.parse_choice", "n": 0,
                    "note": "no labelled set here; a tester's check (issue 16) found 25/25 right"},
         },
     }

@@ -4,15 +4,15 @@ The default preset (``hneurons run --preset default``) spends its time in four k
 work; each is timed here against the same work done the obvious way, in the same process:
 
 * ``screen``: greedy answers, ≤ 32 new tokens (``responses.screen``; ``detect`` decodes alike):
-  :class:`~hneurons.generation.HFBackend` vs batched, left-padded ``model.generate``;
+  :class:`~hneurons.core.generation.HFBackend` vs batched, left-padded ``model.generate``;
 * ``sample``: K = 5 samples at T = 0.5, top-k 50, top-p 0.9, ≤ 32 new tokens: the backend vs
   ``generate(num_return_sequences=5)``;
-* ``features``: :func:`~hneurons.features.extract_cett` vs the same batched forward without hooks;
-* ``intervene``: greedy, ≤ 48 new tokens under :func:`~hneurons.hooks.scale_neurons` (α = 2 on
+* ``features``: :func:`~hneurons.core.features.extract_cett` vs the same batched forward without hooks;
+* ``intervene``: greedy, ≤ 48 new tokens under :func:`~hneurons.core.hooks.scale_neurons` (α = 2 on
   random neurons): the backend vs ``generate``, both under the hook;
 * ``jailbreak``: the intervention's long prompts (whole templates of 300-7,600 characters, as
   ``intervene.n_items`` draws them), greedy, ≤ 32 new tokens under the same hook:
-  :func:`~hneurons.benchmarks.run_jailbreak` (one call per template, shared prefix prefilled once,
+  :func:`~hneurons.intervention.tasks.run_jailbreak` (one call per template, shared prefix prefilled once,
   batches cut by padded tokens) vs ``generate`` over the same prompts in batches of ``--batch-size``.
 
 Generation is counted in generated tokens (a row's eos counts, padding does not), features in
@@ -44,14 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extraction import build_items, run_plain  # noqa: E402
 from sampling import load_questions  # noqa: E402
 
-from hneurons.benchmarks import Judge, load_jailbreak, run_jailbreak  # noqa: E402
+from hneurons.intervention.tasks import Judge, load_jailbreak, run_jailbreak  # noqa: E402
 from hneurons.config import InterveneConfig  # noqa: E402
-from hneurons.features import extract_cett  # noqa: E402
-from hneurons.generation import Generation, HFBackend, SamplingParams  # noqa: E402
-from hneurons.hooks import scale_neurons  # noqa: E402
-from hneurons.models import load_model  # noqa: E402
-from hneurons.spans import render_prompt  # noqa: E402
-from hneurons.stages.intervene import make_generate_fn, render_conversation  # noqa: E402
+from hneurons.core.features import extract_cett  # noqa: E402
+from hneurons.core.generation import Generation, HFBackend, SamplingParams  # noqa: E402
+from hneurons.core.hooks import scale_neurons  # noqa: E402
+from hneurons.core.models import load_model  # noqa: E402
+from hneurons.text.spans import render_prompt  # noqa: E402
+from hneurons.intervention.sweep import make_generate_fn
+from hneurons.text.prompts import render_conversation  # noqa: E402
 
 
 def count(gens: list[list[Generation]]) -> int:

@@ -24,8 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from hneurons.generation import Generation, HFBackend, SamplingParams  # noqa: E402
-from hneurons.spans import render_prompt  # noqa: E402
+from hneurons.core.generation import Generation, HFBackend, SamplingParams  # noqa: E402
+from hneurons.text.spans import render_prompt  # noqa: E402
 
 SUFFIX = " Respond with the answer only, without any explanation."
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def load_questions(n: int) -> list[str]:
 
 def load(dtype: str):
     try:
-        from hneurons.models import load_model
+        from hneurons.core.models import load_model
 
         loaded = load_model(None, dtype=dtype, device="cpu")
         return loaded.model, loaded.tokenizer, loaded.name

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, Gemma3Config, Gemma3ForConditionalGeneration
 
-from hneurons.arch import Layout
-from hneurons.hooks import scale_down_weights, scale_neurons
+from hneurons.core.arch import Layout
+from hneurons.core.hooks import scale_down_weights, scale_neurons
 
 D, F, V, L = 32, 48, 64, 2  # d_model, d_ff, vocab, layers
 E, I, K = 4, 16, 2  # experts, expert width, experts per token

@@ -25,7 +25,7 @@ from typing import Any
 
 from hneurons.config import Config
 from hneurons.errors import StageError
-from hneurons.models import LoadedModel, load_model
+from hneurons.core.models import LoadedModel, load_model
 from hneurons.rundir import STAGES, RunDir, fingerprint_of
 
 log = logging.getLogger("hneurons")
@@ -54,7 +54,7 @@ class Context:
         """The model's fingerprint without loading it when the manifest already knows it."""
         if self._model is not None:
             return self._model.fingerprint
-        from hneurons.models import fingerprint, resolve_model_source
+        from hneurons.core.models import fingerprint, resolve_model_source
 
         return fingerprint(str(resolve_model_source(self.cfg.model.name)))
 
@@ -102,7 +102,7 @@ def resolve_prompt_format(cfg: Config, log: Callable[[str], None] = print) -> di
     its inputs, so the stages see (and record) the format they really use. Returns the note for
     the manifest when it switched, else None.
     """
-    from hneurons.models import resolve_model_source, source_has_chat_template
+    from hneurons.core.models import resolve_model_source, source_has_chat_template
 
     if cfg.model.prompt_format != "chat":
         return None
@@ -128,7 +128,7 @@ def run_all(cfg: Config, run_dir: str | Path, stages: list[str] | None = None, f
     for name in stages or list(STAGES):
         run_stage(ctx, name, force=force)
         if ctx._model is not None and rd.manifest().get("model") is None:
-            from hneurons.models import model_info
+            from hneurons.core.models import model_info
 
             rd.update_manifest(model=model_info(ctx._model))
     return rd.root / "report.html"

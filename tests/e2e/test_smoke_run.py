@@ -21,7 +21,7 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-CMD = [sys.executable, "-m", "hneurons.cli", "run", "--preset", "smoke", "--name", "smoke"]
+CMD = [sys.executable, "-m", "hneurons.cli.main", "run", "--preset", "smoke", "--name", "smoke"]
 
 
 def _run(runs: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
@@ -105,7 +105,7 @@ def test_score_reproduces_detection_auroc(smoke_run: dict) -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from hneurons.scoring import score
+    from hneurons.apply.score import score
     from hneurons.stats import auroc
 
     root = smoke_run["root"]

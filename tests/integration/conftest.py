@@ -12,7 +12,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"  # set before transformers is imported: any download attempt fails
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from hneurons.models import LoadedModel, load_model  # noqa: E402
+from hneurons.core.models import LoadedModel, load_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

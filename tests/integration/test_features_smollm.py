@@ -11,9 +11,9 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from hneurons.config import PAPER_SUFFIX  # noqa: E402
-from hneurons.features import FeatureItem, extract_cett, region_masks  # noqa: E402
-from hneurons.hooks import CETT_EPS, capture_cett  # noqa: E402
-from hneurons.spans import Span, build_sequence, locate_answer  # noqa: E402
+from hneurons.core.features import FeatureItem, extract_cett, region_masks  # noqa: E402
+from hneurons.core.hooks import CETT_EPS, capture_cett  # noqa: E402
+from hneurons.text.spans import Span, build_sequence, locate_answer  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

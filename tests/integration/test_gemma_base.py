@@ -19,12 +19,12 @@ import time
 import pytest
 
 from hneurons.errors import ConfigError
-from hneurons.models import BASE_NAME, load_model, model_info
-from hneurons.spans import add_special_tokens_for, render_prompt
+from hneurons.core.models import BASE_NAME, load_model, model_info
+from hneurons.text.spans import add_special_tokens_for, render_prompt
 
 pytestmark = pytest.mark.integration
 
-RUN = [sys.executable, "-m", "hneurons.cli"]
+RUN = [sys.executable, "-m", "hneurons.cli.main"]
 
 
 def _cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:

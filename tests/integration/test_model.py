@@ -10,7 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # set before transformers is imported: any d
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from hneurons.errors import ModelLoadError  # noqa: E402
-from hneurons.models import EMBEDDED_NAME, fingerprint, load_model, model_info  # noqa: E402
+from hneurons.core.models import EMBEDDED_NAME, fingerprint, load_model, model_info  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

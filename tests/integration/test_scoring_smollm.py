@@ -11,9 +11,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from hneurons.config import load_config  # noqa: E402
-from hneurons.generation import HFBackend, SamplingParams  # noqa: E402
-from hneurons.probe import HNeuronProbe  # noqa: E402
-from hneurons.scoring import guarded_generate, load_state, score, score_file  # noqa: E402
+from hneurons.core.generation import HFBackend, SamplingParams  # noqa: E402
+from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
+from hneurons.apply.score import guarded_generate, load_state, score, score_file  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hneurons.locator import locate_answer_span
-from hneurons.spans import (
+from hneurons.text.locator import locate_answer_span
+from hneurons.text.spans import (
     Span,
     SpanFailure,
     build_sequence,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import hneurons.cli as cli
-import hneurons.models
+import hneurons.cli.main as cli
+import hneurons.core.models
 from hneurons.config import load_config
 from hneurons.rundir import RunDir
 
@@ -20,7 +20,7 @@ def no_model(monkeypatch):
     def load_model(*a, **k):
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(hneurons.models, "load_model", load_model)
+    monkeypatch.setattr(hneurons.core.models, "load_model", load_model)
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, list[str]]:
@@ -93,7 +93,7 @@ def test_serve_on_a_port_in_use(run_dir, monkeypatch, capsys, no_model) -> None:
 
 def test_serve_without_the_server_packages(run_dir, monkeypatch, capsys, no_model) -> None:
     monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi now raises ImportError
-    monkeypatch.delitem(sys.modules, "hneurons.server", raising=False)
+    monkeypatch.delitem(sys.modules, "hneurons.apply.server", raising=False)
     msg = one_line_error(monkeypatch, capsys, "serve", str(run_dir), "--port", "0")
     assert 'pip install "hneurons[serve]"' in msg
 

@@ -19,10 +19,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import bpe_tokenizer, tiny_llama  # noqa: E402
 
-from hneurons.arch import resolve  # noqa: E402
+from hneurons.core.arch import resolve  # noqa: E402
 from hneurons.config import load_config  # noqa: E402
 from hneurons.errors import StageError  # noqa: E402
-from hneurons.features import FeatureItem, FeatureStore  # noqa: E402
+from hneurons.core.features import FeatureItem, FeatureStore  # noqa: E402
 from hneurons.rundir import DONE_FILE, RunDir, file_fingerprint, write_json  # noqa: E402
 
 
@@ -192,7 +192,7 @@ def test_pipeline_up_to_date_only_when_hashes_match(tmp_path: Path, tiny, monkey
 
 
 def test_cli_probe_force_on_damaged_chunk_is_one_line(tmp_path: Path, tiny, monkeypatch, capsys) -> None:
-    import hneurons.cli as cli
+    import hneurons.cli.main as cli
     import hneurons.pipeline as pipeline
 
     runs: list[str] = []

@@ -20,10 +20,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from hneurons.config import load_config  # noqa: E402
-from hneurons.models import load_model  # noqa: E402
-from hneurons.probe import HNeuronProbe  # noqa: E402
-from hneurons.scoring import load_state  # noqa: E402
-from hneurons.server import bind_socket, create_app  # noqa: E402
+from hneurons.core.models import load_model  # noqa: E402
+from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
+from hneurons.apply.score import load_state  # noqa: E402
+from hneurons.apply.server import bind_socket, create_app  # noqa: E402
 
 MAX_TOKENS = 4
 N_VALID = 64

@@ -24,7 +24,7 @@ from helpers import bpe_tokenizer  # noqa: E402
 from hneurons.config import load_config  # noqa: E402
 from hneurons.data.registry import Record  # noqa: E402
 from hneurons.errors import StageError  # noqa: E402
-from hneurons.generation import Generation, SamplingParams, _row_seed  # noqa: E402
+from hneurons.core.generation import Generation, SamplingParams, _row_seed  # noqa: E402
 from hneurons.rundir import RunDir, append_jsonl, read_jsonl, repair_jsonl  # noqa: E402
 
 WORDS = ["paris", "rome", "berlin", "oslo", "lima", "kyiv", "quito", "minsk"]
@@ -142,11 +142,11 @@ def test_responses_resume_from_every_torn_append(tmp_path: Path) -> None:
 
 
 def _set_ctx(root: Path, monkeypatch: pytest.MonkeyPatch, backend: FakeBackend):
-    import hneurons.generation
+    import hneurons.core.generation
     import hneurons.stages.detect as detect_stage
 
     monkeypatch.setattr(detect_stage, "sampling_backend", lambda ctx: backend)
-    monkeypatch.setattr(hneurons.generation, "HFBackend", lambda *a, **k: backend)
+    monkeypatch.setattr(hneurons.core.generation, "HFBackend", lambda *a, **k: backend)
     tok = bpe_tokenizer()
     cfg = load_config("smoke", overrides={"seed": 3})
     loaded = SimpleNamespace(tokenizer=tok, fingerprint="fp-fake", model=None)
@@ -188,8 +188,8 @@ def test_intervene_progress_resumes_from_torn_appends(tmp_path: Path) -> None:
 
     import numpy as np
 
-    from hneurons.benchmarks import Item, Judge
-    from hneurons.stages.intervene import sweep
+    from hneurons.intervention.tasks import Item, Judge
+    from hneurons.intervention.sweep import sweep
 
     items = {"falseqa": [Item(f"f{i}", f"Why is the sun cold {i}?", Record(f"f{i}", f"Why is the sun cold {i}?", label=1))
                          for i in range(6)]}
@@ -216,7 +216,7 @@ def test_intervene_progress_resumes_from_torn_appends(tmp_path: Path) -> None:
 
 
 def test_score_output_resumes_from_torn_appends(tmp_path: Path, monkeypatch) -> None:
-    import hneurons.scoring as scoring
+    import hneurons.apply.score as scoring
 
     monkeypatch.setattr(scoring, "_state", lambda run, model, force: None)
     monkeypatch.setattr(scoring, "score", lambda state, part, **kw: [{"id": it["id"], "p_hallucination": len(it["question"]) / 100}

@@ -23,9 +23,9 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.activations import ACT2FN
 
-from hneurons.arch import ARCHITECTURES, arch_for, resolve, supported_architectures, text_config
+from hneurons.core.arch import ARCHITECTURES, arch_for, resolve, supported_architectures, text_config
 from hneurons.errors import UnsupportedArchitecture
-from hneurons.hooks import CETT_EPS, capture_cett, down_output
+from hneurons.core.hooks import CETT_EPS, capture_cett, down_output
 from tests.tiny_archs import D, F, L, MODEL_TYPES, V, activation_name, assert_alpha_hook_equals_weight_edit, build
 
 DENSE = [t for t in MODEL_TYPES if not ARCHITECTURES[t].is_moe]

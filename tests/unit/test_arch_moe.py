@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from hneurons.arch import ARCHITECTURES, Layout, resolve
+from hneurons.core.arch import ARCHITECTURES, Layout, resolve
 from hneurons.errors import ConfigError, UnsupportedArchitecture
-from hneurons.hooks import CETT_EPS, capture_cett, record_cett, scale_down_weights, scale_neurons
+from hneurons.core.hooks import CETT_EPS, capture_cett, record_cett, scale_down_weights, scale_neurons
 from tests.tiny_archs import D, E, K, L, MODEL_TYPES, assert_alpha_hook_equals_weight_edit, build
 
 MOE = [t for t in MODEL_TYPES if ARCHITECTURES[t].is_moe]
@@ -259,7 +259,7 @@ def test_neuron_names_cover_experts_shared_dense_and_padding() -> None:
 
 @pytest.mark.parametrize("model_type", ["qwen2_moe", "gpt_oss", "deepseek_v3"])
 def test_drift_is_per_expert_neuron(model_type: str) -> None:
-    from hneurons.origin import neuron_drift
+    from hneurons.origin.analysis import neuron_drift
 
     a, b = build(model_type), build(model_type)
     la, lb = resolve(a), resolve(b)
@@ -277,7 +277,7 @@ def test_drift_is_per_expert_neuron(model_type: str) -> None:
 
 
 def test_drift_from_files_refuses_moe(tmp_path) -> None:
-    from hneurons.origin import SafetensorsWeights
+    from hneurons.origin.analysis import SafetensorsWeights
 
     (tmp_path / "config.json").write_text('{"model_type": "mixtral"}')
     with pytest.raises(Exception, match="mixture-of-experts"):

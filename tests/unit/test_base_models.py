@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hneurons import models
+from hneurons.core import models
 from hneurons.config import load_config
 from hneurons.errors import ModelLoadError
 from hneurons.pipeline import resolve_prompt_format

@@ -1,4 +1,4 @@
-"""``hneurons judge`` and :func:`hneurons.judging.judge_file`: the four tasks, bad rows with line
+"""``hneurons judge`` and :func:`hneurons.judges.files.judge_file`: the four tasks, bad rows with line
 numbers (exit 2), stdout / -o output, and which judge gave each verdict (LLM, offline, fallback)."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from hneurons.benchmarks import Judge
+from hneurons.intervention.tasks import Judge
 from hneurons.errors import ConfigError
-from hneurons.judging import judge_file, judge_row, make_judge
+from hneurons.judges.files import judge_file, judge_row, make_judge
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hneurons.cli", "judge", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "hneurons.cli.main", "judge", *args], capture_output=True, text=True,
                           timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "COLUMNS": "200"})
 
 
@@ -161,7 +161,7 @@ def test_llm_judge_through_cli_and_judge_file(tmp_path: Path) -> None:
         assert [(r["verdict"], r["judge"]) for r in map(json.loads, out.stdout.splitlines())] == [("refused", "llm:m")]
         assert (tmp_path / "cache" / "llm_judge_cache.sqlite3").is_file()
 
-        from hneurons.judge import LLMJudge
+        from hneurons.judges.rules import LLMJudge
 
         src = write_jsonl(tmp_path / "in2.jsonl", [
             {"id": "b", "question": "Why do fish breathe fire?", "response": "Fish do not breathe fire."}])

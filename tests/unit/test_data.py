@@ -29,7 +29,7 @@ from hneurons.data.constructed import (
     display_answer,
 )
 from hneurons.errors import DataError
-from hneurons.judge import normalize_answer
+from hneurons.judges.rules import normalize_answer
 
 # Row counts stated in each SOURCE.md (before de-duplication).
 SOURCE_COUNTS = {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hneurons.detect import (
+from hneurons.detection.methods import (
     BASELINES,
     EVAL_SETS,
     EvalData,
@@ -25,8 +25,8 @@ from hneurons.detect import (
     selective_answering,
     token_stats,
 )
-from hneurons.features import FeatureItem
-from hneurons.probe import HNeuronProbe, build_rows
+from hneurons.core.features import FeatureItem
+from hneurons.probe.estimator import HNeuronProbe, build_rows
 from tests.helpers import bpe_tokenizer, tiny_llama
 
 # ------------------------------------------------------------------------------------ metrics
@@ -182,8 +182,8 @@ def test_empty_answer_is_no_answer_never_hallucinated(name, empty):
 def test_token_stats_from_the_cett_pass_match_direct_logits(tmp_path):
     # the statistics come out of the features forward (batched, right-padded, logits only at the
     # answer positions of the batch) and must equal a plain single-sequence forward's
-    from hneurons.arch import resolve
-    from hneurons.features import FeatureStore
+    from hneurons.core.arch import resolve
+    from hneurons.core.features import FeatureStore
 
     tok = bpe_tokenizer()
     model = tiny_llama(tok)
@@ -214,9 +214,9 @@ def test_token_stats_from_the_cett_pass_match_direct_logits(tmp_path):
 
 
 def test_store_without_token_stats_names_the_rebuild(tmp_path):
-    from hneurons.arch import resolve
+    from hneurons.core.arch import resolve
     from hneurons.errors import StageError
-    from hneurons.features import FeatureStore
+    from hneurons.core.features import FeatureStore
 
     tok = bpe_tokenizer()
     model = tiny_llama(tok)
@@ -234,13 +234,13 @@ def _stage_ctx(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hneurons.arch import resolve
+    from hneurons.core.arch import resolve
     from hneurons.config import load_config
     from hneurons.data import Record
-    from hneurons.features import FeatureStore
-    from hneurons.models import LoadedModel
+    from hneurons.core.features import FeatureStore
+    from hneurons.core.models import LoadedModel
     from hneurons.rundir import RunDir
-    from hneurons.spans import build_sequence, whole_response_span
+    from hneurons.text.spans import build_sequence, whole_response_span
     from hneurons.stages import detect as stage
 
     tok = bpe_tokenizer()
@@ -358,9 +358,9 @@ def test_risk_coverage_on_the_first_items_only(tmp_path, monkeypatch):
 def test_token_stats_reject_an_answer_at_the_first_token(takes_positions, monkeypatch):
     # token 0 has no logits predicting it; the check must hold whether or not the model's forward
     # takes logits_to_keep (without it, position −1 would silently read the last logits)
-    from hneurons.arch import resolve
+    from hneurons.core.arch import resolve
     from hneurons.errors import DataError
-    from hneurons.features import extract_cett
+    from hneurons.core.features import extract_cett
 
     tok = bpe_tokenizer()
     model = tiny_llama(tok)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from hneurons.arch import resolve
+from hneurons.core.arch import resolve
 from hneurons.errors import DataError, FingerprintMismatch
-from hneurons.features import FeatureItem, FeatureStore, check_finite, extract_cett
+from hneurons.core.features import FeatureItem, FeatureStore, check_finite, extract_cett
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:

@@ -17,14 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import bpe_tokenizer, sp_tokenizer, tiny_llama  # noqa: E402
 
 from hneurons.errors import ConfigError, EndpointError  # noqa: E402
-from hneurons.generation import (  # noqa: E402
+from hneurons.core.generation import (  # noqa: E402
     Generation,
     HFBackend,
     SamplingParams,
     length_batches,
     make_backend,
 )
-from hneurons.spans import render_prompt  # noqa: E402
+from hneurons.text.spans import render_prompt  # noqa: E402
 
 QUESTIONS = [
     "Who wrote Hamlet?",

@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from hneurons.arch import resolve
+from hneurons.core.arch import resolve
 from hneurons.errors import ConfigError
-from hneurons.hooks import scale_down_weights, scale_neurons
+from hneurons.core.hooks import scale_down_weights, scale_neurons
 
 D_FF = 32
 N_LAYERS = 2
@@ -231,7 +231,7 @@ def test_batched_left_padded_generation_equals_one_at_a_time(kind: str) -> None:
 def test_column_norms_cache_follows_weight_edits(kind):
     # cached per layer (no bf16→f32 copy per call) but never stale: an in-place edit of W_down
     # (the weight-editing intervention, or a user's) is seen at once, and undone edits too
-    from hneurons.hooks import column_norms
+    from hneurons.core.hooks import column_norms
 
     model = _make(kind)
     layout = resolve(model)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hneurons.benchmarks import (
+from hneurons.intervention.tasks import (
     BENCHMARKS,
     FAITHEVAL_PROMPT,
     SYCOPHANCY_CHALLENGE,
@@ -30,8 +30,11 @@ from hneurons.benchmarks import (
 from hneurons.config import InterveneConfig
 from hneurons.data import Record
 from hneurons.errors import ConfigError, DataError, StageError
-from hneurons.generation import Generation, SamplingParams
+from hneurons.core.generation import Generation, SamplingParams
 from hneurons.rundir import read_jsonl, write_json
+from hneurons.intervention import summary as summary_mod
+from hneurons.intervention import sweep as sweep_mod
+from hneurons.probe import h_neurons
 from hneurons.stages import intervene as stage
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=16)
@@ -95,7 +98,7 @@ def test_faitheval_prompt_and_parse_failures() -> None:
     assert [r.complied for r in res] == [True, False, None]
     assert [r.parse_failure for r in res] == [False, False, True]
     assert [r.truncated for r in res] == [False, False, True]
-    s = stage.summarize_results(res)
+    s = summary_mod.summarize_results(res)
     assert (s["compliance"], s["n"], s["n_items"], s["parse_failures"]) == (0.5, 2, 3, 1)
     assert s["parse_failure_rate"] == pytest.approx(1 / 3)
 
@@ -139,7 +142,7 @@ def test_sycophancy_flip_logic() -> None:
     assert [m["role"] for m in ch] == ["user", "assistant", "user"] and ch[1]["content"] == "Paris"
     final = calls[2][0]
     assert [m["content"] for m in final[1:]] == ["Paris", SYCOPHANCY_CHALLENGE, "Sorry, maybe Lyon.", "Final answer?"]
-    s = stage.summarize_results(res)
+    s = summary_mod.summarize_results(res)
     assert (s["compliance"], s["n"], s["all_items_rate"], s["control"]) == (0.5, 2, pytest.approx(1 / 3), 0.5)
 
 
@@ -158,7 +161,7 @@ def test_jailbreak_refusal_and_truncation() -> None:
     # one generate call per template, so a local backend prefills each template once
     assert [[c[-1]["content"] for c in call] for call in g.calls] == \
         [["T1 how to pick a lock", "T1 how to hotwire a car"], ["T2 how to pick a lock"]]
-    s = stage.summarize_results(res)
+    s = summary_mod.summarize_results(res)
     assert (s["compliance"], s["truncated"]) == (pytest.approx(1 / 3), 1)
 
 
@@ -215,18 +218,18 @@ def test_loaders_on_packaged_data() -> None:
 
 
 def test_slopes_by_hand() -> None:
-    end, lsq = stage.slopes([0, 1, 2, 3], [0.1, 0.2, 0.2, 0.4])
+    end, lsq = summary_mod.slopes([0, 1, 2, 3], [0.1, 0.2, 0.2, 0.4])
     assert end == pytest.approx(0.1)
     assert lsq == pytest.approx(0.09)  # cov 0.45 / var 5
-    end, lsq = stage.slopes([3, 0, 1], [0.4, 0.1, math.nan])  # NaN α dropped, order irrelevant
+    end, lsq = summary_mod.slopes([3, 0, 1], [0.4, 0.1, math.nan])  # NaN α dropped, order irrelevant
     assert end == pytest.approx(0.1) and lsq == pytest.approx(0.1)
-    assert all(math.isnan(v) for v in stage.slopes([1.0], [0.3]))
+    assert all(math.isnan(v) for v in summary_mod.slopes([1.0], [0.3]))
 
 
 def test_pool_seeds() -> None:
     a = {"compliance": 0.5, "k": 1, "n": 2, "parse_failures": 0, "truncated": 1}
     b = {"compliance": 0.25, "k": 1, "n": 4, "parse_failures": 2, "truncated": 0}
-    p = stage.pool_seeds([a, b])
+    p = summary_mod.pool_seeds([a, b])
     assert p["compliance"] == pytest.approx(0.375) and (p["k"], p["n"]) == (2, 6)
     assert p["per_seed"] == [0.5, 0.25] and p["parse_failures"] == 2 and p["truncated"] == 1
     assert 0 <= p["ci"][0] < 2 / 6 < p["ci"][1] <= 1
@@ -281,7 +284,7 @@ ALPHAS = [0.0, 1.0, 2.0]
 
 
 def _sweep(tmp: Path, generate, scaler: Scaled, run_key: str = "k1"):
-    return stage.sweep(tmp / "progress.jsonl", run_key, _falseqa_items(5), CONDS, ALPHAS, generate, Judge(),
+    return sweep_mod.sweep(tmp / "progress.jsonl", run_key, _falseqa_items(5), CONDS, ALPHAS, generate, Judge(),
                        scaler, max_new_tokens=8, seed=0, chunk_size=2, log=lambda s: None)
 
 
@@ -294,23 +297,23 @@ def test_sweep_results_and_paired_seeds(tmp_path: Path) -> None:
     alpha_one = [c for c in g.calls if c[0] is None]
     assert len(alpha_one) == 3  # α = 1 runs without any scaler, once
     # calls go job by job over chunks 0, 1, 2: each chunk has one seed, shared by every α and condition
-    assert [seed for _, seed, _ in g.calls] == [stage.chunk_seed(0, k) for k in range(3)] * 5
-    assert len({stage.chunk_seed(0, k) for k in range(3)}) == 3
+    assert [seed for _, seed, _ in g.calls] == [sweep_mod.chunk_seed(0, k) for k in range(3)] * 5
+    assert len({sweep_mod.chunk_seed(0, k) for k in range(3)}) == 3
     assert recs[("falseqa", "H", 2.0, "q0")]["complied"] is True
     assert recs[("falseqa", "random_0", 2.0, "q0")]["complied"] is False
     assert recs[("falseqa", "H", 0.0, "q4")]["complied"] is False
     items = _falseqa_items(5)
-    summary = stage.summarize(recs, items, list(CONDS), ALPHAS, "rule", 2)
+    summary = summary_mod.summarize(recs, items, list(CONDS), ALPHAS, "rule", 2)
     fq = summary["benchmarks"]["falseqa"]
     assert fq["H"]["2.0"]["compliance"] == 1.0 and fq["H"]["0.0"]["compliance"] == 0.0
     assert fq["random"]["2.0"]["compliance"] == 0.0 and fq["random"]["1.0"]["n"] == 5
     assert fq["slope"]["H"] == pytest.approx(0.5) and fq["slope"]["random"] == 0.0
     assert fq["judge_sources"] == {"classifier": sum(k[0] == "falseqa" for k in recs)}
-    rows = stage.generation_rows(recs, items, list(CONDS), ALPHAS)
+    rows = summary_mod.generation_rows(recs, items, list(CONDS), ALPHAS)
     assert len(rows) == 2 * 3 * 5  # α = 1 rows repeated under every condition
     write_json(tmp_path / "s.json", summary)
     json.loads((tmp_path / "s.json").read_text())
-    stage.write_parquet(tmp_path / "g.parquet", rows)
+    summary_mod.write_parquet(tmp_path / "g.parquet", rows)
     import pyarrow.parquet as pq
 
     t = pq.read_table(tmp_path / "g.parquet")
@@ -348,37 +351,37 @@ def test_resume_after_interrupt_does_not_duplicate(tmp_path: Path) -> None:
 ])
 def test_validate_rejects(change: dict) -> None:
     with pytest.raises(ConfigError):
-        stage.validate(InterveneConfig(**change))
+        sweep_mod.validate(InterveneConfig(**change))
 
 
 def test_load_h_neurons(tmp_path: Path) -> None:
     p = tmp_path / "h.json"
     write_json(p, {"neurons": [{"layer": 1, "neuron": 3, "weight": 0.5}, {"layer": 0, "neuron": 7, "weight": 0.2}]})
-    assert stage.load_h_neurons(p, d_ff=10, n_layers=2).tolist() == [7, 13]
+    assert h_neurons.load_h_neurons(p, d_ff=10, n_layers=2).tolist() == [7, 13]
     write_json(p, {"neurons": []})
     with pytest.raises(StageError, match="no H-Neurons"):
-        stage.load_h_neurons(p, 10, 2)
+        h_neurons.load_h_neurons(p, 10, 2)
     write_json(p, {"neurons": [{"layer": 2, "neuron": 0}]})
     with pytest.raises(ConfigError, match="outside this model"):
-        stage.load_h_neurons(p, 10, 2)
+        h_neurons.load_h_neurons(p, 10, 2)
     write_json(p, {"neurons": [{"layer": 0}]})
     with pytest.raises(StageError, match="neurons\\[0\\]"):
-        stage.load_h_neurons(p, 10, 2)
+        h_neurons.load_h_neurons(p, 10, 2)
     with pytest.raises(StageError, match="missing"):
-        stage.load_h_neurons(tmp_path / "absent.json", 10, 2)
+        h_neurons.load_h_neurons(tmp_path / "absent.json", 10, 2)
 
 
 def test_random_sets_exclude_h_and_are_seeded() -> None:
     h = np.array([0, 1, 2, 3])
-    a = stage.random_sets(20, h, seed=0, n_seeds=3)
-    b = stage.random_sets(20, h, seed=0, n_seeds=3)
+    a = sweep_mod.random_sets(20, h, seed=0, n_seeds=3)
+    b = sweep_mod.random_sets(20, h, seed=0, n_seeds=3)
     assert list(a) == ["random_0", "random_1", "random_2"]
     for k in a:
         assert len(a[k]) == 4 and len(set(a[k].tolist())) == 4 and not set(a[k].tolist()) & {0, 1, 2, 3}
         assert np.array_equal(a[k], b[k])
     assert not np.array_equal(a["random_0"], a["random_1"])
     with pytest.raises(ConfigError):
-        stage.random_sets(6, h, seed=0, n_seeds=1)
+        sweep_mod.random_sets(6, h, seed=0, n_seeds=1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -389,11 +392,11 @@ def test_random_sets_exclude_h_and_are_seeded() -> None:
 def test_stage_run_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import hneurons.benchmarks as bm
+    import hneurons.intervention.tasks as bm
 
-    from hneurons.arch import resolve
+    from hneurons.core.arch import resolve
     from hneurons.config import load_config
-    from hneurons.models import LoadedModel
+    from hneurons.core.models import LoadedModel
     from hneurons.pipeline import Context
     from hneurons.rundir import RunDir
     from tests.helpers import bpe_tokenizer, tiny_llama
@@ -449,13 +452,13 @@ def test_stage_run_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.Mon
 def test_suppression_accuracy_known_answers() -> None:
     import torch
 
-    from hneurons.arch import resolve
+    from hneurons.core.arch import resolve
     from hneurons.config import PAPER_SUFFIX
-    from hneurons.generation import HFBackend
-    from hneurons.judge import normalize_answer
-    from hneurons.models import LoadedModel
-    from hneurons.spans import render_prompt
-    from hneurons.suppression import suppression_accuracy
+    from hneurons.core.generation import HFBackend
+    from hneurons.judges.rules import normalize_answer
+    from hneurons.core.models import LoadedModel
+    from hneurons.text.spans import render_prompt
+    from hneurons.probe.suppression import suppression_accuracy
     from tests.helpers import bpe_tokenizer, tiny_llama
 
     tok = bpe_tokenizer()
@@ -483,7 +486,7 @@ def test_suppression_accuracy_known_answers() -> None:
 
 def test_sycophancy_prefers_known_correct_questions() -> None:
     """With known-correct ids, those questions come first; the rest is a seeded top-up."""
-    from hneurons.benchmarks import load_sycophancy
+    from hneurons.intervention.tasks import load_sycophancy
     from hneurons.config import InterveneConfig
 
     cfg = InterveneConfig(n_items=5)

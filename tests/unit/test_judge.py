@@ -13,7 +13,7 @@ import pytest
 
 from hneurons.data import load_dataset
 from hneurons.errors import ConfigError, EndpointError
-from hneurons.judge import (
+from hneurons.judges.rules import (
     DEFAULT_REFUSAL_PHRASES,
     LLMJudge,
     TextClassifier,

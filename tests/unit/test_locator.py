@@ -18,7 +18,7 @@ from test_responses import _ctx, _samples  # noqa: E402
 
 from hneurons.data.registry import Record  # noqa: E402
 from hneurons.errors import ConfigError  # noqa: E402
-from hneurons.locator import (  # noqa: E402
+from hneurons.text.locator import (  # noqa: E402
     LLMSpanLocator,
     answer_chars,
     answer_phrase,
@@ -27,7 +27,7 @@ from hneurons.locator import (  # noqa: E402
     span_by_config,
     span_quality,
 )
-from hneurons.spans import Span, build_sequence  # noqa: E402
+from hneurons.text.spans import Span, build_sequence  # noqa: E402
 from hneurons.stages.responses import _label_and_split  # noqa: E402
 
 FRANCE = "What is the capital of France?"
@@ -185,8 +185,8 @@ def test_llm_locator_validates_and_caches(tmp_path):
 
 
 def test_span_shape_baseline_catches_a_leaky_span_rule():
-    from hneurons.detect import BASELINES, EvalData, TokenStats, TrainData
-    from hneurons.features import FeatureItem
+    from hneurons.detection.methods import BASELINES, EvalData, TokenStats, TrainData
+    from hneurons.core.features import FeatureItem
 
     rng = np.random.default_rng(0)
     items, labels = [], []
@@ -196,7 +196,7 @@ def test_span_shape_baseline_catches_a_leaky_span_rule():
         span = (20, 28 if y else 21)  # leaky: wrong answers span the whole response
         items.append(FeatureItem(f"q{i}", tuple(range(40)), span, (20, 20 + n)))
         labels.append(y)
-    from hneurons.detect import span_shape
+    from hneurons.detection.methods import span_shape
 
     shape = span_shape(items)
     n0 = items[0].response[1] - items[0].response[0]

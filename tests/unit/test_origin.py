@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from hneurons.arch import resolve
+from hneurons.core.arch import resolve
 from hneurons.data.registry import Record
-from hneurons.detect import EVAL_SETS, TrainData
+from hneurons.detection.methods import EVAL_SETS, TrainData
 from hneurons.errors import ConfigError, DataError
-from hneurons.hooks import capture_cett
-from hneurons.judge import DEFAULT_REFUSAL_PHRASES
-from hneurons.origin import (
+from hneurons.core.hooks import capture_cett
+from hneurons.judges.rules import DEFAULT_REFUSAL_PHRASES
+from hneurons.origin.analysis import (
     base_prompt,
     cosine_drift,
     drift_from_raw,
@@ -27,7 +27,7 @@ from hneurons.origin import (
     transfer_scores,
     transfer_summary,
 )
-from hneurons.probe import HNeuronProbe
+from hneurons.probe.estimator import HNeuronProbe
 from hneurons.stats import auroc
 
 L, D, F = 3, 32, 64
@@ -352,12 +352,12 @@ def test_stage_end_to_end(tmp_path, monkeypatch, streamed):
 
     import hneurons.data
     from hneurons.config import load_config
-    from hneurons.features import FeatureItem, FeatureStore
-    from hneurons.models import fingerprint
+    from hneurons.core.features import FeatureItem, FeatureStore
+    from hneurons.core.models import fingerprint
     from hneurons.pipeline import Context
-    from hneurons.probe import build_rows
+    from hneurons.probe.estimator import build_rows
     from hneurons.rundir import RunDir
-    from hneurons.spans import build_sequence, whole_response_span
+    from hneurons.text.spans import build_sequence, whole_response_span
     from hneurons.stages import origin as stage
     from tests.helpers import bpe_tokenizer
     from tests.helpers import tiny_llama as tok_llama
@@ -445,7 +445,7 @@ def test_cosine_drift_leaves_float64_inputs_untouched():
 
 
 def test_tokenizer_difference():
-    from hneurons.origin import tokenizer_difference
+    from hneurons.origin.analysis import tokenizer_difference
     from tests.helpers import bpe_tokenizer
 
     a, b = bpe_tokenizer(), bpe_tokenizer(chat=False)

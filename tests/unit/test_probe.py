@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hneurons.errors import ConfigError, DataError, HNeuronsError, NotFittedError
-from hneurons.probe import (
+from hneurons.probe.estimator import (
     HNeuronProbe,
     PathPoint,
     build_rows,

@@ -267,7 +267,7 @@ def test_base_model_prompt_format_and_no_answers_are_reported(run_dir: Path, stu
 
 
 def test_judges_section_shows_agreement_and_sources(run_dir: Path, stub_figures: None) -> None:
-    from hneurons.judge import judge_card
+    from hneurons.judges.rules import judge_card
 
     ivp = run_dir / "intervene" / "intervene.json"
     iv = _j(ivp)

@@ -104,7 +104,7 @@ def test_screen_samples_greedy_wrong_questions_only_until_the_classes_balance(tm
     """Greedy-correct questions are all sampled; greedy-wrong ones a chunk at a time, in pool order, until
     the hallucinated class outnumbers the faithful one by the margin; a re-run takes the same decisions."""
     from hneurons.data import load_dataset
-    from hneurons.generation import Generation
+    from hneurons.core.generation import Generation
     from hneurons.stages import responses as stage
 
     records = load_dataset("smoke_qa")[:40]

@@ -20,15 +20,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import bpe_tokenizer, tiny_llama  # noqa: E402
 
-from hneurons.arch import resolve  # noqa: E402
+from hneurons.core.arch import resolve  # noqa: E402
 from hneurons.config import PAPER_SUFFIX, load_config  # noqa: E402
 from hneurons.errors import ConfigError, DataError, FingerprintMismatch, StageError  # noqa: E402
-from hneurons.features import FeatureItem, extract_cett  # noqa: E402
-from hneurons.generation import HFBackend, SamplingParams  # noqa: E402
-from hneurons.models import LoadedModel  # noqa: E402
-from hneurons.probe import HNeuronProbe  # noqa: E402
+from hneurons.core.features import FeatureItem, extract_cett  # noqa: E402
+from hneurons.core.generation import HFBackend, SamplingParams  # noqa: E402
+from hneurons.core.models import LoadedModel  # noqa: E402
+from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
 from hneurons.rundir import RunDir  # noqa: E402
-from hneurons.scoring import (  # noqa: E402
+from hneurons.apply.score import (  # noqa: E402
     ABSTAIN_TEXT,
     _response_span,
     guarded_generate,
@@ -37,8 +37,8 @@ from hneurons.scoring import (  # noqa: E402
     score,
     score_file,
 )
-from hneurons.locator import locate_answer_span  # noqa: E402
-from hneurons.spans import Span, build_sequence  # noqa: E402
+from hneurons.text.locator import locate_answer_span  # noqa: E402
+from hneurons.text.spans import Span, build_sequence  # noqa: E402
 
 FINGERPRINT = "tiny0000fingerpr"
 MAX_NEW = 10

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_scoring import QUESTIONS, make_loaded, write_run  # noqa: E402
 
 from hneurons.errors import ConfigError  # noqa: E402
-from hneurons.generation import _row_seed  # noqa: E402
-from hneurons.scoring import ABSTAIN_TEXT, guarded_generate, load_state  # noqa: E402
-from hneurons.server import create_app  # noqa: E402
+from hneurons.core.generation import _row_seed  # noqa: E402
+from hneurons.apply.score import ABSTAIN_TEXT, guarded_generate, load_state  # noqa: E402
+from hneurons.apply.server import create_app  # noqa: E402
 
 MAX_TOKENS = 8
 

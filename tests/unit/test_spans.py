@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import bpe_tokenizer, sp_tokenizer  # noqa: E402
 
 from hneurons.errors import ConfigError  # noqa: E402
-from hneurons.spans import (  # noqa: E402
+from hneurons.text.spans import (  # noqa: E402
     Span,
     SpanFailure,
     build_sequence,

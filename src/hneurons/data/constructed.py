@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from hneurons.data.registry import Record
 from hneurons.errors import DataError
-from hneurons.judge import normalize_answer
+from hneurons.judges.rules import normalize_answer
 
 # --------------------------------------------------------------------------------------------
 # NonExist (HalluLens-style fabricated entities; see data/files/nonexist/CONSTRUCTION.md)

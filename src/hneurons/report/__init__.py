@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hneurons.detect import TRIVIAL_BASELINES
+from hneurons.detection.methods import TRIVIAL_BASELINES
 from hneurons.errors import StageError
 from hneurons.report import figures
 from hneurons.rundir import atomic_path, read_json
@@ -709,7 +709,7 @@ _JUDGE_USES = (("responses", "triviaqa", "TriviaQA correct / wrong (responses)")
 
 def _judges_section(run: _Run) -> str:
     """Every judge the run used with its measured agreement (the packaged judge card)."""
-    from hneurons.judge import judge_card
+    from hneurons.judges.rules import judge_card
 
     def build() -> str:
         card = judge_card()

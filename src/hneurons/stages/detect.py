@@ -3,7 +3,7 @@
 For each configured set: the first ``detect.n_questions`` questions, one response each with the
 paper prompt (greedy when ``detect.temperature`` is 0), judged, answer spans located, a balanced
 subset drawn, answer-region CETT features extracted to ``features/detect_<set>/``. Every method of
-:data:`hneurons.detect.BASELINES` is fitted on the training data and scores the items; accuracy and
+:data:`hneurons.detection.methods.BASELINES` is fitted on the training data and scores the items; accuracy and
 AUROC with bootstrap CIs go to ``detect/detect.json``. On held-out TriviaQA the stage also measures
 selective answering (risk–coverage) over all judged items, not only the balanced subset.
 
@@ -15,15 +15,14 @@ feature store skips finished chunks.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hneurons.config import Config
-from hneurons.detect import (
+from hneurons.core.features import FeatureItem, FeatureStore, answer_features
+from hneurons.detection.methods import (
     BASELINES,
     EVAL_SETS,
     EvalData,
@@ -36,13 +35,11 @@ from hneurons.detect import (
     token_stats,
 )
 from hneurons.errors import ConfigError, HNeuronsError, StageError
-from hneurons.features import FeatureItem, FeatureStore, answer_features
-from hneurons.rundir import (append_jsonl, atomic_path, file_fingerprint, fingerprint_of, read_jsonl,
-                             unfinished_chunks, write_json)
-from hneurons.stages.responses import sampling_backend, user_text
+from hneurons.rundir import atomic_path, file_fingerprint, fingerprint_of, write_json
+from hneurons.stages._shared import answers_logged, sampling_backend
+from hneurons.text.prompts import user_text
 
 RC_METHODS = ("h_neurons", "h_neurons_full_l1", "random", "logprob", "entropy")
-_GEN_CHUNK = 64  # prompts per resume-log append
 
 
 def _read_files(ctx: Any) -> dict[str, Path]:
@@ -93,7 +90,7 @@ def _write_parquet(path: Path, rows: list[dict[str, Any]], columns: list[str]) -
 
 def _train_items(ctx: Any, qids: list[str], rows: dict[str, dict[str, Any]]) -> list[FeatureItem]:
     """Rebuild the training sequences (as the features stage did) for the token-statistics pass."""
-    from hneurons.spans import build_sequence
+    from hneurons.text.spans import build_sequence
 
     tok = ctx.model.tokenizer
     chat = ctx.cfg.model.prompt_format == "chat"
@@ -107,7 +104,7 @@ def _train_items(ctx: Any, qids: list[str], rows: dict[str, dict[str, Any]]) -> 
 
 
 def _training_data(ctx: Any) -> TrainData:
-    from hneurons.probe import HNeuronProbe
+    from hneurons.probe.estimator import HNeuronProbe
 
     cfg: Config = ctx.cfg
     files = _read_files(ctx)
@@ -171,38 +168,10 @@ def _questions(ctx: Any, es: EvalSet) -> list[Any]:
     return recs
 
 
-def answers_logged(ctx: Any, log_path: Path, params_key: str, recs: list[Any], prompt_of: Callable[[Any], str],
-                   make_backend: Callable[[], Any], params: Any, what: str) -> dict[str, dict[str, Any]]:
-    """One answer per question, appended to ``log_path`` chunk by chunk; resumable (detect and origin).
-
-    Only lines written with ``params_key`` count (a changed setting answers again). Chunks sit at
-    fixed positions and chunk ``start`` samples with seed ``params.seed + start``, so a chunk cut
-    short is redone with its own seeds and only its missing answers are appended.
-    """
-    from dataclasses import replace
-
-    done = {d["qid"]: d for d in read_jsonl(log_path, key=lambda d: (d.get("params"), d["qid"]))
-            if d.get("params") == params_key}
-    todo = unfinished_chunks(recs, _GEN_CHUNK, lambda rec: rec.id in done)
-    if not todo:
-        return done
-    backend = make_backend()
-    ctx.log(f"{what} {len(recs) - len(done)} questions ({len(done)} already in {log_path.name})")
-    for start, part in tqdm(todo, desc=log_path.stem, unit="chunk"):
-        gens = backend.generate([prompt_of(rec) for rec in part], replace(params, seed=params.seed + start),
-                                progress=False)
-        lines = [{"qid": rec.id, "text": g[0].text, "finish_reason": g[0].finish_reason,
-                  "n_tokens": len(g[0].token_ids), "params": params_key}
-                 for rec, g in zip(part, gens) if rec.id not in done]
-        append_jsonl(log_path, lines)
-        done.update({ln["qid"]: ln for ln in lines})
-    return done
-
-
 def _sample(ctx: Any, name: str, recs: list[Any]) -> dict[str, dict[str, Any]]:
     """One response per question, appended to ``detect/samples_<set>.jsonl`` chunk by chunk."""
-    from hneurons.generation import SamplingParams
-    from hneurons.spans import render_prompt
+    from hneurons.core.generation import SamplingParams
+    from hneurons.text.spans import render_prompt
 
     cfg: Config = ctx.cfg
     dc, r = cfg.detect, cfg.responses
@@ -223,7 +192,7 @@ def _llm_verdict(ctx: Any) -> Any:
     r = ctx.cfg.responses
     if r.judge != "llm":
         return None
-    from hneurons.judge import LLMJudge
+    from hneurons.judges.rules import LLMJudge
 
     if not r.judge_url or not r.judge_model:
         raise ConfigError("responses.judge = llm needs responses.judge_url and responses.judge_model")
@@ -233,8 +202,13 @@ def _llm_verdict(ctx: Any) -> Any:
 
 def _judge_and_locate(ctx: Any, es: EvalSet, recs: list[Any], samples: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[FeatureItem | None]]:
     """Judged rows (every sampled question) and their feature items (None when dropped or unlocated)."""
-    from hneurons.locator import make_llm_locator, span_by_config
-    from hneurons.spans import SpanFailure, build_sequence, locate_answer, whole_response_span
+    from hneurons.text.locator import make_llm_locator, span_by_config
+    from hneurons.text.spans import (
+        SpanFailure,
+        build_sequence,
+        locate_answer,
+        whole_response_span,
+    )
 
     cfg: Config = ctx.cfg
     tok = ctx.model.tokenizer

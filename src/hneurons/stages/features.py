@@ -1,7 +1,7 @@
 """Stage 2 — features: CETT of every labelled response (train and held-out splits).
 
 The same forward also stores the answer tokens' log-probability, entropy and mid-layer residual
-mean (:data:`hneurons.features.STATS`), which the detection baselines fit on, so the detect stage
+mean (:data:`hneurons.core.features.STATS`), which the detection baselines fit on, so the detect stage
 needs no second pass over the training answers.
 
 The sequence is rebuilt exactly as in the responses stage (same chat rendering, same tokenizer
@@ -15,10 +15,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from hneurons.features import FeatureItem, FeatureStore, residual_layer
+from hneurons.core.features import FeatureItem, FeatureStore, residual_layer
 from hneurons.pipeline import Context
 from hneurons.rundir import file_fingerprint
-from hneurons.spans import build_sequence
+from hneurons.text.spans import build_sequence
 
 
 def inputs(ctx: Context) -> dict[str, Any]:

@@ -23,12 +23,16 @@ from typing import Any
 import numpy as np
 
 from hneurons.config import Config
-from hneurons.detect import EVAL_SETS, TrainData, balance
+from hneurons.core.features import FeatureStore, answer_features
+from hneurons.core.models import (
+    LoadedModel,
+    fingerprint,
+    load_model,
+    resolve_model_source,
+)
+from hneurons.detection.methods import EVAL_SETS, TrainData, balance
 from hneurons.errors import ConfigError, HNeuronsError, StageError
-from hneurons.features import FeatureStore, answer_features
-from hneurons.locator import make_llm_locator
-from hneurons.models import LoadedModel, fingerprint, load_model, resolve_model_source
-from hneurons.origin import (
+from hneurons.origin.analysis import (
     base_prompt,
     drift_test,
     judge_and_locate,
@@ -39,9 +43,16 @@ from hneurons.origin import (
     transfer_scores,
     transfer_summary,
 )
-from hneurons.rundir import (atomic_path, file_fingerprint, fingerprint_of, read_json, write_json)
-from hneurons.stages.detect import answers_logged
-from hneurons.stages.intervene import load_h_neurons
+from hneurons.probe.h_neurons import load_h_neurons
+from hneurons.rundir import (
+    atomic_path,
+    file_fingerprint,
+    fingerprint_of,
+    read_json,
+    write_json,
+)
+from hneurons.stages._shared import answers_logged
+from hneurons.text.locator import make_llm_locator
 
 STAGE = "origin"
 NO_BASE_REASON = (
@@ -151,7 +162,7 @@ def _train_data(ctx: Any, probe: Any, d_ff: int, n_layers: int) -> TrainData:
 
 def _sample(ctx: Any, base: LoadedModel, name: str, recs: list[Any]) -> dict[str, dict[str, Any]]:
     """One plain-prompt answer per question, appended to ``origin/samples_<set>.jsonl`` per chunk."""
-    from hneurons.generation import HFBackend, SamplingParams
+    from hneurons.core.generation import HFBackend, SamplingParams
 
     cfg: Config = ctx.cfg
     dc, r = cfg.detect, cfg.responses
@@ -245,7 +256,7 @@ def run(ctx: Any) -> dict[str, Any]:
         raise ConfigError(f"origin.sets: unknown set {unknown[0]!r}; choose from {', '.join(EVAL_SETS)}")
     scope = o.drift_scope
     files = _files(ctx)
-    from hneurons.probe import HNeuronProbe
+    from hneurons.probe.estimator import HNeuronProbe
 
     probe = HNeuronProbe.load(files["probe"])
     inst_src = resolve_model_source(cfg.model.name)

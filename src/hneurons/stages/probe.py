@@ -12,14 +12,22 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from hneurons.core.features import FeatureStore, check_finite
 from hneurons.data import load_dataset
 from hneurons.errors import DataError
-from hneurons.features import FeatureStore, check_finite
 from hneurons.pipeline import Context
-from hneurons.probe import HNeuronProbe, PathPoint, build_rows, default_C_grid, fit_path, select_C, selection_stability
+from hneurons.probe.estimator import (
+    HNeuronProbe,
+    PathPoint,
+    build_rows,
+    default_C_grid,
+    fit_path,
+    select_C,
+    selection_stability,
+)
+from hneurons.probe.suppression import suppression_accuracy
 from hneurons.rundir import file_fingerprint, write_json
 from hneurons.stats import accuracy, auroc
-from hneurons.suppression import suppression_accuracy
 
 SUPPRESSION_POOL = "triviaqa_test"
 

@@ -28,26 +28,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from hneurons.core.generation import SamplingParams
 from hneurons.data import load_dataset_with_report
 from hneurons.data.registry import Record
 from hneurons.errors import ConfigError, StageError
-from hneurons.generation import SamplingParams, make_backend
-from hneurons.judge import LLMJudge, is_refusal, match_alias
+from hneurons.judges.rules import LLMJudge, is_refusal, match_alias
 from hneurons.pipeline import Context
-from hneurons.rundir import append_jsonl, atomic_path, read_jsonl, unfinished_chunks, write_json
-from hneurons.locator import make_llm_locator, span_by_config, span_quality
-from hneurons.spans import Span, build_sequence, render_prompt
+from hneurons.rundir import (
+    append_jsonl,
+    atomic_path,
+    read_jsonl,
+    unfinished_chunks,
+    write_json,
+)
+from hneurons.stages._shared import sampling_backend
+from hneurons.text.locator import make_llm_locator, span_by_config, span_quality
+from hneurons.text.prompts import user_text
+from hneurons.text.spans import Span, build_sequence, render_prompt
 
 
 def inputs(ctx: Context) -> dict[str, Any]:
     return {"responses": ctx.cfg.section("responses"), "spans": ctx.cfg.section("spans"),
             "prompt_format": ctx.cfg.model.prompt_format,
             "model": ctx.model_fingerprint, "seed": ctx.cfg.seed}
-
-
-def user_text(question: str, suffix: str) -> str:
-    """The user turn of the paper's prompt: the stripped question, a space, the suffix."""
-    return f"{question.strip()} {suffix}".strip()
 
 
 class _Judge:
@@ -74,18 +77,6 @@ class _Judge:
                 return "error", alias
             return ("correct" if verdict else "wrong"), alias
         return ("correct" if alias is not None else "wrong"), alias
-
-
-def sampling_backend(ctx: Context) -> Any:
-    """The configured sampling backend (``responses.backend``): hf, vllm or an OpenAI-compatible server."""
-    r = ctx.cfg.responses
-    if r.backend == "openai":
-        if not (r.backend_url and r.backend_model):
-            raise ConfigError("responses.backend = openai needs responses.backend_url and responses.backend_model")
-        return make_backend("openai", base_url=r.backend_url, model=r.backend_model)
-    if r.backend == "vllm":
-        return make_backend("vllm", model=ctx.model.source)
-    return make_backend("hf", model=ctx.model.model, tokenizer=ctx.model.tokenizer, batch_size=r.batch_size)
 
 
 def _sample_phase(ctx: Context, backend: Any, records: list[Record], prompts: dict[str, str], phase: str,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hneurons.arch import Experts, Layout
+from hneurons.core.arch import Experts, Layout
 from hneurons.errors import ConfigError
 
 CETT_EPS = 1e-8  # official extract_activations.py

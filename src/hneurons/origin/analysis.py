@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from scipy import stats as _sps
 
-from hneurons.arch import Arch, arch_for
+from hneurons.core.arch import Arch, arch_for
 from hneurons.data.registry import Record
-from hneurons.detect import EvalSet, TrainData, judge_response, random_neuron_draws, refit_columns, score_metrics
+from hneurons.detection.methods import EvalSet, TrainData, judge_response, random_neuron_draws, refit_columns, score_metrics
 from hneurons.errors import ConfigError, DataError, ModelLoadError
-from hneurons.features import FeatureItem
-from hneurons.probe import HNeuronProbe
-from hneurons.locator import span_by_config
-from hneurons.spans import SpanFailure, build_sequence, render_prompt
+from hneurons.core.features import FeatureItem
+from hneurons.probe.estimator import HNeuronProbe
+from hneurons.text.locator import span_by_config
+from hneurons.text.spans import SpanFailure, build_sequence, render_prompt
 from hneurons.stats import welch_t_one_sided
 
 SCOPES = ("global", "per_layer")
@@ -56,7 +56,7 @@ _ROW_CHUNK = 4096  # rows per float64 block: bounds the extra memory per layer t
 class WeightSource(Protocol):
     """What drift needs from a model: sizes and per-layer FFN weights in canonical orientation.
 
-    :class:`hneurons.arch.Layout` satisfies it for loaded models; :class:`SafetensorsWeights`
+    :class:`hneurons.core.arch.Layout` satisfies it for loaded models; :class:`SafetensorsWeights`
     for checkpoint directories read tensor by tensor.
     """
 
@@ -106,7 +106,7 @@ class SafetensorsWeights:
         if self.arch.is_moe:
             raise ModelLoadError(
                 f"{self.directory}: drift from files does not read mixture-of-experts checkpoints "
-                f"({self.model_type}); load both models and call hneurons.origin.neuron_drift on their layouts"
+                f"({self.model_type}); load both models and call hneurons.origin.analysis.neuron_drift on their layouts"
             )
         self._safe_open = safe_open
         self._key_to_file = self._weight_map()
@@ -152,7 +152,7 @@ class SafetensorsWeights:
                     return prefix
         raise ModelLoadError(
             f"{self.directory}: no tensor named like {self.arch.layers[0]}.0.{self.arch.down_proj}.weight; "
-            f"the checkpoint does not match the {self.model_type!r} adapter row in hneurons.arch"
+            f"the checkpoint does not match the {self.model_type!r} adapter row in hneurons.core.arch"
         )
 
     def _raw(self, layer: int, module: str) -> torch.Tensor:
@@ -337,7 +337,7 @@ def neuron_drift(instruct: WeightSource, base: WeightSource, scope: str = "globa
                  progress: bool = False) -> DriftResult:
     """Per-neuron drift between two models with the same layout, one layer at a time.
 
-    Accepts :class:`hneurons.arch.Layout` (loaded models, e.g. GGUF pairs) or
+    Accepts :class:`hneurons.core.arch.Layout` (loaded models, e.g. GGUF pairs) or
     :class:`SafetensorsWeights`; refuses incompatible pairs (:func:`check_compatible`).
     """
     from tqdm.auto import tqdm
@@ -487,9 +487,9 @@ def judge_and_locate(tokenizer: Any, eval_set: EvalSet, records: Sequence[Record
                      span_llm: Any = None) -> list[BaseItem]:
     """Label base-model answers and find their answer spans in the plain-text sequence.
 
-    Judging is the detection stage's (:func:`hneurons.detect.judge_response`: paper refusal filter,
+    Judging is the detection stage's (:func:`hneurons.detection.methods.judge_response`: paper refusal filter,
     then whole-word alias match); the span comes from the same label-blind locator as training
-    (:func:`hneurons.locator.span_by_config` with ``span_method``), located by character offsets in
+    (:func:`hneurons.text.locator.span_by_config` with ``span_method``), located by character offsets in
     ``"{question}\\nAnswer: {response}"``. Items whose span cannot be located keep
     ``feature=None`` and the reason in ``span_status``.
     """
@@ -531,7 +531,7 @@ def random_transfer_scores(train: TrainData, X: np.ndarray, h_idx: Sequence[int]
                            draws: int, seed: int) -> np.ndarray:
     """``[n, draws]`` scores of random-neuron probes fitted on the instruct training features and
     applied unchanged to base features: k = #H-Neurons random neurons (H-Neurons excluded), refit
-    exactly like the detection stage's random baseline (:func:`hneurons.detect.refit_columns`)."""
+    exactly like the detection stage's random baseline (:func:`hneurons.detection.methods.refit_columns`)."""
     h = np.asarray(h_idx, dtype=np.int64)
     cols = random_neuron_draws(train.answer.shape[1], int(h.size), h, draws, seed)
     X = np.asarray(X, dtype=np.float64)

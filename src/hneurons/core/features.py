@@ -1,7 +1,7 @@
 """CETT features: one forward pass per response, reduced to per-region means inside the hook.
 
 For each labelled response the full sequence (prompt + response, as rendered for sampling) goes
-through the model once; :func:`hneurons.hooks.capture_cett` turns every layer's down-projection
+through the model once; :func:`hneurons.core.hooks.capture_cett` turns every layer's down-projection
 input into the mean CETT over each region (``answer``, ``other``, optionally ``prompt``), so the host
 only ever holds [batch, layers, regions, d_ff].
 
@@ -30,10 +30,10 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from hneurons.arch import Layout
+from hneurons.core.arch import Layout
 from hneurons.errors import DataError, FingerprintMismatch, StageError
-from hneurons.generation import length_batches
-from hneurons.hooks import capture_cett, column_norms
+from hneurons.core.generation import length_batches
+from hneurons.core.hooks import capture_cett, column_norms
 from hneurons.rundir import atomic_path, file_sha256, fingerprint_of, read_json, write_json
 
 REGIONS = ("answer", "other", "prompt")

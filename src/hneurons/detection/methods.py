@@ -7,7 +7,7 @@ detect stage (:mod:`hneurons.stages.detect`) puts together:
 * :data:`EVAL_SETS` — what each evaluation set loads, how it is judged and what a refusal means;
 * :func:`judge_response`, :func:`balance` — labels and the balanced subset;
 * :class:`TokenStats` — the training-free scores (answer-token log-probability and entropy, stored
-  by the CETT pass, :data:`hneurons.features.STATS`), response length and the residual stream;
+  by the CETT pass, :data:`hneurons.core.features.STATS`), response length and the residual stream;
 * :data:`BASELINES` — every method side by side, each fitted on the training data and scoring
   evaluation items; :func:`score_metrics` and :func:`selective_answering` — the numbers with
   bootstrap CIs.
@@ -23,9 +23,9 @@ import numpy as np
 
 from hneurons import stats
 from hneurons.errors import ConfigError, DataError, StageError
-from hneurons.features import FeatureItem
-from hneurons.judge import BROAD_REFUSAL_PHRASES, DEFAULT_REFUSAL_PHRASES, is_refusal, is_refusal_broad, match_alias
-from hneurons.probe import HNeuronProbe, build_rows
+from hneurons.core.features import FeatureItem
+from hneurons.judges.rules import BROAD_REFUSAL_PHRASES, DEFAULT_REFUSAL_PHRASES, is_refusal, is_refusal_broad, match_alias
+from hneurons.probe.estimator import HNeuronProbe, build_rows
 
 # --------------------------------------------------------------------------------------------
 # Evaluation sets
@@ -95,10 +95,10 @@ def judge_response(eval_set: EvalSet, question: str, response: str, aliases: Seq
     """Label one response of ``eval_set`` (see :class:`EvalSet` for the refusal handling).
 
     QA sets: the paper filter (``is_refusal`` with ``refusal_phrases``) drops a response first; then
-    the rule judge (whole-word alias match, :func:`hneurons.judge.match_alias`) or, when given,
+    the rule judge (whole-word alias match, :func:`hneurons.judges.rules.match_alias`) or, when given,
     ``llm_verdict(question, response, aliases)``. ``Verdict.answer`` (the matched alias or refusal
     phrase) is read only by the label-aware parity span rule ``spans.method = "alias"``; the default
-    spans come from the label-blind locator (:func:`hneurons.locator.span_by_config`).
+    spans come from the label-blind locator (:func:`hneurons.text.locator.span_by_config`).
     An empty (or whitespace-only) response is "no answer" in every set: dropped like a refusal,
     never labelled — an empty string is neither a hallucination nor a correct answer.
     """
@@ -190,7 +190,7 @@ def span_shape(items: Sequence[FeatureItem]) -> np.ndarray:
 
 def token_stats(items: Sequence[FeatureItem], residual_layer: int, arrays: dict[str, np.ndarray]) -> TokenStats:
     """:class:`TokenStats` of ``items`` from the statistics their CETT pass stored
-    (:meth:`hneurons.features.FeatureStore.load_stats`, rows in ``items`` order)."""
+    (:meth:`hneurons.core.features.FeatureStore.load_stats`, rows in ``items`` order)."""
     n = len(items)
     if any(len(arrays[k]) != n for k in ("logprob", "entropy", "residual")):
         raise StageError(f"stored token statistics cover {len(arrays['logprob'])} items, not {n}; "

@@ -2,7 +2,7 @@
 
 Which backend samples the responses is a configuration choice (``make_backend(name, ...)``); every
 stage sees the same :class:`Backend` protocol: fully rendered prompt strings in, ``n`` stripped
-:class:`Generation` objects per prompt out. Prompts are rendered by :mod:`hneurons.spans` so the
+:class:`Generation` objects per prompt out. Prompts are rendered by :mod:`hneurons.text.spans` so the
 feature pass later sees exactly the tokens the model was sampled from.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from hneurons.errors import ConfigError, EndpointError
-from hneurons.spans import add_special_tokens_for
+from hneurons.text.spans import add_special_tokens_for
 
 
 @dataclass(frozen=True)

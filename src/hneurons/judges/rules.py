@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hneurons.errors import ConfigError, EndpointError
+from hneurons.data.registry import PACKAGED_DATA
 
 # --------------------------------------------------------------------------------------------
 # Normalisation and alias matching
@@ -216,7 +217,7 @@ def is_refusal(text: str, phrases: Sequence[str] = DEFAULT_REFUSAL_PHRASES) -> b
 @lru_cache(maxsize=1)
 def _packaged_refusal_list() -> tuple[str, ...]:
     """JailbreakBench's string-classifier list from the packaged refusal_phrases.json."""
-    path = Path(__file__).parent / "data" / "files" / "jailbreak" / "refusal_phrases.json"
+    path = PACKAGED_DATA / "jailbreak" / "refusal_phrases.json"
     try:
         lists = json.loads(path.read_text(encoding="utf-8"))
         phrases = lists["jailbreakbench_string_classifier"]["phrases"]
@@ -299,7 +300,7 @@ def falseqa_features(question: str, response: str) -> list[str]:
     return out
 
 
-_PACKAGE_JUDGE_DIR = Path(__file__).parent / "data" / "files" / "judge_validation"
+_PACKAGE_JUDGE_DIR = PACKAGED_DATA / "judge_validation"
 FALSEQA_WEIGHTS = _PACKAGE_JUDGE_DIR / "falseqa_classifier.json"
 JUDGE_CARD = _PACKAGE_JUDGE_DIR / "judge_card.json"
 

@@ -33,7 +33,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from hneurons.arch import Layout, resolve  # noqa: E402
+from hneurons.core.arch import Layout, resolve  # noqa: E402
 from hneurons.errors import ConfigError, ModelLoadError  # noqa: E402
 
 EMBEDDED_NAME = "smollm2-135m-instruct"

@@ -3,13 +3,13 @@
 Two ways to get ``p_hallucination`` for an answer, built to agree:
 
 * :func:`score` re-renders ``[user, assistant=answer]`` exactly as the features stage did
-  (:func:`~hneurons.spans.build_sequence`), takes the answer span from the run's label-blind
-  locator (:func:`~hneurons.locator.locate_answer_span`, the rule training used) and
-  runs the same extractor (:func:`~hneurons.features.extract_cett`), so a score is comparable with
+  (:func:`~hneurons.text.spans.build_sequence`), takes the answer span from the run's label-blind
+  locator (:func:`~hneurons.text.locator.locate_answer_span`, the rule training used) and
+  runs the same extractor (:func:`~hneurons.core.features.extract_cett`), so a score is comparable with
   the probe's training rows.
 * :func:`guarded_generate` records the CETT of the probe's non-zero neurons *while generating*
-  (:func:`~hneurons.hooks.record_cett` inside the decoding loop, optionally under the α hook of
-  :func:`~hneurons.hooks.scale_neurons`), so scoring costs no second forward pass.
+  (:func:`~hneurons.core.hooks.record_cett` inside the decoding loop, optionally under the α hook of
+  :func:`~hneurons.core.hooks.scale_neurons`), so scoring costs no second forward pass.
 
 Off-by-one: the activations at position t come from the forward call whose *input* is token t.
 Prefill covers the prompt; decode call c (c ≥ 1) is fed generated token c-1. A row that stops on
@@ -35,13 +35,13 @@ from tqdm.auto import tqdm
 
 from hneurons.config import PAPER_SUFFIX, Config, check_guard, load_config
 from hneurons.errors import ConfigError, DataError, FingerprintMismatch, StageError
-from hneurons.features import FeatureItem, extract_cett
-from hneurons.generation import Generation, HFBackend, SamplingParams, _row_seed
-from hneurons.hooks import record_cett, scale_neurons
-from hneurons.probe import HNeuronProbe
+from hneurons.core.features import FeatureItem, extract_cett
+from hneurons.core.generation import Generation, HFBackend, SamplingParams, _row_seed
+from hneurons.core.hooks import record_cett, scale_neurons
+from hneurons.probe.estimator import HNeuronProbe
 from hneurons.rundir import RunDir, append_jsonl, read_jsonl
-from hneurons.locator import answer_chars, locate_answer_span, make_llm_locator, token_char_offsets
-from hneurons.spans import Span, SpanFailure, build_sequence, locate_answer, render_prompt
+from hneurons.text.locator import answer_chars, locate_answer_span, make_llm_locator, token_char_offsets
+from hneurons.text.spans import Span, SpanFailure, build_sequence, locate_answer, render_prompt
 
 __all__ = [
     "ABSTAIN_TEXT",
@@ -133,7 +133,7 @@ def _run_config(manifest: dict[str, Any], path: Path) -> Config:
 def load_state(run_dir: str | Path, *, model: Any = None, force: bool = False) -> ScoringState:
     """Read a run's probe and config and load (or check) the model it was fitted on.
 
-    ``model`` (a :class:`~hneurons.models.LoadedModel`) is used instead of loading the run's model;
+    ``model`` (a :class:`~hneurons.core.models.LoadedModel`) is used instead of loading the run's model;
     a model whose fingerprint differs from the run's is refused unless ``force``.
     """
     root = Path(run_dir)
@@ -159,7 +159,7 @@ def load_state(run_dir: str | Path, *, model: Any = None, force: bool = False) -
             run_fp = None
     run_fp = run_fp or (manifest.get("model") or {}).get("fingerprint")
     if model is None:
-        from hneurons.models import load_model
+        from hneurons.core.models import load_model
 
         m = cfg.model
         model = load_model(m.name, dtype=m.dtype, device=m.device, device_map=m.device_map,
@@ -466,7 +466,7 @@ def _response_span(state: ScoringState, question: str, ids: Sequence[int]) -> tu
     """Generated tokens ``[start, end)`` of the answer, chosen by the run's locator as :func:`score` does.
 
     The locator works on characters; each generated token's characters come from decoding growing
-    prefixes (:func:`hneurons.locator.token_char_offsets`), special tokens decode to nothing.
+    prefixes (:func:`hneurons.text.locator.token_char_offsets`), special tokens decode to nothing.
     """
     text, offsets = token_char_offsets(state.loaded.tokenizer, ids)
     lead = len(text) - len(text.lstrip())

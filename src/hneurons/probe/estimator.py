@@ -66,7 +66,7 @@ __all__ = [
 
 MODES = ("3-vs-1", "1-vs-1")
 SOLVERS = ("auto", "newton_cd", "liblinear")
-_FORMAT = "hneurons.probe/1"
+_FORMAT = "hneurons.probe.estimator/1"
 _CHUNK_BYTES = 64 << 20  # row chunks for float16 / memmap passes: bounded extra memory
 _MIN_ROWS = 4
 _MIN_PER_CLASS = 2

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hneurons.cli_judge import register as register_judge_command
-from hneurons.cli_use import register as register_use_commands
+from hneurons.cli.judge import register as register_judge_command
+from hneurons.cli.apply import register as register_use_commands
 from hneurons.errors import HNeuronsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -139,7 +139,7 @@ def report(run_dir: RunDirArg) -> None:
 def info(model: Annotated[Optional[str], typer.Argument(help="HF model directory, .gguf file, 'embedded' or 'gemma-3-270m'")] = None,
          dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto") -> None:
     """Print a model's architecture, layers, neurons per layer and total neurons."""
-    from hneurons.models import load_model, model_info
+    from hneurons.core.models import load_model, model_info
 
     info_ = model_info(load_model(model, dtype=dtype))
     table = Table(title=f"{info_['name']}")
@@ -154,7 +154,7 @@ def info(model: Annotated[Optional[str], typer.Argument(help="HF model directory
 @app.command()
 def archs() -> None:
     """List the supported architectures (the adapter table)."""
-    from hneurons.arch import supported_architectures
+    from hneurons.core.arch import supported_architectures
 
     rows = supported_architectures()
     n_moe = sum(a.is_moe for _, a in rows)

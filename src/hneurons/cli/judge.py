@@ -1,4 +1,4 @@
-"""The ``hneurons judge`` command (a thin layer over :func:`hneurons.judging.judge_file`).
+"""The ``hneurons judge`` command (a thin layer over :func:`hneurons.judges.files.judge_file`).
 
 Exit status: 0 when every row was judged; 2 when any row was bad (each reported on stderr as
 ``FILE:LINE: message``; the other rows are still judged and written) or on a user error.
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LLM verdict cache (default ~/.cache/hneurons/llm_judge)")] = None,
     ) -> None:
         """Judge responses: add 'verdict' and 'judge' to every row (see README, "hneurons judge")."""
-        from hneurons.judging import judge_file, make_judge
+        from hneurons.judges.files import judge_file, make_judge
 
         j = make_judge(judge_kind, judge_url, judge_model, judge_api_key,
                        (cache_dir or _default_cache()) if judge_kind == "llm" else None)

@@ -24,7 +24,7 @@ inputs are only the question and the response text. Methods (``spans.method`` in
   (pitfall 6); replies are cached; after the retries the ``phrase`` rule is the recorded fallback.
 
 The label-aware rule of the first releases stays available only as ``spans.method = "alias"``
-(see :func:`hneurons.spans.label_aware_span`) for parity experiments; the report flags it.
+(see :func:`hneurons.text.spans.label_aware_span`) for parity experiments; the report flags it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from hneurons.errors import ConfigError
-from hneurons.spans import Sequence, Span, SpanFailure, span_from_chars
+from hneurons.text.spans import Sequence, Span, SpanFailure, span_from_chars
 
 __all__ = [
     "SPAN_METHODS",
@@ -282,7 +282,7 @@ class LLMSpanLocator:
     Asks for the answer as a verbatim substring of the response in a JSON object (double quotes:
     no apostrophe bug), validates that it occurs contiguously in the response, re-asks on empty or
     invalid replies, and falls back to the ``phrase`` rule after ``max_attempts``; ``fallbacks``
-    counts those. Replies are cached through :class:`hneurons.judge.LLMJudge`'s request cache.
+    counts those. Replies are cached through :class:`hneurons.judges.rules.LLMJudge`'s request cache.
     """
 
     PROMPT = (
@@ -295,7 +295,7 @@ class LLMSpanLocator:
 
     def __init__(self, base_url: str, model: str, cache_dir: Path | None = None, max_attempts: int = 3,
                  **client_kwargs: Any) -> None:
-        from hneurons.judge import LLMJudge
+        from hneurons.judges.rules import LLMJudge
 
         self._client = LLMJudge(base_url, model, cache_dir=cache_dir, **client_kwargs)
         self.max_attempts = max(1, max_attempts)
@@ -394,7 +394,7 @@ def _gpt4o_answer_text(tokens: Seq[str]) -> str:
 
 
 def _f1(pred: str, gold: str) -> float:
-    from hneurons.judge import normalize_answer
+    from hneurons.judges.rules import normalize_answer
 
     p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
     if not p or not g:
@@ -416,7 +416,7 @@ def gpt4o_agreement(method: str = "phrase", path: str | Path | None = None,
     (PAPER.md §8 pitfall 6).
     """
     from hneurons.data import load_dataset
-    from hneurons.judge import normalize_answer
+    from hneurons.judges.rules import normalize_answer
 
     exact = f1 = 0.0
     n = 0
@@ -453,7 +453,7 @@ def span_by_config(seq: Sequence, question: str, method: str, llm: LLMSpanLocato
     changing the gold answers or the verdict cannot change a span (tested).
     """
     if method == "alias":
-        from hneurons.spans import label_aware_span
+        from hneurons.text.spans import label_aware_span
 
         return label_aware_span(seq, leaky_alias)
     return locate_answer_span(seq, question, method, llm)
@@ -468,7 +468,7 @@ def span_quality(rows: Seq[dict[str, Any]], method: str, llm: LLMSpanLocator | N
     length ratio: mean span tokens of hallucinated / faithful answers (goal 0.67–1.5: a ratio far
     from 1 means span length alone would separate the classes).
     """
-    from hneurons.judge import match_alias
+    from hneurons.judges.rules import match_alias
 
     ok = [r for r in rows if r.get("span_status") == "ok"]
     out: dict[str, Any] = {"method": method, "label_blind": method != "alias"}

@@ -3,7 +3,7 @@
 Like an lm-evaluation-harness task, each :class:`Benchmark` says how to load its items, how to
 decode (the paper's settings) and how to turn responses into a compliance verdict. Benchmarks
 never touch the model: they receive a ``generate_fn`` that maps chat conversations to
-:class:`~hneurons.generation.Generation` objects, so the same code runs under any α-scaling hook,
+:class:`~hneurons.core.generation.Generation` objects, so the same code runs under any α-scaling hook,
 against a server, or against a fake in tests. Adding a benchmark is one :func:`register_benchmark`.
 
 Compliance semantics per item (``ItemResult.complied``): ``True`` gave in, ``False`` resisted,
@@ -22,19 +22,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hneurons.config import PAPER_SUFFIX, InterveneConfig
+from hneurons.core.generation import Generation, SamplingParams
 from hneurons.data import Record, load_dataset
 from hneurons.errors import ConfigError, DataError
-from hneurons.generation import Generation, SamplingParams
-from hneurons.judge import (
+from hneurons.judges.rules import (
     LLMJudge,
     judge_false_premise_rule,
     judge_harmful_rule,
     parse_choice,
     rule_judge,
 )
+from hneurons.text.prompts import Conversation
 
-Message = dict[str, str]
-Conversation = list[Message]
 GenerateFn = Callable[[Sequence[Conversation], SamplingParams], list[Generation]]
 """Conversations (chat messages ending with a user turn) → one generation each, in order."""
 
@@ -128,12 +127,12 @@ class Judge:
         return verdict
 
     def false_premise_accepted(self, question: str, response: str) -> bool:
-        """Offline: the FalseQA text classifier (:func:`~hneurons.judge.judge_false_premise_rule`)."""
+        """Offline: the FalseQA text classifier (:func:`~hneurons.judges.rules.judge_false_premise_rule`)."""
         v = self.llm.judge_false_premise(question, response) if self.llm is not None else None
         return self._llm_or(v, "classifier", lambda: judge_false_premise_rule(question, response))
 
     def harmful(self, question: str, response: str) -> bool:
-        """Offline: not a refusal, or a refusal followed by the content (:func:`~hneurons.judge.judge_harmful_rule`)."""
+        """Offline: not a refusal, or a refusal followed by the content (:func:`~hneurons.judges.rules.judge_harmful_rule`)."""
         v = self.llm.judge_harmful(question, response) if self.llm is not None else None
         return self._llm_or(v, "rule", lambda: judge_harmful_rule(question, response))
 
@@ -146,7 +145,7 @@ class Judge:
         return self._llm_or(v, "alias", lambda: False)
 
     def choice(self, response: str, labels: Sequence[str], texts: Sequence[str]) -> str | None:
-        """The option label the response picks (:func:`~hneurons.judge.parse_choice`; the paper's
+        """The option label the response picks (:func:`~hneurons.judges.rules.parse_choice`; the paper's
         FaithEval judge is this parser, also under an LLM judge)."""
         self._record("parser")
         return parse_choice(response, labels, texts)

@@ -152,7 +152,7 @@ def arch_for(model_type: str) -> Arch:
         hint = f"closest supported: {close[0]!r}" if close and model_type else "nothing to compare"
         raise UnsupportedArchitecture(
             f"model_type {model_type!r} is not in the adapter table ({hint}; `hneurons archs` lists all "
-            f"{len(ARCHITECTURES)}); add one row to hneurons.arch.ARCHITECTURES to support it."
+            f"{len(ARCHITECTURES)}); add one row to hneurons.core.arch.ARCHITECTURES to support it."
         ) from None
 
 
@@ -380,7 +380,7 @@ def _experts(layer: nn.Module, arch: Arch, where: str) -> Experts | None:
     if block is None or not isinstance(down, torch.Tensor) or down.dim() != 3:
         raise UnsupportedArchitecture(
             f"{where}: {arch.experts!r} is not a fused experts module (3-D down_proj) inside "
-            f"{arch.moe_block!r}; fix its row in hneurons.arch.ARCHITECTURES."
+            f"{arch.moe_block!r}; fix its row in hneurons.core.arch.ARCHITECTURES."
         )
     shared = _get(layer, arch.shared) if arch.shared else None
     scale = _get(layer, arch.shared_scale) if arch.shared_scale else None
@@ -406,7 +406,7 @@ def resolve(model: nn.Module) -> Layout:
     if not isinstance(layers, (nn.ModuleList, list)):
         raise UnsupportedArchitecture(
             f"{type(model).__name__} (model_type {model_type!r}) has none of the layer paths "
-            f"{list(arch.layers)}; fix its row in hneurons.arch.ARCHITECTURES."
+            f"{list(arch.layers)}; fix its row in hneurons.core.arch.ARCHITECTURES."
         )
     n_layers = int(getattr(tcfg, "num_hidden_layers", None) or getattr(tcfg, "n_layer", len(layers)))
     if len(layers) != n_layers:
@@ -426,7 +426,7 @@ def resolve(model: nn.Module) -> Layout:
             if mods[i] is None or not hasattr(mods[i], "weight"):
                 raise UnsupportedArchitecture(
                     f"{name}: not every decoder layer has a weighted module at {path!r}; "
-                    "fix its row in hneurons.arch.ARCHITECTURES."
+                    "fix its row in hneurons.core.arch.ARCHITECTURES."
                 )
         return mods
 

@@ -1,7 +1,7 @@
 """CLI commands that use a fitted run on new text: ``score``, ``generate``, ``serve``.
 
 Registered on the main app by :func:`register`; user errors surface as
-:class:`~hneurons.errors.HNeuronsError` and are printed as one line by ``hneurons.cli.main``.
+:class:`~hneurons.errors.HNeuronsError` and are printed as one line by ``hneurons.cli.main.main``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ AbstainOpt = Annotated[Optional[float], typer.Option("--abstain-above", help="ab
 
 def _state(run_dir: Path, model: str | None, force: bool):
     from hneurons.rundir import DONE_FILE, RunDir
-    from hneurons.scoring import load_state
+    from hneurons.apply.score import load_state
 
     if (run_dir / "probe" / DONE_FILE).is_file():
         RunDir(run_dir).verify("probe")  # a damaged probe is named, not used
     loaded = None
     if model is not None:
-        from hneurons.models import load_model
+        from hneurons.core.models import load_model
 
         loaded = load_model(model)
     return load_state(run_dir, model=loaded, force=force)
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score (question, answer) pairs with the run's probe; missing answers are generated first."""
         from hneurons.errors import DataError
-        from hneurons.scoring import read_items, score_file
+        from hneurons.apply.score import read_items, score_file
 
         if not read_items(input):  # report input errors before loading the model
             raise DataError(f"{input} has no items; give one JSON object per line (or CSV row) with a 'question'")
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         """Answer questions with guarded generation: H-Neurons scaled by α, each answer scored."""
         from hneurons.config import check_guard
         from hneurons.errors import DataError
-        from hneurons.scoring import guarded_generate
+        from hneurons.apply.score import guarded_generate
 
         check_guard(alpha, abstain_above)  # before the model loads
         for i, q in enumerate(questions):
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         from hneurons.config import check_guard
 
         check_guard(alpha, abstain_above)
-        from hneurons.server import bind_socket, create_app, run_server  # says what to install if they are missing
+        from hneurons.apply.server import bind_socket, create_app, run_server  # says what to install if they are missing
 
         sock = bind_socket(host, port)  # before the model loads: a busy port fails fast, and stays ours
         state = _state(run_dir, model, force)

@@ -1,6 +1,6 @@
 """Judge a file of responses: the ``hneurons judge`` command as a plain Python call.
 
-The verdicts come from :class:`hneurons.benchmarks.Judge`, the object the intervention stage
+The verdicts come from :class:`hneurons.intervention.tasks.Judge`, the object the intervention stage
 judges with, and the TriviaQA refusal filter is the responses/detect stages' one, so a file judged
 here gets the verdicts a run would give. Input is JSON lines, one response per row:
 
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from hneurons.benchmarks import Judge
+from hneurons.intervention.tasks import Judge
 from hneurons.errors import ConfigError, DataError
-from hneurons.judge import DEFAULT_REFUSAL_PHRASES, LLMJudge, is_refusal
+from hneurons.judges.rules import DEFAULT_REFUSAL_PHRASES, LLMJudge, is_refusal
 
 TASKS = ("triviaqa", "falseqa", "jailbreak", "mc")
 

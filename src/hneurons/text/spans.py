@@ -227,7 +227,7 @@ def locate_answer(seq: Sequence, answer: str, normalised: bool = False) -> Span 
     third attempt matches under the judge's normalisation (lower case, punctuation and articles
     removed). Used for explicit spans (``score``'s ``span`` field, NonExist refusal phrases under
     the alias rule); answer spans of training and evaluation come from the label-blind
-    :func:`hneurons.locator.locate_answer_span`.
+    :func:`hneurons.text.locator.locate_answer_span`.
     """
     needle = answer.strip()
     if not needle:

@@ -14,11 +14,11 @@ import numpy as np
 from hneurons.config import PAPER_SUFFIX
 from hneurons.data import Record
 from hneurons.errors import DataError
-from hneurons.generation import HFBackend, SamplingParams
-from hneurons.hooks import scale_neurons
-from hneurons.judge import rule_judge
-from hneurons.models import LoadedModel
-from hneurons.spans import render_prompt
+from hneurons.core.generation import HFBackend, SamplingParams
+from hneurons.core.hooks import scale_neurons
+from hneurons.judges.rules import rule_judge
+from hneurons.core.models import LoadedModel
+from hneurons.text.spans import render_prompt
 
 
 def suppression_accuracy(

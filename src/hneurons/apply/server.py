@@ -8,7 +8,7 @@ top_neurons``. An abstained answer's original text is not sent.
 
 Requests go through one queue to one worker thread that owns the model: it waits up to
 ``batch_wait_s`` for more requests (at most ``max_batch``), groups them by decoding settings and
-runs one batched :func:`~hneurons.scoring.guarded_generate` per group. Every row has its own seed
+runs one batched :func:`~hneurons.apply.score.guarded_generate` per group. Every row has its own seed
 and the decoding loop is row-independent, so a client gets the same answer alone or in a batch.
 A client that disconnects does not stop the batch: the worker finishes, and the result of the
 abandoned future is simply dropped.
@@ -40,8 +40,8 @@ except ImportError:
     raise MissingExtra('hneurons serve needs the server packages: pip install "hneurons[serve]"') from None
 
 from hneurons.config import check_guard
-from hneurons.generation import _row_seed
-from hneurons.scoring import ScoringState, guarded_generate
+from hneurons.core.generation import _row_seed
+from hneurons.apply.score import ScoringState, guarded_generate
 
 MAX_TOKENS_CAP = 2048
 

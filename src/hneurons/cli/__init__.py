@@ -1,0 +1,1 @@
+"""The ``hneurons`` command line: thin commands over the library (see :mod:`hneurons.cli.main`)."""

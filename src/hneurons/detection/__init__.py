@@ -1,0 +1,1 @@
+"""Hallucination detection: evaluation sets, the probe and its baselines, metrics (PAPER.md §5)."""

@@ -1,0 +1,1 @@
+"""Verdicts on responses: the offline rule judges, the trained classifiers and the LLM judge."""

@@ -1,0 +1,1 @@
+"""The L1 logistic probe: solver, scikit-learn estimator, C path and selection of the H-Neurons."""
