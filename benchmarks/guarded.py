@@ -30,7 +30,8 @@ from hneurons.config import PAPER_SUFFIX  # noqa: E402
 from hneurons.core.generation import HFBackend, SamplingParams  # noqa: E402
 from hneurons.core.models import load_model  # noqa: E402
 from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
-from hneurons.apply.score import ScoringState, guarded_generate, load_state  # noqa: E402
+from hneurons.apply.guard import guarded_generate  # noqa: E402
+from hneurons.apply.state import ScoringState, load_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_CANDIDATES = [

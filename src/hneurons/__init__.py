@@ -29,7 +29,7 @@ _EXPORTS = {
     "scale_neurons": "hneurons.core.hooks",
     "scale_down_weights": "hneurons.core.hooks",
     "extract_cett": "hneurons.core.features",
-    "FeatureStore": "hneurons.core.features",
+    "FeatureStore": "hneurons.core.store",
     "HNeuronProbe": "hneurons.probe.estimator",
     "load_dataset": "hneurons.data",
     "load_config": "hneurons.config",
@@ -39,7 +39,7 @@ _EXPORTS = {
     "Context": "hneurons.pipeline",
     "write_report": "hneurons.report",
     "score": "hneurons.apply.score",
-    "guarded_generate": "hneurons.apply.score",
+    "guarded_generate": "hneurons.apply.guard",
     "HNeuronsError": "hneurons.errors",
 }
 __all__ = sorted(_EXPORTS)

@@ -13,7 +13,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from hneurons.config import load_config  # noqa: E402
 from hneurons.core.generation import HFBackend, SamplingParams  # noqa: E402
 from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
-from hneurons.apply.score import guarded_generate, load_state, score, score_file  # noqa: E402
+from hneurons.apply.guard import guarded_generate  # noqa: E402
+from hneurons.apply.score import score, score_file  # noqa: E402
+from hneurons.apply.state import load_state  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,8 @@ from helpers import bpe_tokenizer, tiny_llama  # noqa: E402
 from hneurons.core.arch import resolve  # noqa: E402
 from hneurons.config import load_config  # noqa: E402
 from hneurons.errors import StageError  # noqa: E402
-from hneurons.core.features import FeatureItem, FeatureStore  # noqa: E402
+from hneurons.core.features import FeatureItem  # noqa: E402
+from hneurons.core.store import FeatureStore  # noqa: E402
 from hneurons.rundir import DONE_FILE, RunDir, file_fingerprint, write_json  # noqa: E402
 
 

@@ -22,7 +22,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from hneurons.config import load_config  # noqa: E402
 from hneurons.core.models import load_model  # noqa: E402
 from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
-from hneurons.apply.score import load_state  # noqa: E402
+from hneurons.apply.state import load_state  # noqa: E402
 from hneurons.apply.server import bind_socket, create_app  # noqa: E402
 
 MAX_TOKENS = 4

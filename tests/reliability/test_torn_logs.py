@@ -24,7 +24,7 @@ from helpers import bpe_tokenizer  # noqa: E402
 from hneurons.config import load_config  # noqa: E402
 from hneurons.data.registry import Record  # noqa: E402
 from hneurons.errors import StageError  # noqa: E402
-from hneurons.core.generation import Generation, SamplingParams, _row_seed  # noqa: E402
+from hneurons.core.generation import Generation, SamplingParams, row_seed  # noqa: E402
 from hneurons.rundir import RunDir, append_jsonl, read_jsonl, repair_jsonl  # noqa: E402
 
 WORDS = ["paris", "rome", "berlin", "oslo", "lima", "kyiv", "quito", "minsk"]
@@ -44,7 +44,7 @@ class FakeBackend:
         for i, prompt in enumerate(prompts):
             row = []
             for j in range(params.n):
-                h = hashlib.sha256(f"{prompt}|{_row_seed(params.seed, i, j)}|{params.temperature}".encode()).digest()
+                h = hashlib.sha256(f"{prompt}|{row_seed(params.seed, i, j)}|{params.temperature}".encode()).digest()
                 text = WORDS[h[0] % len(WORDS)] + (" é" if h[1] % 5 == 0 else "")  # some non-ASCII bytes
                 row.append(Generation(text, tuple(h[2:2 + 1 + h[3] % 4]), "stop"))
             out.append(row)
@@ -218,7 +218,7 @@ def test_intervene_progress_resumes_from_torn_appends(tmp_path: Path) -> None:
 def test_score_output_resumes_from_torn_appends(tmp_path: Path, monkeypatch) -> None:
     import hneurons.apply.score as scoring
 
-    monkeypatch.setattr(scoring, "_state", lambda run, model, force: None)
+    monkeypatch.setattr(scoring, "state_of", lambda run, model, force: None)
     monkeypatch.setattr(scoring, "score", lambda state, part, **kw: [{"id": it["id"], "p_hallucination": len(it["question"]) / 100}
                                                                    for it in part])
     inp = tmp_path / "in.jsonl"

@@ -183,7 +183,7 @@ def test_token_stats_from_the_cett_pass_match_direct_logits(tmp_path):
     # the statistics come out of the features forward (batched, right-padded, logits only at the
     # answer positions of the batch) and must equal a plain single-sequence forward's
     from hneurons.core.arch import resolve
-    from hneurons.core.features import FeatureStore
+    from hneurons.core.store import FeatureStore
 
     tok = bpe_tokenizer()
     model = tiny_llama(tok)
@@ -216,7 +216,7 @@ def test_token_stats_from_the_cett_pass_match_direct_logits(tmp_path):
 def test_store_without_token_stats_names_the_rebuild(tmp_path):
     from hneurons.core.arch import resolve
     from hneurons.errors import StageError
-    from hneurons.core.features import FeatureStore
+    from hneurons.core.store import FeatureStore
 
     tok = bpe_tokenizer()
     model = tiny_llama(tok)
@@ -237,7 +237,7 @@ def _stage_ctx(tmp_path, monkeypatch):
     from hneurons.core.arch import resolve
     from hneurons.config import load_config
     from hneurons.data import Record
-    from hneurons.core.features import FeatureStore
+    from hneurons.core.store import FeatureStore
     from hneurons.core.models import LoadedModel
     from hneurons.rundir import RunDir
     from hneurons.text.spans import build_sequence, whole_response_span

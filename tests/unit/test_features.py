@@ -9,7 +9,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from hneurons.core.arch import resolve
 from hneurons.errors import DataError, FingerprintMismatch
-from hneurons.core.features import FeatureItem, FeatureStore, check_finite, extract_cett
+from hneurons.core.features import FeatureItem, extract_cett
+from hneurons.core.store import FeatureStore, check_finite
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:

@@ -352,7 +352,8 @@ def test_stage_end_to_end(tmp_path, monkeypatch, streamed):
 
     import hneurons.data
     from hneurons.config import load_config
-    from hneurons.core.features import FeatureItem, FeatureStore
+    from hneurons.core.features import FeatureItem
+    from hneurons.core.store import FeatureStore
     from hneurons.core.models import fingerprint
     from hneurons.pipeline import Context
     from hneurons.probe.estimator import build_rows

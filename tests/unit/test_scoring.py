@@ -28,15 +28,9 @@ from hneurons.core.generation import HFBackend, SamplingParams  # noqa: E402
 from hneurons.core.models import LoadedModel  # noqa: E402
 from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
 from hneurons.rundir import RunDir  # noqa: E402
-from hneurons.apply.score import (  # noqa: E402
-    ABSTAIN_TEXT,
-    _response_span,
-    guarded_generate,
-    load_state,
-    read_items,
-    score,
-    score_file,
-)
+from hneurons.apply.guard import _response_span, guarded_generate  # noqa: E402
+from hneurons.apply.score import read_items, score, score_file  # noqa: E402
+from hneurons.apply.state import ABSTAIN_TEXT, load_state  # noqa: E402
 from hneurons.text.locator import locate_answer_span  # noqa: E402
 from hneurons.text.spans import Span, build_sequence  # noqa: E402
 

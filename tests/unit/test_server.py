@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_scoring import QUESTIONS, make_loaded, write_run  # noqa: E402
 
 from hneurons.errors import ConfigError  # noqa: E402
-from hneurons.core.generation import _row_seed  # noqa: E402
-from hneurons.apply.score import ABSTAIN_TEXT, guarded_generate, load_state  # noqa: E402
+from hneurons.core.generation import row_seed  # noqa: E402
+from hneurons.apply.guard import guarded_generate  # noqa: E402
+from hneurons.apply.state import ABSTAIN_TEXT, load_state  # noqa: E402
 from hneurons.apply.server import create_app  # noqa: E402
 
 MAX_TOKENS = 8
@@ -83,7 +84,7 @@ def test_health_and_models(server):
 def test_answer_matches_guarded_generate(server, state):
     url, _ = server
     got = _ask(url, QUESTIONS[0])
-    (ref,) = guarded_generate(state, [QUESTIONS[0]], max_new_tokens=MAX_TOKENS, seeds=[_row_seed(0, 0, 0)])
+    (ref,) = guarded_generate(state, [QUESTIONS[0]], max_new_tokens=MAX_TOKENS, seeds=[row_seed(0, 0, 0)])
     assert got["object"] == "chat.completion" and got["model"] == "tiny"
     choice = got["choices"][0]
     assert choice["message"] == {"role": "assistant", "content": ref["answer"]}

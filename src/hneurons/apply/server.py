@@ -8,7 +8,7 @@ top_neurons``. An abstained answer's original text is not sent.
 
 Requests go through one queue to one worker thread that owns the model: it waits up to
 ``batch_wait_s`` for more requests (at most ``max_batch``), groups them by decoding settings and
-runs one batched :func:`~hneurons.apply.score.guarded_generate` per group. Every row has its own seed
+runs one batched :func:`~hneurons.apply.guard.guarded_generate` per group. Every row has its own seed
 and the decoding loop is row-independent, so a client gets the same answer alone or in a batch.
 A client that disconnects does not stop the batch: the worker finishes, and the result of the
 abandoned future is simply dropped.
@@ -39,9 +39,10 @@ try:
 except ImportError:
     raise MissingExtra('hneurons serve needs the server packages: pip install "hneurons[serve]"') from None
 
+from hneurons.apply.guard import guarded_generate
+from hneurons.apply.state import ScoringState
 from hneurons.config import check_guard
-from hneurons.core.generation import _row_seed
-from hneurons.apply.score import ScoringState, guarded_generate
+from hneurons.core.generation import row_seed
 
 MAX_TOKENS_CAP = 2048
 
@@ -225,7 +226,7 @@ def create_app(state: ScoringState, *, alpha: float = 1.0, abstain_above: float 
         if question is None:
             return _error(400, "messages has no non-empty user message; the last user message is the question", "messages")
         max_tokens = req.max_completion_tokens or req.max_tokens or state.max_new_tokens
-        seed = _row_seed(req.seed or 0, 0, 0)
+        seed = row_seed(req.seed or 0, 0, 0)
         job = _Job(question, max_tokens, float(req.temperature), seed)
         try:
             result = await asyncio.wrap_future(worker.submit(job))

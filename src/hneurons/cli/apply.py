@@ -23,9 +23,9 @@ AlphaOpt = Annotated[float, typer.Option("--alpha", help="scale the H-Neurons by
 AbstainOpt = Annotated[Optional[float], typer.Option("--abstain-above", help="abstain when p_hallucination exceeds this")]
 
 
-def _state(run_dir: Path, model: str | None, force: bool):
+def state_of(run_dir: Path, model: str | None, force: bool):
     from hneurons.rundir import DONE_FILE, RunDir
-    from hneurons.apply.score import load_state
+    from hneurons.apply.state import load_state
 
     if (run_dir / "probe" / DONE_FILE).is_file():
         RunDir(run_dir).verify("probe")  # a damaged probe is named, not used
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
 
         if not read_items(input):  # report input errors before loading the model
             raise DataError(f"{input} has no items; give one JSON object per line (or CSV row) with a 'question'")
-        stats = score_file(_state(run_dir, model, force), input, output, batch_size=batch_size, on_long=on_long)
+        stats = score_file(state_of(run_dir, model, force), input, output, batch_size=batch_size, on_long=on_long)
         console.print(f"scored {stats['scored']} item(s), skipped {stats['skipped']} already in {output}")
 
     @app.command()
@@ -74,13 +74,13 @@ def register(app: typer.Typer) -> None:
         """Answer questions with guarded generation: H-Neurons scaled by α, each answer scored."""
         from hneurons.config import check_guard
         from hneurons.errors import DataError
-        from hneurons.apply.score import guarded_generate
+        from hneurons.apply.guard import guarded_generate
 
         check_guard(alpha, abstain_above)  # before the model loads
         for i, q in enumerate(questions):
             if not q.strip():
                 raise DataError(f"question {i + 1} is empty; every question needs text")
-        results = guarded_generate(_state(run_dir, model, force), questions, alpha=alpha, abstain_above=abstain_above,
+        results = guarded_generate(state_of(run_dir, model, force), questions, alpha=alpha, abstain_above=abstain_above,
                                    max_new_tokens=max_new_tokens, temperature=temperature)
         if as_json:
             for r in results:
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         from hneurons.apply.server import bind_socket, create_app, run_server  # says what to install if they are missing
 
         sock = bind_socket(host, port)  # before the model loads: a busy port fails fast, and stays ours
-        state = _state(run_dir, model, force)
+        state = state_of(run_dir, model, force)
         app_ = create_app(state, alpha=alpha, abstain_above=abstain_above, max_batch=max_batch)
         bound = sock.getsockname()[1]
         console.print(f"serving {state.loaded.name} on http://{host}:{bound}/v1 (α = {alpha:g}, "

@@ -167,10 +167,16 @@ class NeuronRef(NamedTuple):
     @property
     def name(self) -> str:
         """Short label for reports: ``L3.N17``, ``L3.E5.N17`` or ``L3.shared.N2``."""
-        if self.expert is None:
-            return f"L{self.layer}.N{self.index}"
-        tag = f"E{self.expert}" if isinstance(self.expert, int) else str(self.expert)
-        return f"L{self.layer}.{tag}.N{self.index}"
+        return neuron_label(self.layer, self.index, self.expert)
+
+
+def neuron_label(layer: int, neuron: int, expert: int | str | None = None) -> str:
+    """The one way a neuron is named everywhere (CLI, report, JSON): ``L3.N17``, ``L3.E5.N17``
+    (routed expert 5) or ``L3.shared.N2``; ``neuron`` counts within its MLP or expert."""
+    if expert is None:
+        return f"L{layer}.N{neuron}"
+    tag = f"E{expert}" if isinstance(expert, int) else str(expert)
+    return f"L{layer}.{tag}.N{neuron}"
 
 
 @dataclass

@@ -17,24 +17,18 @@ recorded, so a damaged chunk is re-extracted (or named) instead of silently chan
 from __future__ import annotations
 
 import inspect
-import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from hneurons.core.arch import Layout
-from hneurons.errors import DataError, FingerprintMismatch, StageError
 from hneurons.core.generation import length_batches
 from hneurons.core.hooks import capture_cett, column_norms
-from hneurons.rundir import atomic_path, file_sha256, fingerprint_of, read_json, write_json
+from hneurons.errors import DataError
 
 REGIONS = ("answer", "other", "prompt")
 # answer-token statistics the same forward can give (``stats_layer``): mean log-probability and
@@ -186,234 +180,8 @@ def residual_layer(n_layers: int) -> int:
     return n_layers // 2
 
 
-def check_finite(features: dict[str, np.ndarray], qids: Sequence[str], d_ff: int, regions: Sequence[str] = ("answer",)) -> None:
-    """Refuse features with NaN/inf in the given regions, naming the question and layer."""
-    for region in regions:
-        arr = features.get(region)
-        if arr is None:
-            continue
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            row, col = map(int, np.argwhere(bad)[0])
-            raise DataError(
-                f"features region {region!r} has {int(bad.sum())} NaN/inf values, first for question "
-                f"{qids[row]!r} at layer {col // d_ff}, neuron {col % d_ff}; check that its answer span is not empty"
-            )
-
-
-class FeatureStore:
-    """Chunked on-disk features of one split: ``chunk_*.safetensors`` plus ``index.json``.
-
-    Chunks are written atomically as extraction proceeds and the index (``complete: false`` until
-    the last chunk) records each one's sha256 right after it is written; :meth:`extract` reuses a
-    chunk only while its hash and metadata match, so an interrupted extraction resumes where it
-    stopped and a damaged chunk is extracted again.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @property
-    def index_path(self) -> Path:
-        return self.path / "index.json"
-
-    @property
-    def rebuild_command(self) -> str:
-        """The command that rewrites this store (named in every error about a damaged file)."""
-        if self.path.parent.name == "features":
-            run, name = self.path.parent.parent, self.path.name
-            stage = "detect" if name.startswith("detect_") else "origin" if name.startswith("origin_") else "features"
-            return f"hneurons {stage} {run} --force"
-        return f"delete {self.path} and extract again"
-
-    def _read_index(self) -> dict[str, Any]:
-        idx = read_json(self.index_path)
-        if not isinstance(idx, dict):
-            raise StageError(f"{self.index_path} is not a feature index; rebuild it with `{self.rebuild_command}`")
-        return idx
-
-    def exists(self) -> bool:
-        """Whether a complete store (its index says so) is on disk."""
-        return self.index_path.is_file() and self._read_index().get("complete") is True
-
-    def index(self) -> dict[str, Any]:
-        """The store's complete index, or a StageError saying which command writes it."""
-        if not self.index_path.is_file():
-            raise StageError(f"{self.path} has no features; run `{self.rebuild_command.removesuffix(' --force')}` first")
-        idx = self._read_index()
-        if idx.get("complete") is not True:
-            raise StageError(f"{self.path}: feature extraction was interrupted or written by an older version; "
-                             f"run `{self.rebuild_command}`")
-        return idx
-
-    def extract(
-        self,
-        model: torch.nn.Module,
-        layout: Layout,
-        items: Sequence[FeatureItem],
-        *,
-        model_fingerprint: str,
-        regions: Sequence[str] = ("answer", "other"),
-        other_scope: str = "full_sequence",
-        dtype: str = "float16",
-        batch_size: int = 16,
-        chunk_size: int = 256,
-        pad_token_id: int = 0,
-        progress: bool = True,
-        stats_layer: int | None = None,
-    ) -> "FeatureStore":
-        """Extract features for ``items`` chunk by chunk, reusing chunks on disk that still hash as recorded.
-
-        With ``stats_layer`` each chunk also keeps the answer-token :data:`STATS` of the same
-        forward (float32, read back by :meth:`load_stats`).
-        """
-        self.path.mkdir(parents=True, exist_ok=True)
-        np_dtype = np.float16 if dtype == "float16" else np.float32
-        meta = {"model_fingerprint": model_fingerprint, "regions": json.dumps(list(regions)), "dtype": dtype,
-                "other_scope": other_scope, "stats_layer": json.dumps(stats_layer)}
-        try:
-            recorded = dict(self._read_index().get("sha256") or {}) if self.index_path.is_file() else {}
-        except StageError:  # an unreadable index: every chunk is extracted again
-            recorded = {}
-        hashes: dict[str, str] = {}
-        chunks = []
-        n_chunks = (len(items) + chunk_size - 1) // chunk_size
-        for c in range(n_chunks):
-            part = items[c * chunk_size:(c + 1) * chunk_size]
-            name = f"chunk_{c:05d}.safetensors"
-            chunk_path = self.path / name
-            want = {**meta, "qids": json.dumps([it.qid for it in part])}
-            if (chunk_path.is_file() and recorded.get(name) == file_sha256(chunk_path)
-                    and self._chunk_meta(chunk_path) == want):
-                hashes[name] = recorded[name]
-                chunks.append(name)
-                continue
-            if progress:
-                print(f"features {self.path.name}: chunk {c + 1}/{n_chunks} ({len(part)} responses)")
-            feats = extract_cett(model, layout, part, regions, other_scope, batch_size,
-                                 pad_token_id=pad_token_id, progress=progress, stats_layer=stats_layer)
-            arrays = {r: feats[r].astype(np_dtype) for r in regions}
-            if stats_layer is not None:
-                arrays.update({f"stat_{k}": feats[k] for k in STATS})
-            with atomic_path(chunk_path) as tmp:
-                save_file(arrays, str(tmp), metadata=want)
-            hashes[name] = file_sha256(chunk_path)
-            chunks.append(name)
-            # hashes of chunks not reached yet are kept, so an interruption here loses nothing
-            write_json(self.index_path, {"complete": False, "sha256": {**recorded, **hashes}})
-        write_json(self.index_path, {
-            "qids": [it.qid for it in items], "n": len(items), "n_neurons": layout.n_neurons, "d_ff": layout.d_ff,
-            "n_layers": layout.n_layers, "regions": list(regions), "dtype": dtype,
-            "model_fingerprint": model_fingerprint, "other_scope": other_scope, "chunks": chunks,
-            "stats_layer": stats_layer, "sha256": hashes, "complete": True,
-        })
-        return self
-
-    @staticmethod
-    def _chunk_meta(path: Path) -> dict[str, str] | None:
-        try:
-            with safe_open(str(path), framework="np") as fh:
-                return dict(fh.metadata() or {})
-        except Exception:  # a torn or foreign file is simply re-extracted
-            return None
-
-    def _verified(self, idx: dict[str, Any], name: str) -> Path:
-        """A chunk's path once its bytes hash as the index recorded; otherwise one line naming it."""
-        path = self.path / name
-        if not path.is_file():
-            raise StageError(f"{path} is missing; rebuild it with `{self.rebuild_command}`")
-        if file_sha256(path) != (idx.get("sha256") or {}).get(name):
-            raise StageError(f"{path} does not match the sha256 recorded in {self.index_path} (damaged or changed "
-                             f"since it was written); rebuild it with `{self.rebuild_command}`")
-        return path
-
-    def load(
-        self,
-        regions: Sequence[str] | None = None,
-        expect_fingerprint: str | None = None,
-        dtype: type = np.float32,
-    ) -> tuple[list[str], dict[str, np.ndarray]]:
-        """Read all chunks into one array per region (preallocated: peak RAM ≈ final size + one chunk).
-
-        Every chunk is checked against its recorded sha256 before it is read.
-        """
-        idx = self.index()
-        if expect_fingerprint is not None and idx["model_fingerprint"] != expect_fingerprint:
-            raise FingerprintMismatch(
-                f"{self.path} holds features of model {idx['model_fingerprint']}, not {expect_fingerprint}; "
-                "re-run `hneurons features` for this model (or use --force)"
-            )
-        regions = list(regions or idx["regions"])
-        missing = [r for r in regions if r not in idx["regions"]]
-        if missing:
-            raise StageError(f"{self.path} has no region(s) {missing}; re-run features with them enabled")
-        out = {r: np.empty((idx["n"], idx["n_neurons"]), dtype=dtype) for r in regions}
-        row = 0
-        for name in idx["chunks"]:
-            path = self._verified(idx, name)
-            try:
-                with safe_open(str(path), framework="np") as fh:
-                    n = None
-                    for r in regions:
-                        block = fh.get_tensor(r)
-                        n = block.shape[0]
-                        out[r][row:row + n] = block
-            except (OSError, ValueError, RuntimeError) as exc:  # unreadable although the hash matched
-                raise StageError(f"{path}: cannot read its features ({type(exc).__name__}); "
-                                 f"rebuild it with `{self.rebuild_command}`") from None
-            row += n or 0
-        if row != idx["n"]:
-            raise StageError(f"{self.path}: chunks hold {row} rows but the index says {idx['n']}; "
-                             f"rebuild it with `{self.rebuild_command}`")
-        return list(idx["qids"]), out
-
-    def load_stats(self) -> tuple[int, dict[str, np.ndarray]]:
-        """``(stats_layer, {stat: array})`` of a store extracted with ``stats_layer``, hash-checked.
-
-        A store written without them names the command that rewrites it.
-        """
-        idx = self.index()
-        layer = idx.get("stats_layer")
-        if layer is None:
-            raise StageError(f"{self.path} holds no answer-token statistics (written by an older version or "
-                             f"without stats_layer); rebuild it with `{self.rebuild_command}`")
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in STATS}
-        for name in idx["chunks"]:
-            path = self._verified(idx, name)
-            try:
-                with safe_open(str(path), framework="np") as fh:
-                    for k in STATS:
-                        parts[k].append(fh.get_tensor(f"stat_{k}"))
-            except (OSError, ValueError, RuntimeError, KeyError) as exc:
-                raise StageError(f"{path}: cannot read its statistics ({type(exc).__name__}); "
-                                 f"rebuild it with `{self.rebuild_command}`") from None
-        return int(layer), {k: np.concatenate(v) if v else np.empty((0,)) for k, v in parts.items()}
-
-
 def pad_id(tokenizer: Any) -> int:
     """The id to pad feature batches with (pads carry zero weight, so any valid id works)."""
     return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0))
 
 
-def answer_features(path: str | Path, loaded: Any, items: Sequence[FeatureItem], *, dtype: str = "float16",
-                    batch_size: int = 16, stats_layer: int | None = None) -> np.ndarray:
-    """Answer-region CETT of ``items`` kept in a store at ``path`` (detection and origin sets).
-
-    Chunks are reused only while the items are the same ones (ids, tokens and spans); if the
-    responses behind them changed, the old store is deleted first, since chunk reuse compares ids
-    only. With ``stats_layer`` the store also keeps the answer-token statistics
-    (``FeatureStore(path).load_stats()``).
-    """
-    store = FeatureStore(path)
-    items_fp = fingerprint_of([[it.qid, list(it.input_ids), list(it.answer)] for it in items])
-    marker = store.path / "items.json"
-    if store.path.is_dir() and (not marker.is_file() or read_json(marker).get("items") != items_fp):
-        shutil.rmtree(store.path)
-    store.path.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"items": items_fp})
-    store.extract(loaded.model, loaded.layout, items, model_fingerprint=loaded.fingerprint, regions=("answer",),
-                  dtype=dtype, batch_size=batch_size, pad_token_id=pad_id(loaded.tokenizer), stats_layer=stats_layer)
-    qids, feats = store.load(regions=["answer"], expect_fingerprint=loaded.fingerprint)
-    if qids != [it.qid for it in items]:
-        raise StageError(f"{store.path} does not match its items; delete it and re-run the stage")
-    return feats["answer"]

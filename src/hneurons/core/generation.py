@@ -103,7 +103,7 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> 
     return batches
 
 
-def _row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     """The seed of one response: fixed by (run seed, prompt, sample), whatever the batching."""
     digest = hashlib.blake2b(f"{seed}/{prompt_index}/{sample_index}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "little") >> 1
@@ -388,7 +388,7 @@ class HFBackend:
             raise ConfigError("an empty prompt was given to the sampler; every prompt needs text")
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         rows = [(i, j) for i in order for j in range(params.n)]
-        seeds = [_row_seed(params.seed, i, j) for i, j in rows]
+        seeds = [row_seed(params.seed, i, j) for i, j in rows]
         out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
         bar = tqdm(total=len(rows), desc="sampling", unit="resp", disable=not progress)
         with torch.inference_mode():
@@ -445,7 +445,7 @@ class OpenAIBackend:
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
             "n": params.n,
-            "seed": _row_seed(params.seed, index, 0) % (2**31 - 1),
+            "seed": row_seed(params.seed, index, 0) % (2**31 - 1),
         }
         if not params.greedy:
             body["top_p"] = params.top_p

@@ -190,7 +190,7 @@ def span_shape(items: Sequence[FeatureItem]) -> np.ndarray:
 
 def token_stats(items: Sequence[FeatureItem], residual_layer: int, arrays: dict[str, np.ndarray]) -> TokenStats:
     """:class:`TokenStats` of ``items`` from the statistics their CETT pass stored
-    (:meth:`hneurons.core.features.FeatureStore.load_stats`, rows in ``items`` order)."""
+    (:meth:`hneurons.core.store.FeatureStore.load_stats`, rows in ``items`` order)."""
     n = len(items)
     if any(len(arrays[k]) != n for k in ("logprob", "entropy", "residual")):
         raise StageError(f"stored token statistics cover {len(arrays['logprob'])} items, not {n}; "

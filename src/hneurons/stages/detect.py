@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from hneurons.config import Config
-from hneurons.core.features import FeatureItem, FeatureStore, answer_features
+from hneurons.core.features import FeatureItem
+from hneurons.core.store import FeatureStore, answer_features
 from hneurons.detection.methods import (
     BASELINES,
     EVAL_SETS,

@@ -15,7 +15,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from hneurons.core.features import FeatureItem, FeatureStore, residual_layer
+from hneurons.core.features import FeatureItem, residual_layer
+from hneurons.core.store import FeatureStore
 from hneurons.pipeline import Context
 from hneurons.rundir import file_fingerprint
 from hneurons.text.spans import build_sequence

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from hneurons.config import Config
-from hneurons.core.features import FeatureStore, answer_features
+from hneurons.core.store import FeatureStore, answer_features
 from hneurons.core.models import (
     LoadedModel,
     fingerprint,

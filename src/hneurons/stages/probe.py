@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from hneurons.core.features import FeatureStore, check_finite
+from hneurons.core.store import FeatureStore, check_finite
 from hneurons.data import load_dataset
 from hneurons.errors import DataError
 from hneurons.pipeline import Context
