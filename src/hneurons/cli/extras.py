@@ -1,0 +1,34 @@
+"""``hneurons plan``: a command that reads configs only.
+
+Registered from :mod:`hneurons.cli.main` with one line; it loads no model: ``plan``
+reads a ``config.json``. Errors are
+:class:`~hneurons.errors.HNeuronsError` subclasses, which the CLI prints as one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+
+def plan(
+    model: Annotated[str, typer.Argument(help="config.json, a model directory, or a hub id in the local HF cache")],
+    preset: Annotated[str, typer.Option("--preset", "-p", help="paper | default | smoke")] = "paper",
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs to plan for (0 = CPU only)")] = 0,
+    gpu_mem: Annotated[float, typer.Option("--gpu-mem", help="memory per GPU in GB")] = 80.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of the table")] = False,
+) -> None:
+    """Per stage: neurons, tokens, feature-store bytes, probe RAM, peak GPU memory, engine and time (estimates)."""
+    from hneurons.plan import make_plan
+    from hneurons.plan.render import render_text
+
+    result = make_plan(model, preset=preset, gpus=gpus, gpu_mem_gb=gpu_mem)
+    sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n" if as_json else render_text(result))
+
+
+def register_plan(app: typer.Typer) -> None:
+    """Add ``hneurons plan``."""
+    app.command(name="plan")(plan)

@@ -1,0 +1,149 @@
+"""Memory, engine placement and time of each stage: every figure is an estimate with its source.
+
+Three kinds of numbers, kept apart so the output can say which is which:
+
+* **measured here** (:data:`CPU_MEASURED`): this project's 2-core CPU machine on the embedded
+  SmolLM2-135M (README "The default run, measured"; ``benchmarks/probe.py``,
+  ``benchmarks/extraction.py``), scaled to another model by its active parameters per token;
+* **published** (:data:`GPU_PUBLISHED`): vLLM output throughput of Llama-3.1-8B and -70B on H100
+  (ShareGPT prompts, batch up to 256), scaled by active parameters to the nearest reference;
+* **derived** (:data:`H100`): the datasheet's bf16 FLOPS and HBM bandwidth with stated efficiency
+  assumptions, for the hook-running Hugging Face engine on GPUs, which has no published benchmark.
+
+Nothing here has been checked against a GPU run of hneurons; the output says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from hneurons.plan.model import ModelSpec
+from hneurons.plan.workload import Work
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Source:
+    """One figure and where it comes from."""
+
+    key: str
+    figure: float
+    unit: str
+    what: str
+    where: str
+    date: str
+
+
+LAMBDA = "https://github.com/LambdaLabsML/vllm-benchmark/blob/main/benchmark_v0.md"
+VLLM_BLOG = "https://blog.vllm.ai/2024/09/05/perf-update.html"
+GPU_PUBLISHED = (
+    Source("vllm_8b_h100", 3958.40, "output tok/s", "vLLM v0.6.0, Llama 3.1 8B, 1×H100-80GB-SXM, tp=1, ShareGPT, 5,000 "
+           "prompts, max-num-seqs 256, scheduler steps 1 (10 steps: 8,088 tok/s); same setup as the vLLM v0.6.0 "
+           f"announcement ({VLLM_BLOG})", LAMBDA, "2024-09"),
+    Source("vllm_70b_4xh100", 2291.0, "output tok/s", "vLLM v0.6.0, Llama 3.1 70B, 4×H100-80GB-SXM, tp=4, same "
+           "workload (10 steps: 3,543 tok/s)", LAMBDA, "2024-09"),
+)
+_REF_PARAMS = {"vllm_8b_h100": (8.03e9, 1), "vllm_70b_4xh100": (70.6e9, 4)}
+H100 = Source("h100_datasheet", 989.0, "bf16 TFLOP/s (dense)", "NVIDIA H100 SXM: 989 TFLOPS bf16 dense, 3.35 TB/s HBM3",
+              "https://www.nvidia.com/en-us/data-center/h100/", "2023")
+H100_BANDWIDTH = 3.35e12
+# Assumptions of the derived hook-engine figures (not measured anywhere): eager PyTorch forward
+# at 35 % of peak FLOPS; decode reads all weights once per step at 70 % of HBM bandwidth, plus
+# 0.4 ms of kernel-launch overhead per layer and step.
+MFU_FORWARD = 0.35
+BW_EFFICIENCY = 0.7
+LAUNCH_S_PER_LAYER = 4e-4
+CPU_MEASURED = (
+    Source("cpu_sampling", 339.0, "new tok/s", "sampling on SmolLM2-135M-Instruct (134.5 M parameters), bf16, 2 cores "
+           "(responses stage of the default run, commit 368e9d4)", "README.md, 'The default run, measured'", "2026-12-02"),
+    Source("cpu_forward", 1280.0, "tok/s", "hooked CETT forwards on SmolLM2-135M, bf16, 2 cores: the default run's features "
+           "stage read 370 responses in 18 s, × 62.3 tokens per chat sequence (mean over 48 TriviaQA sequences in "
+           "benchmarks/extraction.py)", "README.md, 'The default run, measured'", "2026-12-02"),
+    Source("cpu_probe_path", 13.7, "s", "L1 path over 8 C (newton_cd, warm-started), 1,000 rows × 46,080 neurons "
+           "float32, peak RSS 337 MB; one cold fit 9.0 s (load average 8 on 2 cores: other agents were running)",
+           "benchmarks/probe.py --n-questions 250", "2026-12-06"),
+)
+EMBEDDED_PARAMS = 134.5e6
+PROBE_REF_CELLS = 1000 * 46080
+PROBE_ONE_FIT_S = 9.0
+
+
+def source(key: str) -> Source:
+    """A source by key (every time estimate names one)."""
+    return next(s for s in (*GPU_PUBLISHED, H100, *CPU_MEASURED) if s.key == key)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the weights go: GPUs per model copy for each engine, and how many copies run."""
+
+    gpus: int
+    gpu_mem: float  # bytes per GPU
+    hf_span: int  # GPUs one Hugging Face copy spans (device_map="auto" when > 1); 0: does not fit
+    vllm_tp: int  # tensor-parallel size of one vLLM engine; 0: does not fit
+
+    @property
+    def hf_copies(self) -> int:
+        """Data-parallel copies of the hook engine (one process per copy)."""
+        return self.gpus // self.hf_span if self.hf_span else 0
+
+    @property
+    def vllm_copies(self) -> int:
+        """Data-parallel vLLM engines."""
+        return self.gpus // self.vllm_tp if self.vllm_tp else 0
+
+
+def place(spec: ModelSpec, gpus: int, gpu_mem_gb: float) -> Placement:
+    """Spread the bf16 weights so that 80 % of each GPU's memory holds them (the rest: KV cache, activations)."""
+    mem = gpu_mem_gb * GB
+    if gpus <= 0:
+        return Placement(0, mem, 0, 0)
+    need = max(1, math.ceil(spec.weight_bytes / (0.8 * mem)))
+    tp = 1 << (need - 1).bit_length()  # vLLM tensor parallelism: a power of two
+    return Placement(gpus, mem, need if need <= gpus else 0, tp if tp <= gpus else 0)
+
+
+def hf_generation_memory(spec: ModelSpec, work: Work, span: int) -> float:
+    """Bytes on one GPU of a hook-engine copy while generating: weights + KV cache + last-token logits."""
+    kv = work.batch * work.seq_len * spec.kv_bytes_per_token
+    return (spec.weight_bytes + kv) / max(1, span) + work.batch * spec.vocab_size * 4
+
+
+def hf_forward_memory(spec: ModelSpec, work: Work, span: int, regions: int) -> float:
+    """Bytes on one GPU during a hooked forward: weights, KV, one layer's activations, logits, CETT sums."""
+    tokens = work.batch * work.seq_len
+    layer = tokens * (4 * spec.d_model + 3 * spec.d_ff) * 2
+    logits = tokens * spec.vocab_size * 4
+    cett = work.batch * spec.n_flat * regions * 4
+    return (spec.weight_bytes + tokens * spec.kv_bytes_per_token) / max(1, span) + layer + logits + cett
+
+
+def gpu_decode_rate(spec: ModelSpec, engine: str, p: Placement, batch: int) -> tuple[float, str]:
+    """(new tokens per second over all copies, source key) of ``engine`` on the placed GPUs."""
+    if engine == "vllm":
+        key = min(_REF_PARAMS, key=lambda k: abs(math.log(_REF_PARAMS[k][0] / spec.params_active)))
+        ref_params, ref_gpus = _REF_PARAMS[key]
+        per_gpu = source(key).figure / ref_gpus * ref_params / spec.params_active
+        return per_gpu * p.vllm_tp * p.vllm_copies, key
+    step_mem = spec.weight_bytes / (H100_BANDWIDTH * BW_EFFICIENCY)
+    step_flops = 2 * spec.params_active * batch / (H100.figure * 1e12 * MFU_FORWARD)
+    step = max(step_mem, step_flops) + spec.n_layers * LAUNCH_S_PER_LAYER
+    return batch / step * p.hf_copies, "h100_datasheet"
+
+
+def gpu_forward_rate(spec: ModelSpec, p: Placement) -> float:
+    """Tokens per second read by hooked forwards over all copies (compute-bound, derived)."""
+    return H100.figure * 1e12 * MFU_FORWARD / (2 * spec.params_active) * p.hf_copies
+
+
+def cpu_rate(spec: ModelSpec, key: str) -> float:
+    """A CPU figure measured on the embedded model, scaled by active parameters per token."""
+    return source(key).figure * EMBEDDED_PARAMS / spec.params_active
+
+
+def probe_seconds(rows: int, n_flat: int, n_Cs: int, resamples: int) -> float:  # noqa: N803 - C is the paper's symbol
+    """L1 path plus stability refits, scaled linearly in rows × neurons from the CPU measurement."""
+    scale = rows * n_flat / PROBE_REF_CELLS
+    return source("cpu_probe_path").figure * scale * n_Cs / 8 + (resamples if resamples >= 2 else 0) * PROBE_ONE_FIT_S * scale
