@@ -1,7 +1,7 @@
-"""``hneurons plan``: a command that reads configs only.
+"""``hneurons plan`` and ``hneurons compare``: commands that read configs and run directories only.
 
-Registered from :mod:`hneurons.cli.main` with one line; it loads no model: ``plan``
-reads a ``config.json``. Errors are
+Both are registered from :mod:`hneurons.cli.main` with one line each and load no model: ``plan``
+reads a ``config.json``, ``compare`` reads finished run directories as data. Errors are
 :class:`~hneurons.errors.HNeuronsError` subclasses, which the CLI prints as one line (exit 2).
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,6 +30,26 @@ def plan(
     sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n" if as_json else render_text(result))
 
 
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="two or more run directories")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML page to write")] = Path("compare.html"),
+    as_json: Annotated[bool, typer.Option("--json", help="also print the comparison as JSON")] = False,
+) -> None:
+    """Compare runs side by side (models, presets or seeds): one self-contained HTML page (and JSON)."""
+    from hneurons.compare import compare_runs, write_page
+
+    result = compare_runs(runs)
+    path = write_page(result, out)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    typer.echo(f"comparison: {path.resolve()}", err=True)
+
+
 def register_plan(app: typer.Typer) -> None:
     """Add ``hneurons plan``."""
     app.command(name="plan")(plan)
+
+
+def register_compare(app: typer.Typer) -> None:
+    """Add ``hneurons compare``."""
+    app.command(name="compare")(compare)

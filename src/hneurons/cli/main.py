@@ -20,7 +20,7 @@ from rich.table import Table
 
 from hneurons.cli.judge import register as register_judge_command
 from hneurons.cli.apply import register as register_use_commands
-from hneurons.cli.extras import register_plan
+from hneurons.cli.extras import register_compare, register_plan
 from hneurons.errors import HNeuronsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -178,6 +178,7 @@ def archs() -> None:
 register_use_commands(app)
 register_judge_command(app)
 register_plan(app)
+register_compare(app)
 
 
 def main() -> None:
