@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PRESET ?= default
 ARGS   ?=
 
-.PHONY: run test install unit integration e2e reliability bench clean
+.PHONY: run test install unit integration e2e reliability bench compare clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ e2e: $(STAMP)
 # torn resume logs, damaged artefacts, bad input (one line, exit 2) and a server soak on the embedded model
 reliability: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/reliability -q $(ARGS)
+
+# the smoke preset on both embedded models (SmolLM2-135M-Instruct, chat; Gemma-3-270M base, plain prompts),
+# then one page comparing them side by side: runs/compare.html
+compare: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/hneurons run --preset smoke --name smoke-smollm
+	HF_HUB_OFFLINE=1 $(BIN)/hneurons run --preset smoke --model gemma-3-270m --name smoke-gemma
+	HF_HUB_OFFLINE=1 $(BIN)/hneurons compare runs/smoke-smollm runs/smoke-gemma -o runs/compare.html
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b --json || exit 1; done
