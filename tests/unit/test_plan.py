@@ -95,6 +95,8 @@ def test_placement_of_70b() -> None:
     # 141.1 GB of bf16 weights, 64 GB usable per GPU: 3 GPUs per hf copy, vLLM tp = 4
     p = eight.placement
     assert (p.hf_span, p.hf_copies, p.vllm_tp, p.vllm_copies) == (3, 2, 4, 2)
+    assert any("--set responses.backend=vllm (vllm tp=4 × 2" in n for n in eight.notes)
+    assert any("torchrun" in n for n in eight.notes)  # two hf copies need one process each
     one = make_plan(str(CONFIGS / "Llama-3.3-70B-Instruct"), "paper", gpus=1, gpu_mem_gb=80)
     assert one.total_seconds is None and any("do not fit" in n for n in one.notes)
     assert all("does not fit" in s.engine for s in one.stages if s.stage != "probe")

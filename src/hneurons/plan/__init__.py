@@ -116,7 +116,9 @@ def _generation(spec: ModelSpec, kind: str, w: Work, p: costs.Placement) -> tupl
     if copies == 0:
         return None, float("inf"), "does not fit"
     rate, key = costs.gpu_decode_rate(spec, kind, p, w.batch)
-    prefill = costs.gpu_forward_rate(spec, p) / max(1, p.hf_copies) * copies
+    # prompts: compute-bound on every GPU of a tensor-parallel engine, on one at a time of a device_map copy
+    busy = p.vllm_tp * p.vllm_copies if kind == "vllm" else p.hf_copies
+    prefill = costs.gpu_forward_rate(spec, busy)
     mem = 0.9 * p.gpu_mem if kind == "vllm" else costs.hf_generation_memory(spec, w, p.hf_span)
     return w.new_tokens / rate + w.prefill / prefill, mem, key
 
@@ -129,7 +131,7 @@ def _forward(spec: ModelSpec, w: Work, p: costs.Placement, regions: int) -> tupl
         return w.forward_tokens / costs.cpu_rate(spec, "cpu_forward"), costs.hf_forward_memory(spec, w, 1, regions), "cpu_forward"
     if p.hf_copies == 0:
         return None, float("inf"), "does not fit"
-    rate = costs.gpu_forward_rate(spec, p)
+    rate = costs.gpu_forward_rate(spec, p.hf_copies)  # a device_map copy computes on one GPU at a time
     return w.forward_tokens / rate, costs.hf_forward_memory(spec, w, p.hf_span, regions), "h100_datasheet"
 
 

@@ -133,9 +133,9 @@ def gpu_decode_rate(spec: ModelSpec, engine: str, p: Placement, batch: int) -> t
     return batch / step * p.hf_copies, "h100_datasheet"
 
 
-def gpu_forward_rate(spec: ModelSpec, p: Placement) -> float:
-    """Tokens per second read by hooked forwards over all copies (compute-bound, derived)."""
-    return H100.figure * 1e12 * MFU_FORWARD / (2 * spec.params_active) * p.hf_copies
+def gpu_forward_rate(spec: ModelSpec, busy_gpus: int) -> float:
+    """Tokens per second read by forwards (compute-bound, derived) with ``busy_gpus`` computing at once."""
+    return H100.figure * 1e12 * MFU_FORWARD / (2 * spec.params_active) * busy_gpus
 
 
 def cpu_rate(spec: ModelSpec, key: str) -> float:
