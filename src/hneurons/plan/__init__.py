@@ -69,7 +69,7 @@ class Plan:
             "placement": {"hf_gpus_per_copy": self.placement.hf_span, "hf_copies": self.placement.hf_copies,
                           "vllm_tp": self.placement.vllm_tp, "vllm_copies": self.placement.vllm_copies},
             "stages": [asdict(s) for s in self.stages], "total_seconds": self.total_seconds,
-            "sources": [asdict(s) for s in (*costs.CPU_MEASURED, *costs.GPU_PUBLISHED, costs.H100)],
+            "sources": [asdict(s) for s in (*costs.CPU_MEASURED, *costs.GPU_PUBLISHED, costs.H100, costs.HF_EAGER)],
             "notes": self.notes,
         }
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 
 from hneurons.plan import Plan
-from hneurons.plan.costs import CPU_MEASURED, GPU_PUBLISHED, H100
+from hneurons.plan.costs import CPU_MEASURED, GPU_PUBLISHED, H100, HF_EAGER
 
 _KIND = {"cpu_sampling": "measured here (CPU)", "cpu_forward": "measured here (CPU)",
          "cpu_probe_path": "measured here (CPU)", "vllm_8b_h100": "published vLLM 8B (2024-09)",
          "vllm_70b_4xh100": "published vLLM 70B (2024-09)", "h100_datasheet": "derived (H100 datasheet)",
+         "hf_eager_step": "derived (H100 datasheet + eager overhead)",
          "external server": "external server: not estimated", "does not fit": "does not fit"}
 
 
@@ -96,7 +97,7 @@ def table(plan: Plan) -> list[str]:
 def sources(plan: Plan) -> list[str]:
     """Where every time figure comes from, and the notes (what is an estimate)."""
     out = ["", "time figures:"]
-    for s in (*CPU_MEASURED, *GPU_PUBLISHED, H100):
+    for s in (*CPU_MEASURED, *GPU_PUBLISHED, H100, HF_EAGER):
         out.append(f"  [{s.key}] {s.figure:,.1f} {s.unit}: {s.what}. {s.where} ({s.date})")
     notes = [f"{s.stage}: {n}" for s in plan.stages for n in s.notes] + plan.notes
     return out + ["", "notes:"] + [f"  - {n}" for n in notes]
