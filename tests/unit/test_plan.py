@@ -102,6 +102,15 @@ def test_placement_of_70b() -> None:
     assert all("does not fit" in s.engine for s in one.stages if s.stage != "probe")
 
 
+def test_overrides_change_the_engine_and_sizes() -> None:
+    plan = make_plan(str(CONFIGS / "Llama-3.1-8B-Instruct"), "paper", gpus=1,
+                     overrides=["responses.backend=vllm", "intervene.n_items=10"])
+    st = {s.stage: s for s in plan.stages}
+    assert st["responses"].engine == "vllm tp=1" and st["responses"].peak_gpu_bytes == pytest.approx(0.9 * 80e9)
+    assert st["responses"].time_source == "vllm_8b_h100" and st["intervene"].engine == "hf, 1 GPU"
+    assert st["intervene"].generations == 25 * (10 + 10 + 4 * 10 + 10)
+
+
 def test_vllm_reference_scaling() -> None:
     from hneurons.plan.costs import gpu_decode_rate, place
 

@@ -20,13 +20,14 @@ def plan(
     preset: Annotated[str, typer.Option("--preset", "-p", help="paper | default | smoke")] = "paper",
     gpus: Annotated[int, typer.Option("--gpus", help="GPUs to plan for (0 = CPU only)")] = 0,
     gpu_mem: Annotated[float, typer.Option("--gpu-mem", help="memory per GPU in GB")] = 80.0,
+    sets: Annotated[list[str] | None, typer.Option("--set", "-s", help="config override, e.g. --set responses.backend=vllm")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of the table")] = False,
 ) -> None:
     """Per stage: neurons, tokens, feature-store bytes, probe RAM, peak GPU memory, engine and time (estimates)."""
     from hneurons.plan import make_plan
     from hneurons.plan.render import render_text
 
-    result = make_plan(model, preset=preset, gpus=gpus, gpu_mem_gb=gpu_mem)
+    result = make_plan(model, preset=preset, gpus=gpus, gpu_mem_gb=gpu_mem, overrides=sets)
     sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n" if as_json else render_text(result))
 
 

@@ -176,13 +176,15 @@ def _vllm_hint(spec: ModelSpec, cfg: Any, work: dict[str, Work], p: costs.Placem
             + " (generation only; detect's hooked forwards stay on hf)"]
 
 
-def make_plan(model: str, preset: str = "paper", gpus: int = 0, gpu_mem_gb: float = 80.0) -> Plan:
-    """The plan of ``preset`` for ``model`` (a config.json, a directory, or a cached hub id)."""
+def make_plan(model: str, preset: str = "paper", gpus: int = 0, gpu_mem_gb: float = 80.0,
+              overrides: list[str] | None = None) -> Plan:
+    """The plan of ``preset`` (with ``section.key=value`` overrides) for ``model`` (a config.json,
+    a directory, or a cached hub id)."""
     from hneurons.errors import ConfigError
 
     if gpus < 0 or gpu_mem_gb <= 0:
         raise ConfigError(f"--gpus must be ≥ 0 and --gpu-mem > 0, got {gpus} and {gpu_mem_gb}")
-    cfg = load_config(preset)
+    cfg = load_config(preset, overrides=list(overrides or []))
     spec = model_spec(model)
     p = costs.place(spec, gpus, gpu_mem_gb)
     work = stage_work(cfg)
