@@ -109,6 +109,10 @@ def test_overrides_change_the_engine_and_sizes() -> None:
     assert st["responses"].engine == "vllm tp=1" and st["responses"].peak_gpu_bytes == pytest.approx(0.9 * 80e9)
     assert st["responses"].time_source == "vllm_8b_h100" and st["intervene"].engine == "hf, 1 GPU"
     assert st["intervene"].generations == 25 * (10 + 10 + 4 * 10 + 10)
+    assert not any("exceeds" in n for n in plan.notes)
+    big = make_plan(str(CONFIGS / "Llama-3.1-8B-Instruct"), "paper", gpus=1, overrides=["responses.batch_size=1024"])
+    # intervene: 1,024 sequences × (780 + 256) tokens × 128 KiB of KV cache = 139 GB > 80 GB
+    assert any("peak memory of" in n and "intervene" in n for n in big.notes)
 
 
 def test_vllm_reference_scaling() -> None:

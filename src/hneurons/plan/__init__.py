@@ -10,6 +10,7 @@ every number it needs is known before the weights are downloaded.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -196,6 +197,10 @@ def make_plan(model: str, preset: str = "paper", gpus: int = 0, gpu_mem_gb: floa
     if p.hf_copies > 1:
         notes.append(f"hf × {p.hf_copies} assumes one process per model copy (torchrun --nproc-per-node); "
                      "a single process runs one copy, so its hf times are that many times longer.")
+    over = [s.stage for s in stages if p.gpus and math.isfinite(s.peak_gpu_bytes) and s.peak_gpu_bytes > p.gpu_mem]
+    if over:
+        notes.append(f"peak memory of {', '.join(over)} exceeds {gpu_mem_gb:g} GB per GPU: lower the batch sizes "
+                     "(responses.batch_size, features.batch_size) or add GPUs")
     if gpus and not p.hf_span:
         notes.append(f"the bf16 weights ({spec.weight_bytes / costs.GB:.0f} GB) do not fit {gpus} × {gpu_mem_gb:g} GB "
                      "(80 % of each GPU for weights); add GPUs")
