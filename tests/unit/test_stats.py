@@ -123,3 +123,93 @@ def test_risk_coverage_and_aurc_hand_values():
     np.testing.assert_allclose(cov_t, [0.5, 1.0])
     np.testing.assert_allclose(acc_t, [0.5, 0.75])
     assert S.aurc([True, False, True, True], [0.9, 0.9, 0.5, 0.5]) == pytest.approx(0.5 * 0.5 + 0.75 * 0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# The library references on random inputs: each statistic equals scikit-learn/SciPy's to rounding.
+
+
+def _random_labels_and_scores(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    n = int(rng.integers(2, 300))
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]  # both classes present
+    s = np.round(rng.normal(size=n) + y * rng.uniform(0, 2), int(rng.integers(0, 4)))  # coarse rounding = ties
+    return y, s
+
+
+def test_auroc_equals_sklearn_on_random_inputs():
+    rng = np.random.default_rng(10)
+    for _ in range(300):
+        y, s = _random_labels_and_scores(rng)
+        # the U statistic and sklearn's trapezoid sum round differently: at most 2 ulp apart
+        assert abs(S.auroc(y, s) - roc_auc_score(y, s)) <= 4.5e-16
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater", "two-sided"])
+def test_welch_equals_scipy_on_random_inputs(alternative):
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        a = rng.normal(0.0, rng.uniform(0.1, 3.0), int(rng.integers(2, 80)))
+        b = rng.normal(rng.normal(), rng.uniform(0.1, 3.0), int(rng.integers(2, 80)))
+        ours = S.welch_t_one_sided(a, b, alternative=alternative)
+        ref = sps.ttest_ind(a, b, equal_var=False, alternative=alternative)
+        assert ours.statistic == pytest.approx(ref.statistic, rel=1e-12, abs=1e-300)
+        assert ours.pvalue == pytest.approx(ref.pvalue, rel=1e-12, abs=1e-300)
+        assert ours.df == pytest.approx(ref.df, rel=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.01])
+def test_wilson_equals_scipy_binomtest(alpha):
+    rng = np.random.default_rng(14)
+    ns = rng.integers(1, 2000, 150)
+    pairs = [(int(rng.integers(0, n + 1)), int(n)) for n in ns] + [(0, 1), (1, 1), (0, 37), (37, 37), (1, 2)]
+    for k, n in pairs:
+        p, lo, hi = S.proportion_ci(k, n, alpha)
+        ref = sps.binomtest(k, n).proportion_ci(confidence_level=1 - alpha, method="wilson")
+        assert p == k / n
+        assert abs(lo - ref.low) <= 5e-16 and abs(hi - ref.high) <= 5e-16, (k, n)
+
+
+def _scipy_permutation(a, b, n_perm, seed, alternative):
+    res = sps.permutation_test((np.asarray(a, float), np.asarray(b, float)),
+                               lambda x, z, axis: x.mean(axis=axis) - z.mean(axis=axis),
+                               permutation_type="independent", vectorized=True, n_resamples=n_perm,
+                               alternative=alternative, rng=np.random.default_rng(seed))
+    return float(res.statistic), float(res.pvalue)
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater"])
+def test_permutation_one_sided_equals_scipy(alternative):
+    rng = np.random.default_rng(12)
+    for _ in range(20):
+        a = rng.normal(0.0, 1.0, int(rng.integers(5, 60)))
+        b = rng.normal(0.3, 1.5, int(rng.integers(5, 60)))
+        assert S.permutation_test(a, b, n_perm=2000, seed=3, alternative=alternative) == \
+            _scipy_permutation(a, b, 2000, 3, alternative)
+
+
+def _scipy_bootstrap(metric, y, s, n_boot, seed, alpha):
+    """scipy.stats.bootstrap with each class as its own sample (stratified) and one resample per
+    batch, which draws the random indices in the same order as hneurons.stats.bootstrap_ci."""
+    y = np.asarray(y).astype(bool)
+    groups = tuple(g for g in (np.flatnonzero(y), np.flatnonzero(~y)) if g.size)
+
+    def stat(*resampled):
+        idx = np.concatenate(resampled)
+        return metric(y[idx], s[idx])
+
+    ci = sps.bootstrap(groups, stat, n_resamples=n_boot, batch=1, paired=False, vectorized=False,
+                       method="percentile", confidence_level=1 - alpha, rng=np.random.default_rng(seed))
+    return ci.confidence_interval
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_bootstrap_equals_scipy_on_random_inputs(alpha):
+    rng = np.random.default_rng(13)
+    for seed in range(6):
+        y, s = _random_labels_and_scores(rng)
+        point, lo, hi = S.bootstrap_ci(S.auroc, y, s, n_boot=100, seed=seed, alpha=alpha)
+        ref = _scipy_bootstrap(S.auroc, y, s, 100, seed, alpha)
+        assert point == S.auroc(y, s)
+        # the same resamples; the two percentile interpolations round differently (a few ulp)
+        assert abs(lo - ref.low) <= 1e-15 and abs(hi - ref.high) <= 1e-15, (seed, lo, ref.low, hi, ref.high)
