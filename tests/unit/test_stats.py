@@ -101,14 +101,17 @@ def test_welch_bad_input():
 
 def test_permutation_test_exact_small_case():
     # a = {3, 4}, b = {0, 1}: of the 6 equally likely splits only the observed one has a mean diff >= 3,
-    # so the exact one-sided p is 1/6; a Monte-Carlo estimate must be close.
+    # so the exact one-sided p is 1/6; 20,000 permutations cover all 6 splits, so SciPy enumerates them.
     obs, p = S.permutation_test([3, 4], [0, 1], n_perm=20000, seed=0, alternative="greater")
     assert obs == 3.0
-    assert p == pytest.approx(1 / 6, abs=0.015)
+    assert p == pytest.approx(1 / 6, abs=1e-12)
     _, p2 = S.permutation_test([3, 4], [0, 1], n_perm=20000, seed=0, alternative="two-sided")
-    assert p2 == pytest.approx(2 / 6, abs=0.02)
+    assert p2 == pytest.approx(2 / 6, abs=1e-12)
     _, pl = S.permutation_test([3, 4], [0, 1], n_perm=2000, seed=0, alternative="less")
     assert pl == pytest.approx(1.0, abs=1e-9)
+    # Monte Carlo (far fewer permutations than splits): never 0, and tiny for a clear gap
+    _, pm = S.permutation_test(np.arange(30.0) + 100, np.arange(30.0), n_perm=999, seed=0, alternative="greater")
+    assert pm == 1 / 1000
 
 
 def test_risk_coverage_and_aurc_hand_values():
@@ -170,22 +173,28 @@ def test_wilson_equals_scipy_binomtest(alpha):
         assert abs(lo - ref.low) <= 5e-16 and abs(hi - ref.high) <= 5e-16, (k, n)
 
 
-def _scipy_permutation(a, b, n_perm, seed, alternative):
-    res = sps.permutation_test((np.asarray(a, float), np.asarray(b, float)),
-                               lambda x, z, axis: x.mean(axis=axis) - z.mean(axis=axis),
-                               permutation_type="independent", vectorized=True, n_resamples=n_perm,
-                               alternative=alternative, rng=np.random.default_rng(seed))
-    return float(res.statistic), float(res.pvalue)
+def _monte_carlo_permutation(a, b, n_perm, seed, alternative):
+    """The hand-written test stats.permutation_test used before it called SciPy: shuffle the pooled
+    values n_perm times, count gaps at least as extreme, p = (1 + hits) / (1 + n_perm)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    pooled = np.concatenate([a, b])
+    obs = a.mean() - b.mean()
+    perm = np.random.default_rng(seed).permuted(np.broadcast_to(pooled, (n_perm, pooled.size)), axis=1)
+    diff = perm[:, : a.size].mean(axis=1) - perm[:, a.size:].mean(axis=1)
+    eps = 1e-12 * max(1.0, abs(obs))
+    hits = (diff <= obs + eps) if alternative == "less" else (diff >= obs - eps)
+    return obs, (1 + int(hits.sum())) / (1 + n_perm)
 
 
 @pytest.mark.parametrize("alternative", ["less", "greater"])
-def test_permutation_one_sided_equals_scipy(alternative):
+def test_permutation_one_sided_equals_the_former_monte_carlo(alternative):
     rng = np.random.default_rng(12)
     for _ in range(20):
         a = rng.normal(0.0, 1.0, int(rng.integers(5, 60)))
         b = rng.normal(0.3, 1.5, int(rng.integers(5, 60)))
-        assert S.permutation_test(a, b, n_perm=2000, seed=3, alternative=alternative) == \
-            _scipy_permutation(a, b, 2000, 3, alternative)
+        obs, p = S.permutation_test(a, b, n_perm=2000, seed=3, alternative=alternative)
+        ref_obs, ref_p = _monte_carlo_permutation(a, b, 2000, 3, alternative)
+        assert obs == pytest.approx(ref_obs, abs=1e-15) and p == ref_p
 
 
 def _scipy_bootstrap(metric, y, s, n_boot, seed, alpha):
