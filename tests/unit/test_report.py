@@ -134,7 +134,7 @@ def test_detection_table_matches_json(rendered: tuple[Path, str]) -> None:
     # hand check of one cell: triviaqa h_neurons AUROC
     e = det["sets"]["triviaqa"]["methods"]["h_neurons"]
     assert f"{e['auroc']:.3f} [{e['auroc_ci'][0]:.3f}, {e['auroc_ci'][1]:.3f}]" in text
-    assert 'class=confound><td>length</td>' in text
+    assert '<tr class="confound"><td>length</td>' in text
     assert "nonexist not run: only 4 hallucinated answers" in text
 
 
