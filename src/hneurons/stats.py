@@ -5,7 +5,7 @@ Welch's t-test, the permutation test and the Wilson interval are SciPy's own
 only validates inputs at the boundary and raises ``hneurons.errors.DataError`` with a one-line
 message instead of returning silent garbage. Two are kept as our own code because the library
 version is measurably worse here, each with the measurement in its docstring and a test that it
-equals the library to a few ulp (tests/unit/test_stats.py): :func:`auroc` (scikit-learn's is 12-16×
+equals the library to a few ulp (tests/unit/test_stats.py): :func:`auroc` (scikit-learn's is 7–16×
 slower inside the bootstrap loop) and :func:`bootstrap_ci` (SciPy's draws resamples in another order
 unless run one resample per batch, which is 2.4× slower). :func:`auroc` returns ``nan`` when only
 one class is present, because a per-dataset table must still render when a tiny split is one-sided.
@@ -80,9 +80,10 @@ def auroc(y_true: object, scores: object) -> float:
     """Area under the ROC curve via the Mann–Whitney U statistic (ties count one half).
 
     Equals ``sklearn.metrics.roc_auc_score`` to 2 ulp (tested on random inputs with ties) but is
-    kept: it costs 0.28 ms a call against sklearn's 3.6–5.3 ms for n = 80–2,000 (2-core machine,
-    load ~8), and detection calls it inside the bootstrap, about 28,000 times per evaluation set
-    with the default 1,000 resamples and 20 random-neuron draws (~8 s here vs ~2 min with sklearn).
+    kept: it costs 0.28–0.73 ms a call against sklearn's 3.6–5.3 ms for n = 80–2,000 (7–16×; 2-core
+    machine at load ~8), and detection calls it inside the bootstrap, about 28,000 times per
+    evaluation set with the default 1,000 resamples and 20 random-neuron draws (n = 400: ~8 s here,
+    ~2 min with sklearn).
 
     Returns ``nan`` when one class is missing: the AUROC is undefined there, and callers tabulate
     it next to accuracy rather than abort a whole report.
