@@ -4,8 +4,12 @@ Every value reaches the page through a template with autoescaping on, so text fr
 directory (a model name, a reason, a dataset note) can never inject markup. Templates live in
 ``report/templates/``: ``page.html`` (the self-contained page: CSS, Content-Security-Policy, the
 image check), ``macros.html`` (the table, figure, "not run" and verdict macros every page shares),
-``section.html`` (one section's frame) and ``sections/<id>.html`` (one per section). Other pages
-(e.g. a comparison of runs) extend ``page.html`` and import ``macros.html`` through :func:`env`.
+``section.html`` (one section's frame) and ``sections/<id>.html`` (one per section).
+
+Another page (e.g. a comparison of runs) adds its template here, say ``templates/compare.html``
+starting ``{% extends "page.html" %}{% import "macros.html" as m %}`` with a ``content`` block, builds
+:class:`Table` objects and figure URIs (:mod:`hneurons.report.figures`) in Python, and calls
+``render("compare.html", title=..., ...)``: same CSS, tables, figures and offline guarantees.
 """
 
 from __future__ import annotations
