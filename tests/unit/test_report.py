@@ -431,3 +431,15 @@ def test_report_stage_fingerprints_the_templates(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(report_stage, "file_fingerprint", lambda p: seen.append(Path(p).as_posix()) or "x")
     report_stage._code_fingerprint()
     assert {f"templates/{n}" for n in names} <= {s.split("/hneurons/report/", 1)[1] for s in seen}
+
+
+def test_formatters_take_anything_a_json_file_holds() -> None:
+    from hneurons.report import fmt
+
+    assert fmt.sig(79.72226578054777) == "79.72" and fmt.sig(0.05) == "0.05" and fmt.sig(None) == "—"
+    assert fmt.num(float("nan")) == fmt.num(True) == fmt.num("0.5") == fmt.count(None) == "—"
+    assert fmt.pct(0.1234) == "12.3" and fmt.pct_ci([0.1, 0.2]) == "[10.0, 20.0]"
+    assert fmt.ci([None, None]) == fmt.ci("ab") == fmt.ci([1, 2, 3]) == ""
+    assert fmt.seconds(90) == "90.0 s" and fmt.seconds(600) == "10.0 min" and fmt.seconds(9000) == "2.50 h"
+    assert fmt.neuron({"layer": 3, "neuron": 17}) == "L3.N17" and fmt.neuron({"layer": 3, "neuron": 2, "expert": 5}) \
+        == "L3.E5.N2" and fmt.neuron({"layer": 3, "neuron": 2, "name": "L3.shared.N2"}) == "L3.shared.N2"

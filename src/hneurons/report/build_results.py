@@ -11,7 +11,7 @@ from typing import Any
 
 from hneurons.detection.methods import TRIVIAL_BASELINES
 from hneurons.report import figures
-from hneurons.report.fmt import ci, count, isnum, neuron, num, pct, pct_ci
+from hneurons.report.fmt import ci, count, isnum, neuron, num, pct, pct_ci, sig
 from hneurons.report.html import Cell, Table
 from hneurons.report.run import NotRun, Run
 
@@ -23,7 +23,7 @@ TOP_NEURONS = 30  # H-Neurons listed by weight
 
 def _path(path: dict[str, Any]) -> dict[str, Any]:
     points = sorted(path["points"], key=lambda p: p.get("C") or 0)
-    rows = [[str(p.get("C")), count(p.get("n_nonzero")), count(p.get("n_positive")), pct(p.get("train_acc")),
+    rows = [[sig(p.get("C")), count(p.get("n_nonzero")), count(p.get("n_positive")), pct(p.get("train_acc")),
              pct(p.get("heldout_acc")), num(p.get("heldout_auroc")), pct(p.get("suppression_acc")), num(p.get("score"))]
             for p in points]
     classes = ["hrow" if p.get("C") == path.get("selected_C") else "" for p in points]
@@ -40,7 +40,7 @@ def probe(run: Run) -> dict[str, Any]:
     stab, stab_reason = run.load("probe", "stability.json")
     neurons = h.get("neurons") or []
     summary = Table.of(["", "value"], [
-        ["chosen C", str(h.get("C"))], ["mode", str(h.get("mode", "—"))],
+        ["chosen C", sig(h.get("C"))], ["mode", str(h.get("mode", "—"))],
         ["H-Neurons (positive weight)", count(h.get("n_positive"))], ["non-zero weights", count(h.get("n_nonzero"))],
         ["neurons in the model", count(h.get("n_neurons_total"))], ["ratio (‰)", num(h.get("ratio_per_mille"), 3)]], [1])
     freq = {(int(r["layer"]), int(r["neuron"])): r.get("freq") for r in (stab or {}).get("frequency", [])}
@@ -51,7 +51,7 @@ def probe(run: Run) -> dict[str, Any]:
         "path": _path(path) if path and path.get("points") else None,
         "path_reason": path_reason or "path.json has no points",
         "by_layer": figures.layer_distribution(h["by_layer"]) if h.get("by_layer") else None,
-        "stability": {"n": count(stab.get("n_resamples")), "C": str(stab.get("C")), "mean": stab.get("jaccard_mean"),
+        "stability": {"n": count(stab.get("n_resamples")), "C": sig(stab.get("C")), "mean": stab.get("jaccard_mean"),
                       "sd": stab.get("jaccard_std")} if stab else None,
         "stability_reason": stab_reason or "",
         "frequency": figures.selection_frequency(stab["frequency"], hset) if stab and stab.get("frequency") else None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hneurons.detection.methods import TRIVIAL_BASELINES
-from hneurons.report.fmt import ci, count, isnum, num, pct
+from hneurons.report.fmt import ci, count, isnum, num, pct, sig
 from hneurons.report.run import MALFORMED, Run
 
 __all__ = ["Claim", "evaluate"]
@@ -91,7 +91,7 @@ def _existence(run: Run, name: str) -> Claim:
     if probe is None:
         return Claim(name, "not tested", f"no probe: {reason}")
     n_pos, ratio = probe.get("n_positive"), probe.get("ratio_per_mille")
-    parts = [f"The probe (C = {probe.get('C')}) selected {count(n_pos)} H-Neurons out of "
+    parts = [f"The probe (C = {sig(probe.get('C'))}) selected {count(n_pos)} H-Neurons out of "
              f"{count(probe.get('n_neurons_total'))} neurons = {num(ratio, 3)}‰ (paper: 0.01–0.35‰)."]
     if not isnum(n_pos) or n_pos <= 0:
         verdict = "did not hold"

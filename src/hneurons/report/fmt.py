@@ -14,7 +14,7 @@ from typing import Any
 
 from hneurons.core.arch import neuron_label
 
-__all__ = ["FILTERS", "ci", "count", "isnum", "neuron", "num", "pct", "pct_ci", "seconds"]
+__all__ = ["FILTERS", "ci", "count", "isnum", "neuron", "num", "pct", "pct_ci", "seconds", "sig"]
 
 DASH = "—"
 
@@ -32,6 +32,12 @@ def num(x: Any, nd: int = 3) -> str:
 def pct(x: Any, nd: int = 1) -> str:
     """A fraction in [0, 1] as a percentage without the sign (the headers say %)."""
     return f"{100 * x:.{nd}f}" if isnum(x) else DASH
+
+
+def sig(x: Any, digits: int = 4) -> str:
+    """A value such as the regularisation strength C, to ``digits`` significant digits
+    (79.72226578054777 → 79.72); anything that is not a number is shown as it is."""
+    return f"{x:.{digits}g}" if isnum(x) else DASH if x is None else str(x)
 
 
 def count(x: Any) -> str:
@@ -76,4 +82,4 @@ def neuron(entry: Any) -> str:
 
 # The Jinja filters of the same names (``{{ x|pct }}``, ``{{ pair|ci }}``).
 FILTERS: dict[str, Callable[..., str]] = {"num": num, "pct": pct, "count": count, "ci": ci, "pct_ci": pct_ci,
-                                          "seconds": seconds, "neuron": neuron}
+                                          "seconds": seconds, "neuron": neuron, "sig": sig}
