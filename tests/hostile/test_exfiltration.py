@@ -76,6 +76,14 @@ def test_offline_refuses_the_callers_own_endpoint(how, tmp_path, tiny_model, lis
     assert code == 2 and len(err) == 1 and err[0].startswith("error: offline") and listener.url in err[0], err
 
 
+def test_offline_stage_command_refuses_the_callers_backend(tmp_path, tiny_model, listener, hneurons) -> None:
+    run = make_run(tmp_path / "run", tiny_model, settings=SMALL_RESPONSES)
+    code, _, err = hneurons("responses", run, "--model", tiny_model, "--offline", "--set", "responses.backend=openai",
+                            "--set", f"responses.backend_url={listener.url}", "--set", "responses.backend_model=m")
+    assert listener.received == 0
+    assert code == 2 and err[-1].startswith("error: offline") and listener.url in err[-1], err
+
+
 def test_the_callers_endpoint_is_named_once_on_stderr(tmp_path, tiny_model, listener, hneurons) -> None:
     run = make_run(tmp_path / "run", tiny_model)
     code, _, err = hneurons("score", run, "--input", write_items(tmp_path / "in.jsonl"), "-o", tmp_path / "out.jsonl",
