@@ -56,7 +56,7 @@ def is_caller_only(key: str) -> bool:
     return key in CALLER_ONLY or key.endswith("_url")
 
 
-def _shown(value: Any) -> str:
+def quote_value(value: Any) -> str:
     """A recorded value as one printable, shell-quoted token (control characters escaped, long ones cut)."""
     text = str(value) if isinstance(value, str) and value.isprintable() else repr(value)
     text = text if len(text) <= 120 else text[:117] + "..."
@@ -111,8 +111,8 @@ def _say(line: str) -> None:
 
 def ignored_note(ignored: Mapping[str, Any], source: str) -> str:
     """One line: which recorded settings were ignored and the options that would use them."""
-    shown = ", ".join(f"{k}={_shown(v)}" for k, v in ignored.items())
-    how = " ".join(CALLER_ONLY.get(k, f"--set {k}={{value}}").format(value=_shown(v)) for k, v in ignored.items())
+    shown = ", ".join(f"{k}={quote_value(v)}" for k, v in ignored.items())
+    how = " ".join(CALLER_ONLY.get(k, f"--set {k}={{value}}").format(value=quote_value(v)) for k, v in ignored.items())
     return (f"note: ignored {shown} from {source}: a run directory never chooses the model, its code or a network "
             f"endpoint; to use them, pass {how}")
 
@@ -160,7 +160,7 @@ def check_run_model(root: Path, manifest: Mapping[str, Any], name: str | None) -
         return
     source, fp = source_fingerprint(name)
     if fp != recorded:
-        made = f"{recorded} ({_shown(label)})" if label else recorded
+        made = f"{recorded} (recorded as {quote_value(label)})" if label else recorded
         raise FingerprintMismatch(
             f"{root} was made with model {made} but the model given, {source}, is {fp}; pass --model with the "
             "run's model to continue it (a run directory never chooses the model it loads), or use a new run "

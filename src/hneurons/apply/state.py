@@ -21,7 +21,8 @@ from hneurons.core.arch import neuron_label
 from hneurons.errors import ConfigError, DataError, FingerprintMismatch, StageError
 from hneurons.probe.estimator import HNeuronProbe
 from hneurons.rundir import RunDir
-from hneurons.trust import caller_config, read_manifest, recorded_fingerprint, recorded_settings, source_fingerprint
+from hneurons.trust import (caller_config, quote_value, read_manifest, recorded_fingerprint, recorded_settings,
+                            source_fingerprint)
 from hneurons.text.locator import locate_answer_span, make_llm_locator
 from hneurons.text.spans import Span, SpanFailure, render_prompt
 
@@ -169,7 +170,7 @@ def read_run_probe(run_dir: str | Path) -> FittedProbe:
 
 def _check_fingerprint(fitted: FittedProbe, fingerprint: str, what: str, force: bool) -> None:
     if fitted.fingerprint and fingerprint != fitted.fingerprint and not force:
-        made = f" ({fitted.model_label})" if fitted.model_label else ""
+        made = f" (recorded as {quote_value(fitted.model_label)})" if fitted.model_label else ""
         raise FingerprintMismatch(
             f"{fitted.where} was fitted on model {fitted.fingerprint}{made} but {what} is {fingerprint}; pass --model "
             "with the model it was fitted on, or --force to use this one anyway")
