@@ -12,7 +12,10 @@ leaves a half-written file that a later stage would read. A stage records the fi
 inputs (its config section, the model fingerprint and the fingerprints of the files it reads) and
 the sha256 of every file it wrote in ``<stage>/_done.json`` when it finishes; re-running skips it
 while that fingerprint is unchanged *and* its files still hash as recorded, and a stage verifies the
-files of the stages before it, so a damaged artefact is named instead of silently used.
+files of the stages before it, so a damaged artefact is named instead of silently used. This fails
+closed: a stage the manifest calls done, or whose files are about to be used, with a missing or
+unreadable marker is damaged. The hashes sit beside the files they cover, so they catch accidental
+damage and truncation, not a deliberate edit that rewrites the marker too (docs/SECURITY.md).
 
 Resume logs (``*.jsonl``) are the one thing appended to in place. A process killed mid-append
 leaves a torn last record; :func:`read_jsonl` truncates it away (with a warning) before anything
@@ -38,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from hneurons.errors import StageError
+from hneurons.errors import HNeuronsError, StageError
 
 STAGES = ("responses", "features", "probe", "detect", "intervene", "origin", "report")
 DONE_FILE = "_done.json"
@@ -283,8 +286,12 @@ class RunDir:
         return self.stage_dir(stage) / name
 
     def manifest(self) -> dict[str, Any]:
-        """The manifest, or an empty one for a new run."""
-        return json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
+        """The manifest, or an empty one for a new run; one that is not a JSON object is refused."""
+        if not self.manifest_path.is_file():
+            return {}
+        from hneurons.trust import read_manifest
+
+        return read_manifest(self.root)
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         """Merge top-level fields into the manifest and write it atomically."""
@@ -328,31 +335,58 @@ class RunDir:
         return sorted(p for p in d.iterdir() if p.is_file() and p.name != DONE_FILE
                       and not p.name.startswith(".") and ".sqlite3" not in p.name)
 
-    def _marker(self, stage: str) -> dict[str, Any] | None:
+    def marker(self, stage: str) -> tuple[dict[str, Any] | None, str | None]:
+        """``(marker, problem)``: the done-marker, or why the files it vouches for cannot be checked (absent: both None)."""
         done = self.root / stage / DONE_FILE
         if not done.is_file():
-            return None
+            return None, None
         try:
-            marker = json.loads(done.read_text())
-        except json.JSONDecodeError:
-            return None
-        return marker if isinstance(marker, dict) else None
+            marker = json.loads(done.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None, "is not valid JSON"
+        if not isinstance(marker, dict):
+            return None, "is not a JSON object"
+        if "skipped" not in marker and not isinstance(marker.get("outputs"), dict):
+            return None, "records no file hashes"
+        return marker, None
 
-    def damaged(self, stage: str) -> list[tuple[Path, str]]:
-        """``(file, problem)`` for every file recorded in a stage's done-marker that is missing or changed."""
-        marker = self._marker(stage) or {}
+    def manifest_says_done(self, stage: str) -> bool:
+        """Whether the manifest records the stage as finished (then its marker must vouch for its files)."""
+        try:
+            entry = (self.manifest().get("stages") or {}).get(stage)
+        except (HNeuronsError, AttributeError):
+            return False
+        return isinstance(entry, dict) and entry.get("status") == "done"
+
+    def damaged(self, stage: str, required: bool = False) -> list[tuple[Path, str]]:
+        """``(file, problem)`` for every file of a finished stage that is missing or changed.
+
+        Fails closed: a finished stage (the manifest says so, or ``required``) whose done-marker is
+        missing or unreadable is damaged, since nothing vouches for its files any more.
+        """
+        marker, problem = self.marker(stage)
+        done = self.root / stage / DONE_FILE
+        if problem is not None:
+            return [(done, f"{problem}, so the files of `{stage}` cannot be checked")]
+        if marker is None:
+            if required or self.manifest_says_done(stage):
+                return [(done, f"is missing, so the files of `{stage}` cannot be checked")]
+            return []
         bad = []
         for rel, digest in (marker.get("outputs") or {}).items():
             path = self.root / rel
-            if not path.is_file():
+            if not path.resolve().is_relative_to(self.root.resolve()):  # e.g. "../../x": not this run's file
+                bad.append((done, f"records {rel!r}, which is not a file of this run"))
+            elif not path.is_file():
                 bad.append((path, "is missing"))
             elif self._sha256(path) != digest:
                 bad.append((path, f"does not match the sha256 recorded when `{stage}` wrote it (damaged or changed since)"))
         return bad
 
-    def verify(self, stage: str) -> None:
-        """Refuse a finished stage's damaged or missing files, naming the file and the command that rebuilds it."""
-        bad = self.damaged(stage)
+    def verify(self, stage: str, required: bool = False) -> None:
+        """Refuse a finished stage's damaged or missing files, naming the file and the command that rebuilds it
+        (``required``: the caller is about to use them, so a missing marker is damage too)."""
+        bad = self.damaged(stage, required=required)
         if bad:
             path, problem = bad[0]
             more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
@@ -361,7 +395,7 @@ class RunDir:
 
     def is_done(self, stage: str, inputs_fp: str) -> bool:
         """Whether a stage finished with exactly these inputs and its files still hash as recorded."""
-        marker = self._marker(stage)
+        marker, _ = self.marker(stage)
         if marker is None or marker.get("inputs") != inputs_fp or "outputs" not in marker:
             return False
         return not self.damaged(stage)

@@ -16,6 +16,7 @@ from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
 from hneurons.apply.guard import guarded_generate  # noqa: E402
 from hneurons.apply.score import score, score_file  # noqa: E402
 from hneurons.apply.state import load_state  # noqa: E402
+from hneurons.rundir import RunDir  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +39,7 @@ def state(loaded, tmp_path_factory):
     cfg = load_config("default", overrides={"responses.max_new_tokens": MAX_NEW})
     (root / "manifest.json").write_text(json.dumps({"config": cfg.to_dict(), "model": {"fingerprint": loaded.fingerprint}}))
     (root / "probe" / "h_neurons.json").write_text(json.dumps({"model_fingerprint": loaded.fingerprint, "neurons": []}))
+    RunDir(root).mark_done("probe", "fp", 0.0)  # a probe is used only with the marker that vouches for it
     return load_state(root, model=loaded)
 
 

@@ -24,6 +24,7 @@ from hneurons.core.models import load_model  # noqa: E402
 from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
 from hneurons.apply.state import load_state  # noqa: E402
 from hneurons.apply.server import bind_socket, create_app  # noqa: E402
+from hneurons.rundir import RunDir  # noqa: E402
 
 MAX_TOKENS = 4
 N_VALID = 64
@@ -45,6 +46,7 @@ def url(tmp_path_factory):
     cfg = load_config("default", overrides={"responses.max_new_tokens": MAX_TOKENS})
     (root / "manifest.json").write_text(json.dumps({"config": cfg.to_dict(), "model": {"fingerprint": loaded.fingerprint}}))
     (root / "probe" / "h_neurons.json").write_text(json.dumps({"model_fingerprint": loaded.fingerprint, "neurons": []}))
+    RunDir(root).mark_done("probe", "fp", 0.0)  # a probe is used only with the marker that vouches for it
     app = create_app(load_state(root, model=loaded), alpha=1.0, max_batch=32, batch_wait_s=0.25)
     sock = bind_socket("127.0.0.1", 0)  # the CLI's own binding: a free port, held from here on
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

@@ -104,6 +104,7 @@ def write_run(root: Path, fingerprint: str = FINGERPRINT, with_probe: bool = Tru
         (root / "probe" / "h_neurons.json").write_text(json.dumps({
             "model_fingerprint": fingerprint,
             "neurons": [{"layer": layer, "neuron": n, "weight": w} for layer, n, w in probe.h_neurons_]}))
+        RunDir(root).mark_done("probe", "fp", 1.0)  # a probe is used only with the marker that vouches for it
     return root
 
 

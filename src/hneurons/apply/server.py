@@ -43,6 +43,7 @@ from hneurons.apply.guard import guarded_generate
 from hneurons.apply.state import ScoringState
 from hneurons.config import check_guard
 from hneurons.core.generation import row_seed
+from hneurons.trust import MAX_INPUT_BYTES
 
 MAX_TOKENS_CAP = 2048
 
@@ -179,8 +180,11 @@ def _question(req: ChatRequest) -> str | None:
 
 
 def create_app(state: ScoringState, *, alpha: float = 1.0, abstain_above: float | None = None,
-               max_batch: int = 8, batch_wait_s: float = 0.02) -> FastAPI:
-    """The FastAPI app serving ``state``'s model with its probe (worker started by the lifespan)."""
+               max_batch: int = 8, batch_wait_s: float = 0.02, max_input_bytes: int = MAX_INPUT_BYTES) -> FastAPI:
+    """The FastAPI app serving ``state``'s model with its probe (worker started by the lifespan).
+
+    A request body over ``max_input_bytes`` is refused (413) before it is parsed or tokenized.
+    """
     check_guard(alpha, abstain_above)
     if alpha != 1.0 and not len(state.h_neurons):
         raise ConfigError("--alpha needs H-Neurons to scale but the probe has no positive weights; use --alpha 1")
@@ -211,7 +215,12 @@ def create_app(state: ScoringState, *, alpha: float = 1.0, abstain_above: float 
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> JSONResponse:
-        raw = await request.body()
+        raw = b""
+        async for part in request.stream():  # read no more than the limit, whatever Content-Length says
+            raw += part
+            if len(raw) > max_input_bytes:
+                return _error(413, f"request body is larger than the limit of {max_input_bytes} bytes "
+                                   "(--max-input-bytes); send a shorter request")
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

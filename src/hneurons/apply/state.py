@@ -1,19 +1,28 @@
-"""What using a fitted run needs: the model, the probe and the run's prompt and span settings."""
+"""What using a fitted run needs: the model, the probe and the run's prompt and span settings.
+
+A run directory or probe file is data from someone else: its probe is used only after its files
+hash as the probe stage recorded them and its weights are finite and of the recorded shape, and
+the model, its code and every endpoint come from the caller (:mod:`hneurons.trust`).
+"""
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hneurons.config import PAPER_SUFFIX, Config, load_config
+from hneurons.config import PAPER_SUFFIX, Config
+from hneurons.core.arch import neuron_label
 from hneurons.errors import ConfigError, DataError, FingerprintMismatch, StageError
 from hneurons.probe.estimator import HNeuronProbe
 from hneurons.rundir import RunDir
+from hneurons.trust import (caller_config, quote_value, read_manifest, recorded_fingerprint, recorded_settings,
+                            source_fingerprint)
 from hneurons.text.locator import locate_answer_span, make_llm_locator
 from hneurons.text.spans import Span, SpanFailure, render_prompt
 
@@ -88,58 +97,127 @@ class ScoringState:
         return () if self.chat else ("\n",)
 
 
-def _run_config(manifest: dict[str, Any], path: Path) -> Config:
-    recorded = manifest.get("config")
-    if not isinstance(recorded, dict):
-        raise StageError(f"{path} has no 'config'; it was not written by `hneurons run`")
-    flat = {f"{s}.{k}": v for s, sec in recorded.items() if isinstance(sec, dict) for k, v in sec.items()}
-    if "seed" in recorded:
-        flat["seed"] = recorded["seed"]
-    return load_config("paper", overrides=flat)
+@dataclass
+class FittedProbe:
+    """A fitted probe and what its run directory or probe file records about it (all of it data).
 
-
-def load_state(run_dir: str | Path, *, model: Any = None, force: bool = False) -> ScoringState:
-    """Read a run's probe and config and load (or check) the model it was fitted on.
-
-    ``model`` (a :class:`~hneurons.core.models.LoadedModel`) is used instead of loading the run's model;
-    a model whose fingerprint differs from the run's is refused unless ``force``.
+    ``settings`` are the recorded config as flat ``section.key`` values; the caller-only ones among
+    them are dropped by :func:`hneurons.trust.caller_config` before anything uses them.
     """
+
+    probe: HNeuronProbe
+    where: str  # the run directory or probe file, for messages
+    settings: dict[str, Any]
+    fingerprint: str | None  # the model it was fitted on
+    model_label: str | None
+    n_layers: int | None
+    d_ff: int | None
+    rebuild: str  # what to do when it is damaged
+    cache_dir: Path | None = None  # where the LLM span locator caches replies
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def check_probe(fitted: FittedProbe) -> None:
+    """Refuse a probe whose weights could not have come from a fit: wrong shape or not finite."""
+    p, where, fix = fitted.probe, fitted.where, fitted.rebuild
+    n = int(p.n_features_in_)
+    coef = np.asarray(p.coef_)
+    if coef.shape != (n,):
+        raise DataError(f"{where}: the probe has weights of shape {coef.shape} for {n} neurons; {fix}")
+    bad = np.flatnonzero(~np.isfinite(coef))
+    if bad.size:
+        f = int(bad[0])
+        name = neuron_label(f // fitted.d_ff, f % fitted.d_ff) if fitted.d_ff else f"#{f}"
+        raise DataError(f"{where}: the probe's weight of neuron {name} is {coef[f]}; weights must be finite, {fix}")
+    if not np.isfinite(p.intercept_):
+        raise DataError(f"{where}: the probe's intercept is {p.intercept_}; it must be finite, {fix}")
+    for attr in ("scaler_mean_", "scaler_scale_"):
+        if hasattr(p, attr):
+            arr = np.asarray(getattr(p, attr))
+            if arr.shape != (n,) or not np.isfinite(arr).all() or (attr == "scaler_scale_" and (arr <= 0).any()):
+                raise DataError(f"{where}: the probe's {attr.rstrip('_')} is not {n} finite (positive) numbers; {fix}")
+    if fitted.n_layers and fitted.d_ff and fitted.n_layers * fitted.d_ff != n:
+        raise DataError(f"{where}: {n} weights do not fit {fitted.n_layers} layers × {fitted.d_ff} neurons; {fix}")
+
+
+def read_run_probe(run_dir: str | Path) -> FittedProbe:
+    """A run directory's probe, checked: manifest an object, probe files as the probe stage hashed them
+    (a missing or unreadable marker is refused), weights finite and of the recorded shape."""
     root = Path(run_dir)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
-        raise StageError(f"{root} is not a run directory (no manifest.json); pass the folder `hneurons run` wrote")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{manifest_path} is not valid JSON ({exc}); restore it or re-run the pipeline") from None
+    manifest = read_manifest(root)
+    settings = recorded_settings(manifest, root / "manifest.json")
     probe_path = root / "probe" / "probe.safetensors"
     if not probe_path.is_file():
         raise StageError(f"{root} has no fitted probe ({probe_path} is missing); run `hneurons probe {root}` first")
-    RunDir(root).verify("probe")  # a probe changed since the probe stage wrote it is refused, not used
-    cfg = _run_config(manifest, manifest_path)
+    RunDir(root).verify("probe", required=True)  # changed, or nothing vouches for it: refused, not used
     probe = HNeuronProbe.load(probe_path)
-    run_fp = None
-    h_path = root / "probe" / "h_neurons.json"
-    if h_path.is_file():
-        try:
-            run_fp = json.loads(h_path.read_text()).get("model_fingerprint")
-        except json.JSONDecodeError:
-            run_fp = None
-    run_fp = run_fp or (manifest.get("model") or {}).get("fingerprint")
-    if model is None:
-        from hneurons.core.models import load_model
+    try:
+        h = json.loads((root / "probe" / "h_neurons.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        h = {}
+    h = h if isinstance(h, dict) else {}
+    fp, label = recorded_fingerprint(manifest)
+    fp = h.get("model_fingerprint") if isinstance(h.get("model_fingerprint"), str) else fp
+    fitted = FittedProbe(probe, str(root), settings, fp, label, _count(h.get("n_layers")),
+                         _count(h.get("d_ff")) or _count(probe.d_ff), f"rebuild it with `hneurons probe {root} --force`",
+                         root / "spans_cache")
+    check_probe(fitted)
+    return fitted
 
-        m = cfg.model
-        model = load_model(m.name, dtype=m.dtype, device=m.device, device_map=m.device_map,
-                           trust_remote_code=m.trust_remote_code)
-    if run_fp and model.fingerprint != run_fp and not force:
+
+def _check_fingerprint(fitted: FittedProbe, fingerprint: str, what: str, force: bool) -> None:
+    if fitted.fingerprint and fingerprint != fitted.fingerprint and not force:
+        made = f" (recorded as {quote_value(fitted.model_label)})" if fitted.model_label else ""
         raise FingerprintMismatch(
-            f"{root} was fitted on model {run_fp} but {model.name} is {model.fingerprint}; score with the run's "
-            "model (--model) or pass --force to use this one anyway"
-        )
-    return ScoringState(model, probe, chat=cfg.model.prompt_format == "chat", suffix=cfg.responses.suffix,
-                        max_new_tokens=cfg.responses.max_new_tokens, run_dir=root, span_method=cfg.spans.method,
-                        span_llm=make_llm_locator(cfg.spans, root / "spans_cache"))
+            f"{fitted.where} was fitted on model {fitted.fingerprint}{made} but {what} is {fingerprint}; pass --model "
+            "with the model it was fitted on, or --force to use this one anyway")
+
+
+def _load_checked(fitted: FittedProbe, cfg: Config, force: bool) -> Any:
+    """The caller's model, its fingerprint compared with the probe's before anything of it is imported."""
+    from hneurons.core.models import load_model
+
+    m = cfg.model
+    source, fp = source_fingerprint(m.name)
+    _check_fingerprint(fitted, fp, str(source), force)
+    return load_model(source, dtype=m.dtype, device=m.device, device_map=m.device_map,
+                      trust_remote_code=m.trust_remote_code)
+
+
+def load_state(source: str | Path, *, model: Any = None, force: bool = False,
+               overrides: Mapping[str, Any] | None = None, note: Callable[[str], None] | None = None) -> ScoringState:
+    """A probe — from a run directory or a portable probe file (``hneurons export``) — and its model.
+
+    The model, its remote code and every endpoint come from ``overrides`` (the caller's ``--model``,
+    ``--set``, ``--trust-remote-code``) or ``model`` (a :class:`~hneurons.core.models.LoadedModel`),
+    never from the run (:mod:`hneurons.trust`). A model whose fingerprint differs from the probe's is
+    refused unless ``force``; when this function loads it, that is checked before it is imported.
+    """
+    path = Path(source)
+    if path.is_file():
+        from hneurons.apply.portable import read_portable
+
+        fitted = read_portable(path)
+    else:
+        fitted = read_run_probe(path)
+    given = ("model.name", "model.trust_remote_code") if model is not None else ()
+    cfg = caller_config(fitted.settings, dict(overrides or {}), source=fitted.where, given=given, note=note)
+    span_llm = make_llm_locator(cfg.spans, fitted.cache_dir)  # an endpoint is named (or refused) before any model
+    if model is None:
+        model = _load_checked(fitted, cfg, force)
+    else:
+        _check_fingerprint(fitted, model.fingerprint, str(model.name), force)
+    layout = model.layout
+    if fitted.d_ff and fitted.n_layers and (layout.d_ff, layout.n_layers) != (fitted.d_ff, fitted.n_layers):
+        raise FingerprintMismatch(f"{fitted.where} was fitted on a model with {fitted.n_layers} layers × {fitted.d_ff} "
+                                  f"neurons but {model.name} has {layout.n_layers} × {layout.d_ff}; use the model it "
+                                  "was fitted on")
+    return ScoringState(model, fitted.probe, chat=cfg.model.prompt_format == "chat", suffix=cfg.responses.suffix,
+                        max_new_tokens=cfg.responses.max_new_tokens, run_dir=None if path.is_file() else path,
+                        span_method=cfg.spans.method, span_llm=span_llm)
 
 
 def state_of(run: str | Path | ScoringState, model: Any, force: bool) -> ScoringState:

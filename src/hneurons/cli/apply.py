@@ -14,27 +14,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hneurons.cli.trust import (MAX_INPUT_BYTES, MaxInputOpt, OfflineOpt, ProbeOpt, SetOpt, TrustCodeOpt, UseOptions,
+                                check_questions)
+
 console = Console(stderr=True)
 
-RunDirArg = Annotated[Path, typer.Argument(help="run directory with a fitted probe (e.g. runs/default)")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="use this model instead of the run's (fingerprint checked)")]
+RunDirArg = Annotated[Optional[Path], typer.Argument(help="run directory with a fitted probe (e.g. runs/default; "
+                                                          "omit it with --probe)", show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="the model to load, never taken from the run "
+                                                                "(default: $HNEURONS_MODEL or the embedded model); its fingerprint must match the probe's")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="use the model even if its fingerprint differs from the run's")]
 AlphaOpt = Annotated[float, typer.Option("--alpha", help="scale the H-Neurons by this factor while generating (1 = off)")]
 AbstainOpt = Annotated[Optional[float], typer.Option("--abstain-above", help="abstain when p_hallucination exceeds this")]
-
-
-def state_of(run_dir: Path, model: str | None, force: bool):
-    from hneurons.rundir import DONE_FILE, RunDir
-    from hneurons.apply.state import load_state
-
-    if (run_dir / "probe" / DONE_FILE).is_file():
-        RunDir(run_dir).verify("probe")  # a damaged probe is named, not used
-    loaded = None
-    if model is not None:
-        from hneurons.core.models import load_model
-
-        loaded = load_model(model)
-    return load_state(run_dir, model=loaded, force=force)
 
 
 def register(app: typer.Typer) -> None:
@@ -42,27 +33,36 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def score(
-        run_dir: RunDirArg,
         input: Annotated[Path, typer.Option("--input", "-i", help=".jsonl or .csv with 'question', optional 'answer' and 'id'")],
+        run_dir: RunDirArg = None,
         output: Annotated[Path, typer.Option("--output", "-o", help="jsonl to append results to (resumable)")] = Path("scores.jsonl"),
         model: ModelOpt = None,
         force: ForceOpt = False,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
         on_long: Annotated[str, typer.Option("--on-long", help="truncate | refuse inputs longer than the model's context")] = "truncate",
+        probe: ProbeOpt = None,
+        sets: SetOpt = None,
+        trust_remote_code: TrustCodeOpt = False,
+        offline: OfflineOpt = False,
+        max_input_bytes: MaxInputOpt = MAX_INPUT_BYTES,
     ) -> None:
         """Score (question, answer) pairs with the run's probe; missing answers are generated first."""
         from hneurons.errors import DataError
         from hneurons.apply.score import read_items, score_file
+        from hneurons.trust import check_input_lines
 
+        use = UseOptions(run_dir, probe, model, force, sets, trust_remote_code, offline)
+        use.source()
+        check_input_lines(input, max_input_bytes)  # before anything is parsed or tokenized
         if not read_items(input):  # report input errors before loading the model
             raise DataError(f"{input} has no items; give one JSON object per line (or CSV row) with a 'question'")
-        stats = score_file(state_of(run_dir, model, force), input, output, batch_size=batch_size, on_long=on_long)
+        stats = score_file(use.state(), input, output, batch_size=batch_size, on_long=on_long)
         console.print(f"scored {stats['scored']} item(s), skipped {stats['skipped']} already in {output}")
 
     @app.command()
     def generate(
-        run_dir: RunDirArg,
-        questions: Annotated[list[str], typer.Argument(help="one or more questions")],
+        run_dir: Annotated[Optional[str], typer.Argument(help="run directory (omit it with --probe)", show_default=False)] = None,
+        questions: Annotated[Optional[list[str]], typer.Argument(help="one or more questions", show_default=False)] = None,
         alpha: AlphaOpt = 1.0,
         abstain_above: AbstainOpt = None,
         max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="default: the run's")] = None,
@@ -70,17 +70,25 @@ def register(app: typer.Typer) -> None:
         model: ModelOpt = None,
         force: ForceOpt = False,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per question")] = False,
+        probe: ProbeOpt = None,
+        sets: SetOpt = None,
+        trust_remote_code: TrustCodeOpt = False,
+        offline: OfflineOpt = False,
+        max_input_bytes: MaxInputOpt = MAX_INPUT_BYTES,
     ) -> None:
         """Answer questions with guarded generation: H-Neurons scaled by α, each answer scored."""
         from hneurons.config import check_guard
         from hneurons.errors import DataError
         from hneurons.apply.guard import guarded_generate
 
+        use = UseOptions(None, probe, model, force, sets, trust_remote_code, offline)
+        questions = use.questions(run_dir, questions)
         check_guard(alpha, abstain_above)  # before the model loads
         for i, q in enumerate(questions):
             if not q.strip():
                 raise DataError(f"question {i + 1} is empty; every question needs text")
-        results = guarded_generate(state_of(run_dir, model, force), questions, alpha=alpha, abstain_above=abstain_above,
+        check_questions(questions, max_input_bytes)
+        results = guarded_generate(use.state(), questions, alpha=alpha, abstain_above=abstain_above,
                                    max_new_tokens=max_new_tokens, temperature=temperature)
         if as_json:
             for r in results:
@@ -98,7 +106,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def serve(
-        run_dir: RunDirArg,
+        run_dir: RunDirArg = None,
         port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
         host: Annotated[str, typer.Option("--host", help="bind address (127.0.0.1 = this machine only)")] = "127.0.0.1",
         alpha: AlphaOpt = 1.0,
@@ -106,16 +114,24 @@ def register(app: typer.Typer) -> None:
         max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="requests decoded together")] = 8,
         model: ModelOpt = None,
         force: ForceOpt = False,
+        probe: ProbeOpt = None,
+        sets: SetOpt = None,
+        trust_remote_code: TrustCodeOpt = False,
+        offline: OfflineOpt = False,
+        max_input_bytes: MaxInputOpt = MAX_INPUT_BYTES,
     ) -> None:
         """Serve an OpenAI-compatible /v1/chat/completions endpoint with guarded generation."""
         from hneurons.config import check_guard
 
+        use = UseOptions(run_dir, probe, model, force, sets, trust_remote_code, offline)
+        use.source()
         check_guard(alpha, abstain_above)
         from hneurons.apply.server import bind_socket, create_app, run_server  # says what to install if they are missing
 
         sock = bind_socket(host, port)  # before the model loads: a busy port fails fast, and stays ours
-        state = state_of(run_dir, model, force)
-        app_ = create_app(state, alpha=alpha, abstain_above=abstain_above, max_batch=max_batch)
+        state = use.state()
+        app_ = create_app(state, alpha=alpha, abstain_above=abstain_above, max_batch=max_batch,
+                          max_input_bytes=max_input_bytes)
         bound = sock.getsockname()[1]
         console.print(f"serving {state.loaded.name} on http://{host}:{bound}/v1 (α = {alpha:g}, "
                       f"abstain above {abstain_above if abstain_above is not None else 'off'})")

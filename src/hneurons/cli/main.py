@@ -21,6 +21,8 @@ from rich.table import Table
 from hneurons.cli.judge import register as register_judge_command
 from hneurons.cli.apply import register as register_use_commands
 from hneurons.cli.extras import register_compare, register_plan
+from hneurons.cli.trust import OfflineOpt
+from hneurons.cli.trust import register as register_trust_commands
 from hneurons.errors import HNeuronsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,6 +36,14 @@ Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override
 Force = Annotated[bool, typer.Option("--force", help="re-run even if inputs are unchanged")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="HF model directory, .gguf file, or gemma-3-270m (the packaged base model; default: embedded SmolLM2-135M-Instruct)")]
 RunDirArg = Annotated[Path, typer.Argument(help="run directory (e.g. runs/default)")]
+
+
+def _offline(on: bool) -> None:
+    """``--offline``: no connection at all from here on (endpoints are refused where they would open)."""
+    if on:
+        from hneurons.trust import go_offline
+
+        go_offline()
 
 
 def _log(message: str) -> None:
@@ -58,13 +68,10 @@ def _config(preset: str | None, config: Path | None, sets: list[str] | None, mod
         overrides.append(f"model.name={model}")
     manifest = (run_dir / "manifest.json") if run_dir else None
     if manifest is not None and manifest.is_file() and config is None:
-        from hneurons.rundir import read_json
+        from hneurons.trust import run_config
 
-        recorded = read_json(manifest).get("config") or {}
-        flat = {f"{s}.{k}": v for s, sec in recorded.items() if isinstance(sec, dict) for k, v in sec.items()}
-        flat["seed"] = recorded.get("seed", 0)
-        # the recorded config, then this invocation's --set on top
-        cfg = load_config("paper", overrides={**flat, **parse_overrides(overrides)})
+        # the recorded config without what only the caller may choose (model, remote code, URLs), then --set
+        cfg = run_config(run_dir, parse_overrides(overrides))
         if preset is not None and load_config(preset, overrides=overrides).to_dict() != cfg.to_dict():
             _log(f"note: {run_dir} has its own config, which differs from preset {preset!r}; the run's config wins "
                  "(change values with --set, or use a new run directory for that preset)")
@@ -82,10 +89,12 @@ def run(
     runs: Annotated[Path, typer.Option("--runs", help="parent folder of run directories")] = Path("runs"),
     force: Force = False,
     stages: Annotated[Optional[list[str]], typer.Option("--stage", help="run only these stages (repeatable)")] = None,
+    offline: OfflineOpt = False,
 ) -> None:
     """Run every stage in order and write the HTML report (resumes an interrupted run)."""
     from hneurons.pipeline import run_all
 
+    _offline(offline)
     run_dir = runs / (name or preset or "default")
     cfg = _config(preset, config, sets, model, run_dir)
     report = run_all(cfg, run_dir, stages=stages, force=force, log=_log)
@@ -102,10 +111,12 @@ def _stage_command(stage: str, doc: str) -> None:
         sets: Sets = None,
         model: ModelOpt = None,
         force: Force = False,
+        offline: OfflineOpt = False,
     ) -> None:
         from hneurons.pipeline import Context, resolve_prompt_format, run_stage
         from hneurons.rundir import RunDir
 
+        _offline(offline)
         cfg = _config(preset, config, sets, model, run_dir)
         switched = resolve_prompt_format(cfg, _log)
         rd = RunDir(run_dir)
@@ -179,6 +190,7 @@ register_use_commands(app)
 register_judge_command(app)
 register_plan(app)
 register_compare(app)
+register_trust_commands(app)
 
 
 def main() -> None:

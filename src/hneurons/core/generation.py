@@ -428,6 +428,9 @@ class OpenAIBackend:
         self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/v1") else "/v1")
         self.url += "/completions"
         self.model = model
+        from hneurons.trust import open_endpoint
+
+        open_endpoint(self.url, f"sampling backend (model {model!r}; the prompts are sent)")
         self.max_concurrency = max_concurrency
         self.retries = retries
         self.send_top_k = send_top_k

@@ -186,7 +186,7 @@ class FeatureStore:
         if expect_fingerprint is not None and idx["model_fingerprint"] != expect_fingerprint:
             raise FingerprintMismatch(
                 f"{self.path} holds features of model {idx['model_fingerprint']}, not {expect_fingerprint}; "
-                "re-run `hneurons features` for this model (or use --force)"
+                "pass --model with the model they were extracted from, or re-run `hneurons features` with this one"
             )
         regions = list(regions or idx["regions"])
         missing = [r for r in regions if r not in idx["regions"]]

@@ -569,6 +569,9 @@ class LLMJudge:
             url += "/v1"
         self.url = url + "/chat/completions"
         self.model = model
+        from hneurons.trust import open_endpoint
+
+        open_endpoint(self.url, f"LLM requests (model {model!r}; the questions and responses are sent)")
         self.max_retries = max(1, max_retries)
         self.backoff = backoff
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
