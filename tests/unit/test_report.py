@@ -236,6 +236,7 @@ def test_report_stage_skips_until_inputs_change(run_dir: Path, stub_figures: Non
     det = _j(run_dir / "detect" / "detect.json")
     det["sets"]["triviaqa"]["methods"]["h_neurons"]["auroc"] = 0.9
     (run_dir / "detect" / "detect.json").write_text(json.dumps(det))
+    RunDir(run_dir).mark_done("detect", "fp-detect-rerun", 1.0)  # as a re-run of detect would
     assert fingerprint_of(report_stage.inputs(ctx)) != fp0
     assert run_stage(ctx, "report") == {"path": str(run_dir / "report.html")}
     assert "0.900 [" in (run_dir / "report.html").read_text()
