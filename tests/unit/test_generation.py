@@ -24,7 +24,7 @@ from hneurons.core.generation import (  # noqa: E402
     length_batches,
     make_backend,
 )
-from hneurons.text.spans import render_prompt  # noqa: E402
+from hneurons.text.prompts import render_prompt  # noqa: E402
 
 QUESTIONS = [
     "Who wrote Hamlet?",

@@ -15,7 +15,8 @@ from hneurons.errors import ConfigError, DataError, FingerprintMismatch, StageEr
 from hneurons.probe.estimator import HNeuronProbe
 from hneurons.rundir import RunDir
 from hneurons.text.locator import locate_answer_span, make_llm_locator
-from hneurons.text.spans import Span, SpanFailure, render_prompt
+from hneurons.text.prompts import render_prompt, user_text
+from hneurons.text.spans import Span, SpanFailure
 
 ABSTAIN_TEXT = "I'm not confident enough to answer that."
 
@@ -61,12 +62,8 @@ class ScoringState:
         return int(value) if isinstance(value, int) and value > 0 else None
 
     def user_text(self, question: str) -> str:
-        """The user turn as in training: question, a space, the suffix (unless already there)."""
-        q = question.strip()
-        s = self.suffix.strip()
-        if not s or q.endswith(s):
-            return q
-        return f"{q} {self.suffix}".strip()
+        """The user turn as in training (:func:`hneurons.text.prompts.user_text` with the run's suffix)."""
+        return user_text(question, self.suffix)
 
     def prompt(self, question: str) -> str:
         """The rendered prompt a response to ``question`` is generated from."""

@@ -8,8 +8,9 @@ range in the rendered text and the tokens are those whose character span overlap
 ever decoded and string-compared, and every miss comes back as a :class:`SpanFailure` with a reason
 so callers can count and log it instead of dropping the sample.
 
-The same rendering is used for sampling prompts (:func:`render_prompt`) and for the feature pass
-(:func:`build_sequence`), so the model sees identical prompt tokens in both.
+The text comes from :mod:`hneurons.text.prompts` (:func:`~hneurons.text.prompts.render_prompt` for
+sampling, :func:`~hneurons.text.prompts.render_exchange` for the feature pass in
+:func:`build_sequence`), so the model sees identical prompt tokens in both.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from hneurons.errors import ConfigError, DataError
+from hneurons.errors import ConfigError
+from hneurons.text.prompts import render_exchange
 
 # Characters the SQuAD-style judge normalisation turns into spaces (PAPER.md §2.5).
 _JUDGE_PUNCT = set(string.punctuation + "‘’´`")
@@ -63,19 +65,6 @@ class SpanFailure:
     reason: str
 
 
-def _has_chat_template(tokenizer: Any) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def _require_chat_template(tokenizer: Any) -> None:
-    if not _has_chat_template(tokenizer):
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise ConfigError(
-            f"model {name} has no chat template (a base model?); "
-            'set model.prompt_format = "plain" to prompt it with "{question}\\nAnswer:"'
-        )
-
-
 def add_special_tokens_for(tokenizer: Any, text: str) -> bool:
     """Whether tokenising ``text`` should let the tokenizer add its special tokens.
 
@@ -85,52 +74,6 @@ def add_special_tokens_for(tokenizer: Any, text: str) -> bool:
     """
     bos = getattr(tokenizer, "bos_token", None)
     return not (bos and text.startswith(bos))
-
-
-def render_prompt(tokenizer: Any, user: str, chat: bool = True) -> str:
-    """The exact prompt text a response is sampled from.
-
-    ``chat=True``: the model's chat template with the generation prompt; ``chat=False``: the
-    base-model format ``"{user}\\nAnswer:"`` (PAPER.md §7.1, §8.26).
-    """
-    if not chat:
-        return f"{user}\nAnswer:"
-    _require_chat_template(tokenizer)
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-    )
-
-
-def _render_full(tokenizer: Any, user: str, response: str, chat: bool) -> tuple[str, int, int]:
-    """Render prompt + response; return the text and the response's character range in it."""
-    prompt = render_prompt(tokenizer, user, chat)
-    body = response.strip()
-    if not chat:
-        # The model continued "Answer:" with " <answer>"; re-create that boundary so the response
-        # tokens are the ones it generated (a leading-space token), then stop at the response.
-        text = f"{prompt} {body}" if body else prompt
-        return text, len(text) - len(body), len(text)
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user}, {"role": "assistant", "content": body}],
-        tokenize=False,
-    )
-    if text.startswith(prompt):
-        search_from = len(prompt)
-    else:
-        # Some templates render the generation prompt differently from a finished assistant turn
-        # (e.g. they drop reasoning blocks); fall back to "after the user's message".
-        at = text.rfind(user) if user else -1
-        search_from = at + len(user) if at >= 0 else 0
-    if not body:
-        return text, search_from, search_from
-    at = text.find(body, search_from)
-    if at < 0:
-        raise DataError(
-            "the chat template changed the assistant message so the response cannot be found in "
-            f"the rendered text (response starts {body[:40]!r}); use a template that keeps "
-            'message content verbatim, or prompt_format = "plain"'
-        )
-    return text, at, at + len(body)
 
 
 def build_sequence(tokenizer: Any, user: str, response: str, chat: bool = True) -> Sequence:
@@ -145,7 +88,7 @@ def build_sequence(tokenizer: Any, user: str, response: str, chat: bool = True) 
             f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; answer spans need "
             "offset mappings: load it with use_fast=True (a tokenizer.json)"
         )
-    text, rc_start, rc_end = _render_full(tokenizer, user, response, chat)
+    text, rc_start, rc_end = render_exchange(tokenizer, user, response, chat)
     enc = tokenizer(
         text,
         add_special_tokens=add_special_tokens_for(tokenizer, text),
