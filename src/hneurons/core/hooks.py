@@ -19,7 +19,6 @@ All arithmetic on CETT is float32 whatever the model dtype (PAPER.md §8.20).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hneurons.core.alpha import check_alpha
 from hneurons.core.arch import Experts, Layout
 from hneurons.errors import ConfigError
 
@@ -86,16 +86,6 @@ def neurons_by_layer(neurons: Iterable[int] | np.ndarray, d_ff: int, n_layers: i
             )
         grouped.setdefault(f // d_ff, []).append(f % d_ff)
     return grouped
-
-
-def _check_alpha(alpha: float) -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise ConfigError(f"alpha must be a number, got {alpha!r}") from None
-    if not math.isfinite(a) or a < 0:
-        raise ConfigError(f"alpha must be a finite number ≥ 0 (1 = no change), got {alpha!r}")
-    return a
 
 
 @contextmanager
@@ -246,8 +236,8 @@ def scale_neurons(
     flat = list(np.asarray(list(neurons) if not isinstance(neurons, np.ndarray) else neurons).ravel())
     if not flat:
         raise ConfigError("the neuron set to scale is empty; fit a probe that selects H-Neurons first")
-    per = {int(f): _check_alpha(alpha[int(f)]) for f in flat} if isinstance(alpha, Mapping) else None
-    a = None if per is not None else _check_alpha(alpha)
+    per = {int(f): check_alpha(alpha[int(f)], "alpha") for f in flat} if isinstance(alpha, Mapping) else None
+    a = None if per is not None else check_alpha(alpha, "alpha")
     grouped = neurons_by_layer(flat, layout.d_ff, layout.n_layers)
     handles = []
     for layer, idx in grouped.items():
@@ -284,7 +274,7 @@ def scale_down_weights(layout: Layout, neurons: Iterable[int] | np.ndarray, alph
     Faster when a model runs many forwards under one α (no hook per call). The original columns
     are saved and written back on exit, so even α = 0 is undone exactly.
     """
-    a = _check_alpha(alpha)
+    a = check_alpha(alpha, "alpha")
     grouped = neurons_by_layer(neurons, layout.d_ff, layout.n_layers)
     if not grouped:
         raise ConfigError("the neuron set to scale is empty; fit a probe that selects H-Neurons first")
