@@ -156,6 +156,7 @@ def test_score_equals_direct_computation(state, loaded):
         assert out["span"] == {"start": span.start, "end": span.end, "text": span.text}
         assert out["span_status"] == "ok" and not out["generated"]
         contrib = {(n["layer"] * 64 + n["neuron"]): n["contribution"] for n in out["top_neurons"]}
+        assert [n["name"] for n in out["top_neurons"]] == [f"L{f // 64}.N{f % 64}" for f in contrib]
         expect = sorted(((WEIGHTS[f] * float(X[r, f]), f) for f in idx), reverse=True)
         assert list(contrib) == [f for _, f in expect]
         for c, f in expect:

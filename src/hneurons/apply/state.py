@@ -161,7 +161,8 @@ def apply_probe(state: ScoringState, X_nz: np.ndarray) -> tuple[np.ndarray, list
     tops = []
     for row in range(X_nz.shape[0]):
         order = np.argsort(-contrib[row], kind="stable")[:TOP_NEURONS]
-        tops.append([{"layer": int(state.record[j] // d_ff), "neuron": int(state.record[j] % d_ff),
+        tops.append([{"name": state.loaded.layout.neuron_name(int(state.record[j])),
+                      "layer": int(state.record[j] // d_ff), "neuron": int(state.record[j] % d_ff),
                       "contribution": float(contrib[row, j]), "cett": float(X_nz[row, j]), "weight": float(w[j])}
                      for j in order])
     return p, tops

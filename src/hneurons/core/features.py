@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +27,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hneurons.config import PAPER_SUFFIX
 from hneurons.core.arch import Layout
 from hneurons.core.generation import length_batches
 from hneurons.core.hooks import capture_cett, column_norms
 from hneurons.errors import ConfigError, DataError
+from hneurons.text.locator import locate_answer_span
+from hneurons.text.prompts import user_text
+from hneurons.text.spans import SpanFailure, build_sequence
 
 REGIONS = ("answer", "other", "prompt")
 # answer-token statistics the same forward can give (``stats_layer``): mean log-probability and
@@ -193,6 +198,59 @@ def extract_cett(model: torch.nn.Module, layout: Layout, items: Sequence[Feature
             out[region][batch] = flat[r]
         bar.update(len(batch))
     bar.close()
+    return out
+
+
+def cett(model: Any, pairs: Sequence[tuple[str, str]], *, chat: bool | None = None, suffix: str = PAPER_SUFFIX,
+         batch_size: int = 16, on_unlocated: str = "raise") -> np.ndarray:
+    """Answer-region CETT of (question, answer) pairs, exactly as the pipeline featurises its answers.
+
+    ``model`` is a :class:`~hneurons.core.models.LoadedModel` (or what :func:`~hneurons.core.models.load_model`
+    takes: a path, a name, None for the embedded model). Each pair is rendered as the pipeline
+    renders a sampled answer: user turn :func:`~hneurons.text.prompts.user_text` (question + ``suffix``),
+    the model's chat template (``chat=None``: when it has one, else the plain base-model format,
+    the switch the pipeline makes), the answer as the assistant turn. The answer span is the
+    label-blind locator's (:func:`~hneurons.text.locator.locate_answer_span`, method ``phrase``, the
+    rule the probe is trained with), and each row is the mean CETT over it: float32
+    ``[len(pairs), n_neurons]``, columns ``layer * d_ff + neuron``, the probe's feature order::
+
+        m = hneurons.load_model()
+        X = hneurons.cett(m, [("Who wrote Hamlet?", "It was William Shakespeare.")])
+        p = probe.predict_proba(X)[:, 1]
+
+    A pair whose span cannot be located (an empty answer, or only punctuation) raises a
+    :class:`~hneurons.errors.DataError` naming the pair and the reason; ``on_unlocated="nan"``
+    gives such pairs a NaN row instead and warns which they are.
+    """
+    if on_unlocated not in ("raise", "nan"):
+        raise ConfigError(f"on_unlocated must be raise or nan, got {on_unlocated!r}")
+    if not all(hasattr(model, a) for a in ("model", "tokenizer", "layout")):
+        from hneurons.core.models import load_model
+
+        model = load_model(model)
+    tok = model.tokenizer
+    chat = bool(getattr(tok, "chat_template", None)) if chat is None else chat
+    items, rows, missing = [], [], []
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise DataError(f"pair {i}: expected (question, answer) strings, got {pair!r:.80}")
+        question, answer = pair
+        seq = build_sequence(tok, user_text(question, suffix), answer, chat=chat)
+        span = locate_answer_span(seq, question, "phrase")
+        if isinstance(span, SpanFailure):
+            missing.append(f"pair {i} ({question[:40]!r}, {answer[:40]!r}): {span.reason}")
+            continue
+        items.append(FeatureItem(str(i), tuple(seq.input_ids), (span.start, span.end), (seq.prompt_end, seq.response_end)))
+        rows.append(i)
+    if missing and on_unlocated == "raise":
+        raise DataError(f"no answer span in {len(missing)} pair(s), first {missing[0]}; give answers with words, "
+                        'or pass on_unlocated="nan" to get NaN rows for them')
+    if missing:
+        warnings.warn(f"no answer span in {len(missing)} pair(s) (NaN rows): " + "; ".join(missing), stacklevel=2)
+    out = np.full((len(pairs), model.layout.n_neurons), np.nan, dtype=np.float32)
+    if items:
+        opts = ExtractOptions(("answer",), batch_size=batch_size, pad_token_id=tok.pad_token_id or 0, progress=False)
+        out[rows] = extract_cett(model.model, model.layout, items, opts)["answer"]
     return out
 
 
