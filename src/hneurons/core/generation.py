@@ -28,7 +28,8 @@ from hneurons.text.spans import add_special_tokens_for
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding parameters, defaulting to the paper's (PAPER.md §2.3); ``temperature=0`` is greedy."""
+    """Decoding parameters, defaulting to the paper's (arXiv 2512.01797 §6.1.1; 50 new tokens as the official code);
+    ``temperature=0`` is greedy."""
 
     temperature: float = 1.0
     top_k: int = 50
@@ -36,7 +37,7 @@ class SamplingParams:
     max_new_tokens: int = 50
     n: int = 1
     seed: int = 0
-    stop: tuple[str, ...] = ()  # e.g. ("\n",) for base models (PAPER.md §7.1)
+    stop: tuple[str, ...] = ()  # e.g. ("\n",) for base models (the paper §6.3.1)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -118,7 +119,7 @@ class HFBackend:
 
     Rows (prompt × sample) are sorted by prompt length so a batch carries little padding, left
     padded, and put back in input order. The ``n`` samples of a prompt are repeated rows, which is
-    distributionally the same as the official code's ``n`` separate calls (PAPER.md §2.3).
+    distributionally the same as the official ``collect_responses.py``'s ``n`` separate calls.
 
     Why not ``model.generate``: a batch of ``generate`` runs until its longest row ends and keeps
     computing the finished rows; with responses of very different lengths (short answers next to

@@ -72,7 +72,7 @@ def column_norms(layout: Layout, layer: int) -> torch.Tensor:
 
 
 def down_output(module: nn.Module, output: torch.Tensor | tuple) -> torch.Tensor:
-    """CETT's h: the down-projection's output without its bias, i.e. h = W_down·z (PAPER.md §3.1).
+    """CETT's h: the down-projection's output without its bias, i.e. h = W_down·z (the paper, arXiv 2512.01797 §6.1.2, Eqs. 1–3).
 
     None of the paper's models has FFN biases; for those that do (GPT-2, Phi, GPT-NeoX) leaving the
     bias in would make h more than the neurons' summed contribution, break Σ_j CETT ≥ 1 and let a
@@ -246,7 +246,7 @@ def scale_neurons(
 ) -> Iterator[None]:
     """Multiply the activations z of ``neurons`` (flat indices) by α at every position.
 
-    α = 1 is the identity, α = 0 silences the neurons, α > 1 amplifies them (PAPER.md Eq. 5).
+    α = 1 is the identity, α = 0 silences the neurons, α > 1 amplifies them (the paper, arXiv 2512.01797 §6.2.1, Eq. 5).
     ``alpha`` may also map flat index → factor. The model's weights are never touched, so the
     model is bit-identical after exit, and the hook composes with batching and generation.
     """

@@ -1,8 +1,8 @@
 """Answer spans as token positions, found through the tokenizer's character offsets.
 
-The official H-Neurons code locates the answer by matching *decoded token strings* against the
-full chat sequence, which silently loses samples whenever tokenisation depends on context (leading
-spaces, merges across a boundary, ``Ġ``/``▁`` conventions, apostrophes; PAPER.md §3.4, §8).
+The official H-Neurons code (``get_region_indices``) locates the answer by matching *decoded token
+strings* against the full chat sequence, which silently loses samples whenever tokenisation
+depends on context (leading spaces, merges across a boundary, ``Ġ``/``▁`` conventions, apostrophes).
 Here every position comes from ``return_offsets_mapping=True``: the answer is found as a character
 range in the rendered text and the tokens are those whose character span overlaps it. Nothing is
 ever decoded and string-compared, and every miss comes back as a :class:`SpanFailure` with a reason
@@ -24,7 +24,7 @@ from typing import Any
 from hneurons.errors import ConfigError
 from hneurons.text.prompts import render_exchange
 
-# Characters the SQuAD-style judge normalisation turns into spaces (PAPER.md §2.5).
+# Characters the SQuAD-style judge normalisation (the official rule_judge) turns into spaces.
 _JUDGE_PUNCT = set(string.punctuation + "‘’´`")
 _ARTICLES = {"a", "an", "the"}
 
@@ -79,7 +79,7 @@ def add_special_tokens_for(tokenizer: Any, text: str) -> bool:
 def build_sequence(tokenizer: Any, user: str, response: str, chat: bool = True) -> Sequence:
     """Render ``[user, assistant=response]`` and tokenise it with offsets.
 
-    The response is stripped (as stored after sampling, PAPER.md §2.3). Token indices of the
+    The response is stripped (as stored after sampling). Token indices of the
     response are derived from character offsets, so a token straddling the prompt/response
     boundary counts as a response token and template tokens after the response do not.
     """
