@@ -79,9 +79,8 @@ class _FedCett:
         self.calls: list[tuple[int, list[int], torch.Tensor]] = []  # (token index, rows, [batch, k])
 
     def __call__(self, step: DecodeStep) -> None:
-        if step.index > 0:
-            (fed,) = self.records  # one forward call per decode step
-            self.calls.append((step.index - 1, step.rows, fed[:, -1]))
+        if step.index > 0 and self.records:  # the one forward call of this decode step
+            self.calls.append((step.index - 1, step.rows, self.records[-1][:, -1]))
         self.records.clear()
 
     def per_row(self, lengths: Sequence[int], k: int) -> list[np.ndarray]:
@@ -126,7 +125,7 @@ def _encode(state: ScoringState, backend: HFBackend, questions: Sequence[str], p
     for i, q in enumerate(questions):
         if not isinstance(q, str) or not q.strip():
             raise DataError(f"question {i} is empty; every question needs text")
-        ids = backend._encode(state.prompt(q))
+        ids = backend.encode(state.prompt(q))
         cut = max_context_check(len(ids), len(ids), budget, on_long, f"question {i}")
         encoded.append(ids[cut:])
     return encoded

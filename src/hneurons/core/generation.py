@@ -192,7 +192,8 @@ class HFBackend:
         self._keep_logits = "logits_to_keep" in accepted
         self.share_prefix = share_prefix and self._plain_cache()
 
-    def _encode(self, prompt: str) -> list[int]:
+    def encode(self, prompt: str) -> list[int]:
+        """A rendered prompt's token ids as :meth:`generate` feeds them (for :meth:`decode` callers)."""
         add = add_special_tokens_for(self.tokenizer, prompt)
         return self.tokenizer(prompt, add_special_tokens=add)["input_ids"]
 
@@ -381,7 +382,7 @@ class HFBackend:
         self, prompts: Sequence[str], params: SamplingParams, progress: bool = True
     ) -> list[list[Generation]]:
         """``params.n`` generations per rendered prompt; row (i, j) is seeded by ``(params.seed, i, j)``."""
-        encoded = [self._encode(p) for p in prompts]
+        encoded = [self.encode(p) for p in prompts]
         if any(not ids for ids in encoded):
             raise ConfigError("an empty prompt was given to the sampler; every prompt needs text")
         rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
