@@ -35,7 +35,7 @@ from hneurons.apply.state import (
 from hneurons.config import check_guard
 from hneurons.core.generation import Generation, HFBackend, SamplingParams, row_seed
 from hneurons.core.hooks import record_cett, scale_neurons
-from hneurons.core.steps import DecodeStep
+from hneurons.core.steps import DecodeStep, StepObserver
 from hneurons.errors import ConfigError, DataError, StageError
 from hneurons.text.locator import answer_chars, token_char_offsets
 
@@ -131,8 +131,8 @@ def _encode(state: ScoringState, backend: HFBackend, questions: Sequence[str], p
     return encoded
 
 
-def _decode(state: ScoringState, questions: Sequence[str], opts: GuardOptions,
-            seeds: Sequence[int] | None) -> tuple[list[Generation], list[np.ndarray], list[int]]:
+def _decode(state: ScoringState, questions: Sequence[str], opts: GuardOptions, seeds: Sequence[int] | None,
+            observer: StepObserver | None) -> tuple[list[Generation], list[np.ndarray], list[int]]:
     """The answers, the recorded neurons' CETT per generated token, and each prompt's length."""
     params = SamplingParams(temperature=opts.temperature, max_new_tokens=opts.max_new_tokens or state.max_new_tokens,
                             stop=state.stop)
@@ -143,11 +143,24 @@ def _decode(state: ScoringState, questions: Sequence[str], opts: GuardOptions,
     with ExitStack() as stack:
         if opts.alpha != 1.0:
             stack.enter_context(scale_neurons(loaded.layout, state.h_neurons, opts.alpha))
-        observer = _FedCett(stack.enter_context(record_cett(loaded.layout, state.record))) if k else None
-        gens = backend.decode(encoded, row_seeds, params, observer=observer, feed_last=bool(k))
+        fed = _FedCett(stack.enter_context(record_cett(loaded.layout, state.record))) if k else None
+        gens = backend.decode(encoded, row_seeds, params, observer=_chain(fed, observer), feed_last=bool(k))
     lengths = [len(g.token_ids) for g in gens]
-    cett = observer.per_row(lengths, k) if observer else [np.zeros((n, 0), dtype=np.float32) for n in lengths]
+    cett = fed.per_row(lengths, k) if fed else [np.zeros((n, 0), dtype=np.float32) for n in lengths]
     return gens, cett, [len(ids) for ids in encoded]
+
+
+def _chain(*observers: StepObserver | None) -> StepObserver | None:
+    """One observer calling each given one in turn (None when none is given)."""
+    given = [o for o in observers if o is not None]
+    if len(given) < 2:
+        return given[0] if given else None
+
+    def chained(step: DecodeStep) -> None:
+        for o in given:
+            o(step)
+
+    return chained
 
 
 def guarded_generate(
@@ -156,6 +169,7 @@ def guarded_generate(
     options: GuardOptions | None = None,
     *,
     seeds: Sequence[int] | None = None,
+    observer: StepObserver | None = None,
     model: Any = None,
     force: bool = False,
     **overrides: Any,
@@ -168,7 +182,9 @@ def guarded_generate(
     training), positions counted in the sequence the model saw. An answer whose ``p_hallucination``
     exceeds ``abstain_above`` is replaced by :data:`ABSTAIN_TEXT` (``abstained: true``; the model's
     text stays in ``response``). ``seeds`` fixes each row's stream independently of the batch (the
-    server does).
+    server does). ``observer`` sees every decode step (:mod:`hneurons.core.steps`; rows are question
+    indices), e.g. to stream tokens or stop a row whose client left (its answer is scored as far as
+    it got, ``finish_reason == "cancelled"``).
     """
     try:
         opts = dataclasses.replace(options or GuardOptions(), **overrides)
@@ -177,7 +193,7 @@ def guarded_generate(
     state = state_of(run_dir_or_state, model, force)
     if seeds is not None and len(seeds) != len(questions):
         raise ConfigError(f"seeds has {len(seeds)} entries for {len(questions)} questions")
-    gens, cett, prompt_lens = _decode(state, questions, opts, seeds)
+    gens, cett, prompt_lens = _decode(state, questions, opts, seeds, observer)
     results, x_rows, scored = [], [], []
     for i, gen in enumerate(gens):
         out, span = _result(state, questions[i], gen, opts.alpha, prompt_lens[i])
