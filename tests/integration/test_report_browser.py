@@ -57,7 +57,7 @@ def chromium() -> Path:
 
 def test_checks_can_fail(chromium: Path, tmp_path: Path) -> None:
     """A page with an external and a corrupt image must be caught by both checks."""
-    template = (ROOT / "src" / "hneurons" / "report" / "template.html").read_text()
+    template = (ROOT / "src" / "hneurons" / "report" / "templates" / "page.html").read_text()
     script = re.search(r"<script>.*?</script>", template, re.S).group(0)
     page = tmp_path / "leak.html"
     page.write_text('<html><body><img alt="ext" src="http://127.0.0.1:9/x.png">'

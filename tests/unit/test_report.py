@@ -14,6 +14,7 @@ from hneurons.config import Config
 from hneurons.errors import StageError
 from hneurons.pipeline import Context, run_stage
 from hneurons.report import claims, render_report, write_report
+from hneurons.report.sections import SECTIONS as SECTION_TABLE
 from hneurons.rundir import RunDir, fingerprint_of
 from hneurons.stages import report as report_stage
 
@@ -134,7 +135,7 @@ def test_detection_table_matches_json(rendered: tuple[Path, str]) -> None:
     # hand check of one cell: triviaqa h_neurons AUROC
     e = det["sets"]["triviaqa"]["methods"]["h_neurons"]
     assert f"{e['auroc']:.3f} [{e['auroc_ci'][0]:.3f}, {e['auroc_ci'][1]:.3f}]" in text
-    assert 'class=confound><td>length</td>' in text
+    assert '<tr class="confound"><td>length</td>' in text
     assert "nonexist not run: only 4 hallucinated answers" in text
 
 
@@ -314,3 +315,131 @@ def test_span_quality_table_and_leak_warning(run_dir: Path, stub_figures: None) 
     sp.write_text(json.dumps(s))
     html = write_report(run_dir).read_text()
     assert "Answer spans" in html and "11.25" in html and "span length then predicts" in html.lower()
+
+
+def test_detection_badge_names_held_inconclusive_and_untested_sets(run_dir: Path, stub_figures: None) -> None:
+    """The fixture skipped nonexist (too few items): the badge must not claim every set."""
+    det = claims(run_dir)[1]
+    assert det.verdict == "held" and det.badge == "held on 3 of 4 sets"
+    assert det.outcome == ("Held on: triviaqa, nq_open, bioasq. "
+                           "Not tested: nonexist (only 4 hallucinated answers; need 10 per class).")
+    summary = _section(render_report(run_dir), "summary")
+    assert "held on 3 of 4 sets" in summary and "on every set" not in summary
+    assert "Not tested: nonexist (only 4 hallucinated answers; need 10 per class)." in summary
+
+    dp = run_dir / "detect" / "detect.json"
+    d = _j(dp)
+    d["sets"]["bioasq"]["methods"]["random"]["auroc"] = 0.6  # above the CI's lower end 0.532, below the AUROC 0.687
+    d["sets"]["nq_open"]["methods"]["h_neurons"]["auroc"] = None  # no number: not tested either
+    dp.write_text(json.dumps(d))
+    det = claims(run_dir)[1]
+    assert det.verdict == "partly held" and det.badge == "partly held on 2 of 4 sets"
+    assert det.outcome == ("Held on: triviaqa. Inconclusive on: bioasq. "
+                           "Not tested: nq_open (AUROC not available); nonexist (only 4 hallucinated answers; need 10 "
+                           "per class).")
+    d["skipped"] = {}
+    d["sets"]["nq_open"]["methods"]["h_neurons"]["auroc"] = 0.72
+    dp.write_text(json.dumps(d))
+    det = claims(run_dir)[1]
+    assert det.badge == "partly held" == det.verdict  # every set tested: no "on k of n"
+    assert det.outcome == "Held on: triviaqa, nq_open. Inconclusive on: bioasq."
+
+
+def test_text_from_the_run_is_escaped(run_dir: Path, stub_figures: None) -> None:
+    m = _j(run_dir / "manifest.json")
+    m["model"]["name"] = '<script>alert("x")</script>'
+    (run_dir / "manifest.json").write_text(json.dumps(m))
+    d = _j(run_dir / "detect" / "detect.json")
+    d["skipped"] = {"<b>x</b>": "a & b <img src=x onerror=alert(1)>"}
+    (run_dir / "detect" / "detect.json").write_text(json.dumps(d))
+    text = render_report(run_dir)
+    assert "<script>alert" not in text and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text
+    assert "<b>x</b>" not in text and "&lt;b&gt;x&lt;/b&gt; not run: a &amp; b &lt;img src=x" in text
+    assert len(re.findall(r"<script>", text)) == 1  # the page's own image check
+
+
+def test_neurons_are_labelled_one_way_and_names_win(run_dir: Path, stub_figures: None) -> None:
+    hp = run_dir / "probe" / "h_neurons.json"
+    h = _j(hp)
+    h["neurons"][0]["name"] = "L20.shared.N964"
+    h["neurons"][1]["expert"] = 5
+    hp.write_text(json.dumps(h))
+    table = [t for t in _parse(_section(render_report(run_dir), "probe")).tables if t[0][0] == "neuron"][0]
+    assert table[0] == ["neuron", "weight", "selection freq."]
+    n2 = h["neurons"][2]
+    assert [r[0] for r in table[1:4]] == ["L20.shared.N964", f"L{h['neurons'][1]['layer']}.E5.N{h['neurons'][1]['neuron']}",
+                                          f"L{n2['layer']}.N{n2['neuron']}"]
+
+
+_FILES = {"responses/stats.json": "responses", "probe/h_neurons.json": "probe", "probe/path.json": "probe",
+          "probe/stability.json": "probe", "detect/detect.json": "detect", "detect/risk_coverage.json": "risk",
+          "intervene/intervene.json": "intervene", "origin/origin.json": "origin"}
+
+
+@pytest.mark.parametrize("content", [b"{broken", b"[1, 2]", b'{"x": "\xff\xfe"}', b"[" * 100_000, b"{}",
+                                     b'{"sets": 5, "benchmarks": [1], "neurons": 3, "transfer": "x", "methods": 2, '
+                                     b'"correct_count_hist": {"a": 1}, "by_layer": [1], "points": 1, "frequency": 2}'])
+def test_malformed_files_never_crash_the_report(run_dir: Path, stub_figures: None, content: bytes) -> None:
+    for rel in _FILES:
+        (run_dir / rel).write_bytes(content)
+    text = render_report(run_dir)  # never raises
+    assert len(re.findall(r'<section id="', text)) == len(SECTION_TABLE)
+    if not content.startswith(b"{") or content == b"{broken":  # unreadable: every section that reads one says why
+        for sid in set(_FILES.values()):
+            assert "not run:" in _section(text, sid), sid
+    assert "not run" not in _section(text, "manifest")
+
+
+@pytest.mark.parametrize("rel", list(_FILES))
+def test_a_malformed_file_only_affects_its_own_section(run_dir: Path, stub_figures: None, rel: str) -> None:
+    (run_dir / rel).write_text("{broken")
+    text = render_report(run_dir)
+    assert "not valid JSON" in _section(text, _FILES[rel])
+    for sid in set(_FILES.values()) - {_FILES[rel]}:
+        assert "not run:" not in _section(text, sid).replace("nonexist not run", ""), (rel, sid)
+
+
+def test_a_section_is_one_row_of_the_table(run_dir: Path, stub_figures: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hneurons.report import sections
+
+    def broken(run):
+        raise KeyError("boom")
+
+    def empty(run):
+        raise sections.NotRun("nothing here yet")
+
+    extra = (sections.Section("risk", "Broken", "Broken section", "detect", broken),
+             sections.Section("judges", "Empty", "Empty section", "", empty))
+    monkeypatch.setattr(sections, "SECTIONS", sections.SECTIONS[:2] + extra)
+    from hneurons import report
+
+    monkeypatch.setattr(report, "SECTIONS", sections.SECTIONS)
+    text = render_report(run_dir)
+    assert re.findall(r'<a href="#(\w+)">', text) == ["summary", "manifest", "risk", "judges"]
+    assert "not run: the detect files are malformed (KeyError: &#39;boom&#39;); re-run the detect stage" in text
+    assert "<h2>Empty section</h2>\n<p class=\"notrun\">not run: nothing here yet</p>" in text
+
+
+def test_report_stage_fingerprints_the_templates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed template re-renders old runs: the report stage's code fingerprint covers them all."""
+    from hneurons.report.html import env
+
+    names = set(env().list_templates())
+    assert {"page.html", "macros.html", "section.html", "report.html"} <= names
+    assert {f"sections/{s.sid}.html" for s in SECTION_TABLE} <= names
+    seen: list[str] = []
+    monkeypatch.setattr(report_stage, "file_fingerprint", lambda p: seen.append(Path(p).as_posix()) or "x")
+    report_stage._code_fingerprint()
+    assert {f"templates/{n}" for n in names} <= {s.split("/hneurons/report/", 1)[1] for s in seen}
+
+
+def test_formatters_take_anything_a_json_file_holds() -> None:
+    from hneurons.report import fmt
+
+    assert fmt.sig(79.72226578054777) == "79.72" and fmt.sig(0.05) == "0.05" and fmt.sig(None) == "—"
+    assert fmt.num(float("nan")) == fmt.num(True) == fmt.num("0.5") == fmt.count(None) == "—"
+    assert fmt.pct(0.1234) == "12.3" and fmt.pct_ci([0.1, 0.2]) == "[10.0, 20.0]"
+    assert fmt.ci([None, None]) == fmt.ci("ab") == fmt.ci([1, 2, 3]) == ""
+    assert fmt.seconds(90) == "90.0 s" and fmt.seconds(600) == "10.0 min" and fmt.seconds(9000) == "2.50 h"
+    assert fmt.neuron({"layer": 3, "neuron": 17}) == "L3.N17" and fmt.neuron({"layer": 3, "neuron": 2, "expert": 5}) \
+        == "L3.E5.N2" and fmt.neuron({"layer": 3, "neuron": 2, "name": "L3.shared.N2"}) == "L3.shared.N2"

@@ -101,14 +101,17 @@ def test_welch_bad_input():
 
 def test_permutation_test_exact_small_case():
     # a = {3, 4}, b = {0, 1}: of the 6 equally likely splits only the observed one has a mean diff >= 3,
-    # so the exact one-sided p is 1/6; a Monte-Carlo estimate must be close.
+    # so the exact one-sided p is 1/6; 20,000 permutations cover all 6 splits, so SciPy enumerates them.
     obs, p = S.permutation_test([3, 4], [0, 1], n_perm=20000, seed=0, alternative="greater")
     assert obs == 3.0
-    assert p == pytest.approx(1 / 6, abs=0.015)
+    assert p == pytest.approx(1 / 6, abs=1e-12)
     _, p2 = S.permutation_test([3, 4], [0, 1], n_perm=20000, seed=0, alternative="two-sided")
-    assert p2 == pytest.approx(2 / 6, abs=0.02)
+    assert p2 == pytest.approx(2 / 6, abs=1e-12)
     _, pl = S.permutation_test([3, 4], [0, 1], n_perm=2000, seed=0, alternative="less")
     assert pl == pytest.approx(1.0, abs=1e-9)
+    # Monte Carlo (far fewer permutations than splits): never 0, and tiny for a clear gap
+    _, pm = S.permutation_test(np.arange(30.0) + 100, np.arange(30.0), n_perm=999, seed=0, alternative="greater")
+    assert pm == 1 / 1000
 
 
 def test_risk_coverage_and_aurc_hand_values():
@@ -123,3 +126,99 @@ def test_risk_coverage_and_aurc_hand_values():
     np.testing.assert_allclose(cov_t, [0.5, 1.0])
     np.testing.assert_allclose(acc_t, [0.5, 0.75])
     assert S.aurc([True, False, True, True], [0.9, 0.9, 0.5, 0.5]) == pytest.approx(0.5 * 0.5 + 0.75 * 0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# The library references on random inputs: each statistic equals scikit-learn/SciPy's to rounding.
+
+
+def _random_labels_and_scores(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    n = int(rng.integers(2, 300))
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]  # both classes present
+    s = np.round(rng.normal(size=n) + y * rng.uniform(0, 2), int(rng.integers(0, 4)))  # coarse rounding = ties
+    return y, s
+
+
+def test_auroc_equals_sklearn_on_random_inputs():
+    rng = np.random.default_rng(10)
+    for _ in range(300):
+        y, s = _random_labels_and_scores(rng)
+        # the U statistic and sklearn's trapezoid sum round differently: at most 2 ulp apart
+        assert abs(S.auroc(y, s) - roc_auc_score(y, s)) <= 4.5e-16
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater", "two-sided"])
+def test_welch_equals_scipy_on_random_inputs(alternative):
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        a = rng.normal(0.0, rng.uniform(0.1, 3.0), int(rng.integers(2, 80)))
+        b = rng.normal(rng.normal(), rng.uniform(0.1, 3.0), int(rng.integers(2, 80)))
+        ours = S.welch_t_one_sided(a, b, alternative=alternative)
+        ref = sps.ttest_ind(a, b, equal_var=False, alternative=alternative)
+        assert ours.statistic == pytest.approx(ref.statistic, rel=1e-12, abs=1e-300)
+        assert ours.pvalue == pytest.approx(ref.pvalue, rel=1e-12, abs=1e-300)
+        assert ours.df == pytest.approx(ref.df, rel=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.01])
+def test_wilson_equals_scipy_binomtest(alpha):
+    rng = np.random.default_rng(14)
+    ns = rng.integers(1, 2000, 150)
+    pairs = [(int(rng.integers(0, n + 1)), int(n)) for n in ns] + [(0, 1), (1, 1), (0, 37), (37, 37), (1, 2)]
+    for k, n in pairs:
+        p, lo, hi = S.proportion_ci(k, n, alpha)
+        ref = sps.binomtest(k, n).proportion_ci(confidence_level=1 - alpha, method="wilson")
+        assert p == k / n
+        assert abs(lo - ref.low) <= 5e-16 and abs(hi - ref.high) <= 5e-16, (k, n)
+
+
+def _monte_carlo_permutation(a, b, n_perm, seed, alternative):
+    """The hand-written test stats.permutation_test used before it called SciPy: shuffle the pooled
+    values n_perm times, count gaps at least as extreme, p = (1 + hits) / (1 + n_perm)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    pooled = np.concatenate([a, b])
+    obs = a.mean() - b.mean()
+    perm = np.random.default_rng(seed).permuted(np.broadcast_to(pooled, (n_perm, pooled.size)), axis=1)
+    diff = perm[:, : a.size].mean(axis=1) - perm[:, a.size:].mean(axis=1)
+    eps = 1e-12 * max(1.0, abs(obs))
+    hits = (diff <= obs + eps) if alternative == "less" else (diff >= obs - eps)
+    return obs, (1 + int(hits.sum())) / (1 + n_perm)
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater"])
+def test_permutation_one_sided_equals_the_former_monte_carlo(alternative):
+    rng = np.random.default_rng(12)
+    for _ in range(20):
+        a = rng.normal(0.0, 1.0, int(rng.integers(5, 60)))
+        b = rng.normal(0.3, 1.5, int(rng.integers(5, 60)))
+        obs, p = S.permutation_test(a, b, n_perm=2000, seed=3, alternative=alternative)
+        ref_obs, ref_p = _monte_carlo_permutation(a, b, 2000, 3, alternative)
+        assert obs == pytest.approx(ref_obs, abs=1e-15) and p == ref_p
+
+
+def _scipy_bootstrap(metric, y, s, n_boot, seed, alpha):
+    """scipy.stats.bootstrap with each class as its own sample (stratified) and one resample per
+    batch, which draws the random indices in the same order as hneurons.stats.bootstrap_ci."""
+    y = np.asarray(y).astype(bool)
+    groups = tuple(g for g in (np.flatnonzero(y), np.flatnonzero(~y)) if g.size)
+
+    def stat(*resampled):
+        idx = np.concatenate(resampled)
+        return metric(y[idx], s[idx])
+
+    ci = sps.bootstrap(groups, stat, n_resamples=n_boot, batch=1, paired=False, vectorized=False,
+                       method="percentile", confidence_level=1 - alpha, rng=np.random.default_rng(seed))
+    return ci.confidence_interval
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_bootstrap_equals_scipy_on_random_inputs(alpha):
+    rng = np.random.default_rng(13)
+    for seed in range(6):
+        y, s = _random_labels_and_scores(rng)
+        point, lo, hi = S.bootstrap_ci(S.auroc, y, s, n_boot=100, seed=seed, alpha=alpha)
+        ref = _scipy_bootstrap(S.auroc, y, s, 100, seed, alpha)
+        assert point == S.auroc(y, s)
+        # the same resamples; the two percentile interpolations round differently (a few ulp)
+        assert abs(lo - ref.low) <= 1e-15 and abs(hi - ref.high) <= 1e-15, (seed, lo, ref.low, hi, ref.high)

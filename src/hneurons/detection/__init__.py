@@ -1,1 +1,1 @@
-"""Hallucination detection: evaluation sets, the probe and its baselines, metrics (PAPER.md §5)."""
+"""Hallucination detection: evaluation sets, the probe and its baselines, metrics (the paper, arXiv 2512.01797, §5)."""

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from hneurons.report.fmt import neuron
+
 __all__ = [
     "C_path",
     "correct_count_histogram",
@@ -133,7 +135,7 @@ def selection_frequency(frequency: Sequence[Mapping[str, Any]], h_set: set[tuple
     colors = [H_COLOR if (int(r["layer"]), int(r["neuron"])) in h_set else "#BBBBBB" for r in rows]
     ax.bar(xs, [_num(r.get("freq")) for r in rows], color=colors)
     ax.set_xticks(xs)
-    ax.set_xticklabels([f"L{r['layer']}.{r['neuron']}" for r in rows], rotation=90, fontsize=6)
+    ax.set_xticklabels([neuron(r) for r in rows], rotation=90, fontsize=6)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("selection frequency")
     ax.set_title("Neurons selected in bootstrap resamples (red: in the final H-Neuron set)", fontsize=9)

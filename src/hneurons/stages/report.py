@@ -16,9 +16,9 @@ from hneurons.rundir import DONE_FILE, file_fingerprint, fingerprint_of
 
 
 def _code_fingerprint() -> str:
-    """Hash of the report package's sources, so a new report version re-renders old runs."""
+    """Hash of the report package's sources and templates, so a new report version re-renders old runs."""
     pkg = Path(__file__).resolve().parent.parent / "report"
-    return fingerprint_of({p.name: file_fingerprint(p) for p in sorted(pkg.iterdir())
+    return fingerprint_of({p.relative_to(pkg).as_posix(): file_fingerprint(p) for p in sorted(pkg.rglob("*"))
                            if p.suffix in (".py", ".html")})
 
 
