@@ -28,7 +28,7 @@ from hneurons.data import load_dataset  # noqa: E402
 from hneurons.core.generation import HFBackend, SamplingParams  # noqa: E402
 from hneurons.judges.rules import match_alias  # noqa: E402
 from hneurons.core.models import load_model  # noqa: E402
-from hneurons.text.spans import render_prompt  # noqa: E402
+from hneurons.text.prompts import render_prompt, user_text  # noqa: E402
 
 CONFIGS = {  # name: (dtype, share_prefix)
     "float32_whole": ("float32", False),
@@ -46,7 +46,7 @@ def main() -> dict[str, object]:
 
     loaded = load_model(None, dtype="float32", device="cpu")
     records = load_dataset("triviaqa_dev")[: args.questions]
-    prompts = [render_prompt(loaded.tokenizer, f"{r.question.strip()} {PAPER_SUFFIX}") for r in records]
+    prompts = [render_prompt(loaded.tokenizer, user_text(r.question, PAPER_SUFFIX)) for r in records]
     params = SamplingParams(temperature=0.0, max_new_tokens=32)
     texts: dict[str, list[str]] = {}
     seconds: dict[str, float] = {}

@@ -44,6 +44,7 @@ from hneurons.core.generation import length_batches  # noqa: E402
 from hneurons.core.hooks import CETT_EPS  # noqa: E402
 from hneurons.core.models import load_model  # noqa: E402
 from hneurons.text.locator import locate_answer_span  # noqa: E402
+from hneurons.text.prompts import user_text  # noqa: E402
 from hneurons.text.spans import Span, build_sequence  # noqa: E402
 
 SHARED_COPY = Path("/work/shared/data/triviaqa/dpr_trivia_dev.jsonl.gz")
@@ -69,7 +70,7 @@ def build_items(tokenizer, n: int) -> list[FeatureItem]:
         if answer is None:
             continue
         response = answer if k % 2 else f"The answer is {answer}."
-        seq = build_sequence(tokenizer, f"{rec.question} {PAPER_SUFFIX}", response)
+        seq = build_sequence(tokenizer, user_text(rec.question, PAPER_SUFFIX), response)
         span = locate_answer_span(seq, rec.question)  # the stages' label-blind locator
         if not isinstance(span, Span):
             continue

@@ -32,7 +32,8 @@ from hneurons.config import PAPER_SUFFIX  # noqa: E402
 from hneurons.data import load_dataset  # noqa: E402
 from hneurons.core.hooks import scale_down_weights, scale_neurons  # noqa: E402
 from hneurons.core.models import load_model  # noqa: E402
-from hneurons.text.spans import add_special_tokens_for, render_prompt  # noqa: E402
+from hneurons.text.prompts import render_prompt, user_text  # noqa: E402
+from hneurons.text.spans import add_special_tokens_for  # noqa: E402
 
 
 def batch(tokenizer, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +70,7 @@ def main() -> None:
     model, tok, layout = loaded.model, loaded.tokenizer, loaded.layout
     print(f"loaded {loaded.name} ({loaded.dtype}, {loaded.device}) in {time.perf_counter() - t0:.1f} s")
     questions = load_dataset("triviaqa_test", limit=args.prompts)
-    prompts = [render_prompt(tok, f"{q.question} {PAPER_SUFFIX}", chat=loaded.has_chat_template) for q in questions]
+    prompts = [render_prompt(tok, user_text(q.question, PAPER_SUFFIX), chat=loaded.has_chat_template) for q in questions]
     ids, mask = batch(tok, prompts, loaded.device)
     neurons = np.sort(np.random.default_rng(0).choice(layout.n_neurons, size=args.neurons, replace=False))
     layers = len({int(n) // layout.d_ff for n in neurons})

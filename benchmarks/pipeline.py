@@ -50,9 +50,8 @@ from hneurons.core.features import extract_cett  # noqa: E402
 from hneurons.core.generation import Generation, HFBackend, SamplingParams  # noqa: E402
 from hneurons.core.hooks import scale_neurons  # noqa: E402
 from hneurons.core.models import load_model  # noqa: E402
-from hneurons.text.spans import render_prompt  # noqa: E402
 from hneurons.intervention.sweep import make_generate_fn
-from hneurons.text.prompts import render_conversation  # noqa: E402
+from hneurons.text.prompts import render_conversation, render_prompt  # noqa: E402
 
 
 def count(gens: list[list[Generation]]) -> int:

@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from hneurons.core.generation import Generation, HFBackend, SamplingParams  # noqa: E402
-from hneurons.text.spans import render_prompt  # noqa: E402
+from hneurons.text.prompts import render_prompt  # noqa: E402
 
 SUFFIX = " Respond with the answer only, without any explanation."
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hneurons.core.alpha import check_alpha
 from hneurons.errors import ConfigError
 
 PAPER_SUFFIX = "Respond with the answer only, without any explanation."
@@ -341,8 +341,7 @@ def load_config(
 
 def check_guard(alpha: float, abstain_above: float | None) -> None:
     """Refuse guarded-generation options no model call could use (checked before a model loads)."""
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-        raise ConfigError(f"--alpha must be a finite number ≥ 0 (1 = no change, 0 = silence the H-Neurons), got {alpha!r}")
+    check_alpha(alpha, "--alpha")
     if abstain_above is not None and not (isinstance(abstain_above, (int, float)) and 0.0 <= abstain_above <= 1.0):
         raise ConfigError(f"--abstain-above must be a probability in [0, 1], got {abstain_above!r}")
 
@@ -383,5 +382,4 @@ def validate(cfg: Config) -> None:
     if cfg.intervene.sycophancy_source not in {"random", "known_correct"}:
         raise ConfigError(f"intervene.sycophancy_source must be random or known_correct, got {cfg.intervene.sycophancy_source!r}")
     for a in cfg.intervene.alphas:
-        if not (a >= 0 and a == a and a != float("inf")):
-            raise ConfigError(f"intervene.alphas: {a} is not a finite number ≥ 0")
+        check_alpha(a, "intervene.alphas")

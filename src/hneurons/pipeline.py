@@ -97,8 +97,8 @@ def resolve_prompt_format(cfg: Config, log: Callable[[str], None] = print) -> di
     """Prompt a model without a chat template (a base model) in the plain format, saying so.
 
     ``model.prompt_format = "chat"`` (the default) means the model's own chat template; a
-    pre-trained checkpoint has none, so the run switches to ``"{question}\\nAnswer:"`` (PAPER.md
-    §7.1) instead of failing. This is decided from the model files before any stage fingerprints
+    pre-trained checkpoint has none, so the run switches to ``"{question}\\nAnswer:"`` (the paper,
+    arXiv 2512.01797 §6.3.1) instead of failing. This is decided from the model files before any stage fingerprints
     its inputs, so the stages see (and record) the format they really use. Returns the note for
     the manifest when it switched, else None.
     """

@@ -20,7 +20,8 @@ import pytest
 
 from hneurons.errors import ConfigError
 from hneurons.core.models import BASE_NAME, load_model, model_info
-from hneurons.text.spans import add_special_tokens_for, render_prompt
+from hneurons.text.prompts import render_prompt
+from hneurons.text.spans import add_special_tokens_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from hneurons.text.spans import (
     build_sequence,
     whole_response_span,
     locate_answer,
-    render_prompt,
 )
+from hneurons.text.prompts import render_prompt
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hneurons.core.arch import resolve
-from hneurons.errors import DataError, FingerprintMismatch
-from hneurons.core.features import FeatureItem, extract_cett
+from hneurons.errors import ConfigError, DataError, FingerprintMismatch
+from hneurons.core.features import ExtractOptions, FeatureItem, extract_cett
 from hneurons.core.store import FeatureStore, check_finite
 
 
@@ -75,6 +75,15 @@ def test_batching_and_padding_do_not_change_features() -> None:
     for k, s in enumerate(single):
         for region in ("answer", "other"):
             np.testing.assert_allclose(batched[region][k], s[region][0], rtol=1e-5, atol=1e-7)
+    # the options object and keywords on top of it are the same call
+    opts = ExtractOptions(batch_size=4, pad_token_id=0, progress=False)
+    again = extract_cett(model, layout, items, opts)
+    assert all(np.array_equal(again[r], batched[r]) for r in ("answer", "other"))
+    only = extract_cett(model, layout, items, opts, regions=["answer"])
+    assert list(only) == ["answer"]
+    np.testing.assert_allclose(only["answer"], batched["answer"], rtol=1e-5, atol=1e-7)  # one region: another bmm shape
+    with pytest.raises(ConfigError, match="options are regions, other_scope"):
+        extract_cett(model, layout, items, opts, region="answer")
 
 
 def test_empty_region_is_nan_and_rejected() -> None:

@@ -22,9 +22,10 @@ from hneurons.core.generation import (  # noqa: E402
     HFBackend,
     SamplingParams,
     length_batches,
-    make_backend,
 )
-from hneurons.text.spans import render_prompt  # noqa: E402
+from hneurons.core.backends import make_backend  # noqa: E402
+from hneurons.core.steps import DecodeStep, draw_tokens  # noqa: E402
+from hneurons.text.prompts import render_prompt  # noqa: E402
 
 QUESTIONS = [
     "Who wrote Hamlet?",
@@ -99,13 +100,11 @@ def test_sampling_reproducible_and_shaped(setup):
 @pytest.mark.parametrize("top_k", [5, 0])
 def test_sampler_distribution(top_k):
     """Empirical frequencies of the per-row sampler match the top-k/top-p warped softmax."""
-    tok = bpe_tokenizer()
-    backend = HFBackend(tiny_llama(tok), tok)
     logits = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -1.0, -2.0, -3.0])
     params = SamplingParams(temperature=0.8, top_k=top_k, top_p=0.9)
     rows = 6000
     gens = [torch.Generator().manual_seed(s) for s in range(rows)]
-    draws = backend._next_tokens(logits.repeat(rows, 1), params, gens)
+    draws = draw_tokens(logits.repeat(rows, 1), params, gens)
     freq = torch.bincount(draws, minlength=8).float() / rows
     # hand-computed: T=0.8, keep the top k, then top-p 0.9 drops the tail beyond 90 % of the mass
     kept = top_k or 8
@@ -398,3 +397,89 @@ def test_batches_cut_by_padded_prompt_tokens(setup):
         HFBackend(model, tok, batch_size=64).generate(prompts, GREEDY, progress=False)
     with pytest.raises(ConfigError, match="max_batch_tokens"):
         HFBackend(model, tok, max_batch_tokens=0)
+
+
+# --- the per-step observer ------------------------------------------------------------------------
+
+
+def _encoded(tok, prompts):
+    return [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_observer_sees_every_token_once_and_in_order(setup, trim):
+    """What a streaming client would receive equals the finished generations, and nothing changes."""
+    tok, model, prompts = setup
+    backend = HFBackend(model, tok, batch_size=2, trim_finished=trim)  # several batches
+    params = SamplingParams(max_new_tokens=10, seed=4)
+    enc = _encoded(tok, prompts)
+    seeds = list(range(len(prompts)))
+    streamed: dict[int, list[int]] = {r: [] for r in range(len(prompts))}
+    finished: list[int] = []
+    steps: list[DecodeStep] = []
+
+    def observer(step: DecodeStep) -> None:
+        steps.append(step)
+        assert len(step.rows) == len(step.tokens) == len(step.done)
+        for row, token, done in zip(step.rows, step.tokens, step.done):
+            if token is not None:
+                streamed[row].append(token)
+            if done:
+                finished.append(row)
+
+    watched = backend.decode(enc, seeds, params, observer=observer)
+    assert watched == backend.decode(enc, seeds, params)
+    assert {r: tuple(t) for r, t in streamed.items()} == {r: g.token_ids for r, g in enumerate(watched)}
+    assert sorted(finished) == list(range(len(prompts)))  # each row reported done exactly once
+    assert steps[0].index == 0 and all(s.index <= params.max_new_tokens - 1 for s in steps)
+
+
+def test_step_index_names_the_tokens_the_last_forward_fed(setup):
+    """At step s ≥ 1 the forward since the previous step fed each listed row its token s − 1."""
+    tok, model, prompts = setup
+    backend = HFBackend(model, tok, batch_size=8)
+    fed: list[torch.Tensor] = []
+    drawn: dict[tuple[int, int], int] = {}
+    checked = {"n": 0}
+
+    def record(module, args, kwargs):
+        fed.append(kwargs["input_ids"][:, -1].clone())
+
+    def observer(step: DecodeStep) -> None:
+        if step.index > 0:
+            for b, row in enumerate(step.rows):
+                if (row, step.index - 1) in drawn:
+                    assert int(fed[-1][b]) == drawn[row, step.index - 1]
+                    checked["n"] += 1
+        for row, token in zip(step.rows, step.tokens):
+            if token is not None:
+                drawn[row, step.index] = token
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        gens = backend.decode(_encoded(tok, prompts), [0] * len(prompts), GREEDY, observer=observer, feed_last=True)
+    finally:
+        handle.remove()
+    # every generated token was fed once: the length-cut rows' last ones by the feed_last call
+    assert checked["n"] == sum(len(g.token_ids) for g in gens)
+
+
+def test_observer_stops_a_row(setup):
+    """A stopped row (a client that went away) ends at once as "cancelled"; the others do not change."""
+    tok, model, prompts = setup
+    backend = HFBackend(model, tok, batch_size=8)
+    params = SamplingParams(temperature=0, max_new_tokens=10)
+    enc = _encoded(tok, prompts)
+    plain = backend.decode(enc, [0] * len(prompts), params)
+
+    def observer(step: DecodeStep) -> None:
+        if step.index == 2:
+            step.stop(1)
+
+    stopped = backend.decode(enc, [0] * len(prompts), params, observer=observer)
+    assert plain[1].finish_reason == "length" and len(plain[1].token_ids) == 10
+    assert stopped[1].finish_reason == "cancelled"
+    assert stopped[1].token_ids == plain[1].token_ids[:3]
+    assert [g for r, g in enumerate(stopped) if r != 1] == [g for r, g in enumerate(plain) if r != 1]
+    with pytest.raises(ConfigError, match="seeds"):
+        backend.decode(enc, [0], params)

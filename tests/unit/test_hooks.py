@@ -13,7 +13,7 @@ import torch
 
 from hneurons.core.arch import resolve
 from hneurons.errors import ConfigError
-from hneurons.core.hooks import scale_down_weights, scale_neurons
+from hneurons.core.hooks import check_alpha, scale_down_weights, scale_neurons
 
 D_FF = 32
 N_LAYERS = 2
@@ -245,3 +245,16 @@ def test_column_norms_cache_follows_weight_edits(kind):
     with torch.no_grad():
         w.mul_(2.0)
     torch.testing.assert_close(column_norms(layout, 1), 2 * direct)
+
+
+def test_one_alpha_check_names_where_the_value_came_from() -> None:
+    from hneurons.config import check_guard, load_config
+
+    assert check_alpha(2, "alpha") == 2.0 and check_alpha(0.0, "alpha") == 0.0
+    for bad in (True, "0.5", -1e-9):
+        with pytest.raises(ConfigError, match=r"^alpha must be a finite number ≥ 0"):
+            check_alpha(bad, "alpha")
+    with pytest.raises(ConfigError, match=r"^--alpha must be a finite number ≥ 0 .*got -2"):
+        check_guard(-2, None)
+    with pytest.raises(ConfigError, match=r"intervene\.alphas must be a finite number ≥ 0 .*got -1\.0"):
+        load_config("smoke", overrides={"intervene.alphas": [0.0, -1.0]})

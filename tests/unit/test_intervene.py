@@ -457,7 +457,7 @@ def test_suppression_accuracy_known_answers() -> None:
     from hneurons.core.generation import HFBackend
     from hneurons.judges.rules import normalize_answer
     from hneurons.core.models import LoadedModel
-    from hneurons.text.spans import render_prompt
+    from hneurons.text.prompts import render_prompt
     from hneurons.probe.suppression import suppression_accuracy
     from tests.helpers import bpe_tokenizer, tiny_llama
 

@@ -16,7 +16,6 @@ from hneurons.errors import ConfigError, DataError
 from hneurons.core.hooks import capture_cett
 from hneurons.judges.rules import DEFAULT_REFUSAL_PHRASES
 from hneurons.origin.analysis import (
-    base_prompt,
     cosine_drift,
     drift_from_raw,
     drift_test,
@@ -28,6 +27,7 @@ from hneurons.origin.analysis import (
     transfer_summary,
 )
 from hneurons.probe.estimator import HNeuronProbe
+from hneurons.text.prompts import render_prompt
 from hneurons.stats import auroc
 
 L, D, F = 3, 32, 64
@@ -319,7 +319,7 @@ def test_judge_and_locate_plain_prompt():
     assert [it.label for it in items] == [0, 1, None]
     assert [it.verdict for it in items] == ["correct", "wrong", "refusal"]
     first, second = items[0].feature, items[1].feature
-    assert base_prompt(tok, recs[0].question) == "What is the capital of France?\nAnswer:"
+    assert render_prompt(tok, recs[0].question.strip(), chat=False) == "What is the capital of France?\nAnswer:"
     # the feature sequence is the plain prompt followed by the answer, and the span is the alias
     assert tok.decode(first.input_ids, skip_special_tokens=True).startswith("What is the capital of France?\nAnswer: Paris")
     assert tok.decode(first.input_ids[first.answer[0]:first.answer[1]]).strip() == "Paris"

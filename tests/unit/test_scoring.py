@@ -157,6 +157,7 @@ def test_score_equals_direct_computation(state, loaded):
         assert out["span"] == {"start": span.start, "end": span.end, "text": span.text}
         assert out["span_status"] == "ok" and not out["generated"]
         contrib = {(n["layer"] * 64 + n["neuron"]): n["contribution"] for n in out["top_neurons"]}
+        assert [n["name"] for n in out["top_neurons"]] == [f"L{f // 64}.N{f % 64}" for f in contrib]
         expect = sorted(((WEIGHTS[f] * float(X[r, f]), f) for f in idx), reverse=True)
         assert list(contrib) == [f for _, f in expect]
         for c, f in expect:
@@ -331,3 +332,25 @@ def test_response_span_matches_score_span(state, loaded):
         expect = locate_answer_span(seq, q)
         assert tok.decode(ids[span[0]:span[1]]).strip() == expect.text == want
     assert _response_span(state, q, tok(" . ,", add_special_tokens=False)["input_ids"]) is None
+
+
+def test_guarded_observer_streams_and_stops_rows(state):
+    """A server's observer sees each answer's tokens as decoded and can stop a row (client gone)."""
+    base = guarded_generate(state, QUESTIONS[:4])
+    streamed: dict[int, list[int]] = {i: [] for i in range(4)}
+
+    def stream(step):
+        for row, token in zip(step.rows, step.tokens):
+            if token is not None:
+                streamed[row].append(token)
+        if step.index == 1:
+            step.stop(2)
+
+    got = guarded_generate(state, QUESTIONS[:4], observer=stream)
+    tok = state.loaded.tokenizer
+    for i in (0, 1, 3):  # the others keep their answers; scores move only by the batch's float rounding
+        assert {k: v for k, v in got[i].items() if k not in ("p_hallucination", "top_neurons")} == \
+            {k: v for k, v in base[i].items() if k not in ("p_hallucination", "top_neurons")}
+        assert got[i]["p_hallucination"] == pytest.approx(base[i]["p_hallucination"], abs=1e-6)
+        assert tok.decode(streamed[i], skip_special_tokens=True).strip() == base[i]["response"]
+    assert got[2]["finish_reason"] == "cancelled" and got[2]["completion_tokens"] == len(streamed[2]) == 2

@@ -17,8 +17,8 @@ from hneurons.text.spans import (  # noqa: E402
     build_sequence,
     label_aware_span,
     locate_answer,
-    render_prompt,
 )
+from hneurons.text.prompts import render_prompt  # noqa: E402
 
 TOKENIZERS = {"bpe": bpe_tokenizer, "sp": sp_tokenizer}
 Q = "Who wrote The Iceman Cometh? Respond with the answer only, without any explanation."

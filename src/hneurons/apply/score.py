@@ -183,8 +183,3 @@ def score_file(
             bar.update(len(part))
         bar.close()
     return {"items": len(items), "scored": len(todo), "skipped": len(items) - len(todo)}
-
-
-# --------------------------------------------------------------------------- guarded generation
-
-

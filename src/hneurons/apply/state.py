@@ -24,7 +24,8 @@ from hneurons.rundir import RunDir
 from hneurons.trust import (caller_config, quote_value, read_manifest, recorded_fingerprint, recorded_settings,
                             source_fingerprint)
 from hneurons.text.locator import locate_answer_span, make_llm_locator
-from hneurons.text.spans import Span, SpanFailure, render_prompt
+from hneurons.text.prompts import render_prompt, user_text
+from hneurons.text.spans import Span, SpanFailure
 
 ABSTAIN_TEXT = "I'm not confident enough to answer that."
 
@@ -70,12 +71,8 @@ class ScoringState:
         return int(value) if isinstance(value, int) and value > 0 else None
 
     def user_text(self, question: str) -> str:
-        """The user turn as in training: question, a space, the suffix (unless already there)."""
-        q = question.strip()
-        s = self.suffix.strip()
-        if not s or q.endswith(s):
-            return q
-        return f"{q} {self.suffix}".strip()
+        """The user turn as in training (:func:`hneurons.text.prompts.user_text` with the run's suffix)."""
+        return user_text(question, self.suffix)
 
     def prompt(self, question: str) -> str:
         """The rendered prompt a response to ``question`` is generated from."""
@@ -242,7 +239,8 @@ def apply_probe(state: ScoringState, X_nz: np.ndarray) -> tuple[np.ndarray, list
     tops = []
     for row in range(X_nz.shape[0]):
         order = np.argsort(-contrib[row], kind="stable")[:TOP_NEURONS]
-        tops.append([{"layer": int(state.record[j] // d_ff), "neuron": int(state.record[j] % d_ff),
+        tops.append([{"name": state.loaded.layout.neuron_name(int(state.record[j])),
+                      "layer": int(state.record[j] // d_ff), "neuron": int(state.record[j] % d_ff),
                       "contribution": float(contrib[row, j]), "cett": float(X_nz[row, j]), "weight": float(w[j])}
                      for j in order])
     return p, tops

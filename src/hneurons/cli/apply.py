@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
             p = "-" if r["p_hallucination"] is None else f"{r['p_hallucination']:.3f}"
             top = r["top_neurons"][0] if r["top_neurons"] else None
             table.add_row(r["question"], r["answer"] + (" [abstained]" if r["abstained"] else ""), p,
-                          f"L{top['layer']}/{top['neuron']}" if top else "-")
+                          top["name"] if top else "-")
         Console().print(table)
 
     @app.command()

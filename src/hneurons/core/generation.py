@@ -1,30 +1,35 @@
-"""Sampling backends behind one interface: local HF ``generate``, an OpenAI-compatible server, vLLM.
+"""The local decode loop (:class:`HFBackend`) and what every sampling backend shares.
 
-Which backend samples the responses is a configuration choice (``make_backend(name, ...)``); every
-stage sees the same :class:`Backend` protocol: fully rendered prompt strings in, ``n`` stripped
-:class:`Generation` objects per prompt out. Prompts are rendered by :mod:`hneurons.text.spans` so the
-feature pass later sees exactly the tokens the model was sampled from.
+Every backend (this one, and the OpenAI/vLLM ones of :mod:`hneurons.core.backends`, picked by
+``make_backend``) follows one :class:`Backend` protocol: fully rendered prompt strings in, ``n``
+stripped :class:`Generation` objects per prompt out. Prompts are rendered by
+:mod:`hneurons.text.prompts`, so the feature pass later sees exactly the tokens the model was
+sampled from.
+
+:class:`HFBackend` is the one decode loop of the package: sampling, guarded generation
+(:mod:`hneurons.apply.guard`) and the server all run it. What they add is a per-step observer
+(:mod:`hneurons.core.steps`), never a copy of the loop.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from hneurons.errors import ConfigError, EndpointError
+from hneurons.core.steps import Rows, StepObserver, draw_tokens, row_generators
+from hneurons.errors import ConfigError
 from hneurons.text.spans import add_special_tokens_for
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding parameters, defaulting to the paper's (PAPER.md §2.3); ``temperature=0`` is greedy."""
+    """Decoding parameters, defaulting to the paper's (arXiv 2512.01797 §6.1.1; 50 new tokens as the official code);
+    ``temperature=0`` is greedy."""
 
     temperature: float = 1.0
     top_k: int = 50
@@ -32,7 +37,7 @@ class SamplingParams:
     max_new_tokens: int = 50
     n: int = 1
     seed: int = 0
-    stop: tuple[str, ...] = ()  # e.g. ("\n",) for base models (PAPER.md §7.1)
+    stop: tuple[str, ...] = ()  # e.g. ("\n",) for base models (the paper §6.3.1)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -56,7 +61,7 @@ class Generation:
 
     text: str
     token_ids: tuple[int, ...]
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" | "cancelled" (a decode observer stopped the row)
 
 
 class Backend(Protocol):
@@ -73,7 +78,7 @@ class Backend(Protocol):
 _MIN_SHARED_PREFIX = 8
 
 
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> int | None:
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> int | None:
     """Index of the earliest stop string in ``text`` after its leading whitespace (None: none).
 
     Stops only count once the response has begun: a model often opens with a newline and then
@@ -114,7 +119,7 @@ class HFBackend:
 
     Rows (prompt × sample) are sorted by prompt length so a batch carries little padding, left
     padded, and put back in input order. The ``n`` samples of a prompt are repeated rows, which is
-    distributionally the same as the official code's ``n`` separate calls (PAPER.md §2.3).
+    distributionally the same as the official ``collect_responses.py``'s ``n`` separate calls.
 
     Why not ``model.generate``: a batch of ``generate`` runs until its longest row ends and keeps
     computing the finished rows; with responses of very different lengths (short answers next to
@@ -138,7 +143,10 @@ class HFBackend:
     can flip a near-tied token; ``benchmarks/agreement.py`` measures how often on fixed questions.
     Sampling applies temperature, then top-k, then top-p, in the order ``generate`` uses. Forward
     hooks registered on the model (neuron scaling, feature capture) act on every call, the prefix
-    call included: this is the plain forward.
+    call included: this is the plain forward. Callers that act while it decodes (guarded
+    generation, a streaming server) pass a per-step observer to :meth:`decode`
+    (:mod:`hneurons.core.steps`). Measured faster than ``generate`` on these workloads
+    (``benchmarks/sampling.py``), which is why the package keeps its own loop.
     """
 
     name = "hf"
@@ -178,15 +186,14 @@ class HFBackend:
         if not eos:
             raise ConfigError("neither the tokenizer nor the model defines an eos token")
         self.eos_ids = eos
-        # transformers renamed these keywords across versions; ask the forward which it takes
+        # some model families name the cache argument ``cache``; a few forwards take no logits_to_keep
         accepted = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in accepted else "past_key_values"
-        self._keep_kw = next(
-            (k for k in ("logits_to_keep", "num_logits_to_keep") if k in accepted), None
-        )
+        self._keep_logits = "logits_to_keep" in accepted
         self.share_prefix = share_prefix and self._plain_cache()
 
-    def _encode(self, prompt: str) -> list[int]:
+    def encode(self, prompt: str) -> list[int]:
+        """A rendered prompt's token ids as :meth:`generate` feeds them (for :meth:`decode` callers)."""
         add = add_special_tokens_for(self.tokenizer, prompt)
         return self.tokenizer(prompt, add_special_tokens=add)["input_ids"]
 
@@ -194,50 +201,24 @@ class HFBackend:
         """Decode a finished row; cut text and ids at the first stop string."""
         decode = lambda x: self.tokenizer.decode(x, skip_special_tokens=True)  # noqa: E731
         text = decode(ids)
-        cut = _cut_at_stop(text, params.stop)
+        cut = cut_at_stop(text, params.stop)
         if cut is not None:
             text, reason = text[:cut], "stop"
             # keep the tokens that lie wholly before the stop string
             k = 0
-            while k < len(ids) and _cut_at_stop(decode(ids[: k + 1]), params.stop) is None:
+            while k < len(ids) and cut_at_stop(decode(ids[: k + 1]), params.stop) is None:
                 k += 1
             ids = ids[:k]
         return Generation(text.strip(), tuple(ids), reason)
 
     def _forward(self, input_ids: Any, attention: Any, positions: Any, cache: Any) -> Any:
         kwargs = {self._cache_kw: cache, "use_cache": True}
-        if self._keep_kw:
-            kwargs[self._keep_kw] = 1
+        if self._keep_logits:
+            kwargs["logits_to_keep"] = 1
         out = self.model(
             input_ids=input_ids, attention_mask=attention, position_ids=positions, **kwargs
         )
         return out.logits[:, -1, :].float()
-
-    def _next_tokens(self, logits: Any, params: SamplingParams, generators: list[Any]) -> Any:
-        import torch
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
-
-        if params.greedy:
-            return logits.argmax(-1)
-        # transformers' own warpers in generate's order (temperature, top-k, top-p). Top-k is
-        # applied by keeping the k best logits, so top-p, softmax and the noise work on k entries
-        # instead of the whole vocabulary (same distribution, barring ties at the k-th logit).
-        logits = TemperatureLogitsWarper(params.temperature)(None, logits)
-        candidates = None
-        if params.top_k and params.top_k < logits.shape[-1]:
-            logits, candidates = torch.topk(logits, params.top_k, dim=-1)
-        if params.top_p < 1.0:
-            logits = TopPLogitsWarper(params.top_p)(None, logits)
-        probs = logits.softmax(-1)
-        # exponential-race sampling with one generator per row: argmax(p / E), E ~ Exp(1)
-        width = probs.shape[-1]
-        noise = torch.stack(
-            [torch.empty(width, device=probs.device).exponential_(generator=g) for g in generators]
-        )
-        choice = (probs / noise).argmax(-1)
-        if candidates is None:
-            return choice
-        return candidates.gather(-1, choice[:, None])[:, 0]
 
     def _left_padded(self, prompts: Sequence[Sequence[int]], device: Any) -> tuple[Any, Any, Any]:
         """Left-padded ids, attention mask and position ids (pads do not advance positions)."""
@@ -252,55 +233,44 @@ class HFBackend:
         input_ids, attention = input_ids.to(device), attention.to(device)
         return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0)
 
-    @staticmethod
-    def _generators(seeds: Sequence[int], device: Any) -> list[Any]:
-        """One seeded generator per row, so a row's samples do not depend on its batch."""
-        import torch
-
-        out = []
-        for seed in seeds:
-            g = torch.Generator(device=device)
-            g.manual_seed(seed)
-            out.append(g)
-        return out
-
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
 
-        try:
-            return DynamicCache(config=self.model.config)
-        except TypeError:  # older transformers
-            return DynamicCache()
+        # with the config, layers of sliding-window models get their own (windowed) cache type
+        return DynamicCache(config=self.model.config)
 
-    def _consume(self, nxt: Any, eos: Any, params: SamplingParams, order: list[int], live: list[bool],
-                 tokens: list[list[int]], reasons: list[str]) -> None:
-        """Append one decoded step to each live row; mark rows that hit eos or a stop string."""
+    def _consume(self, nxt: Any, eos: Any, params: SamplingParams, rows: Rows) -> list[int | None]:
+        """Append one decoded step to each live row; end rows that hit eos or a stop string.
+
+        Returns, per batch position, the token the row kept (None: finished earlier or ended on eos).
+        """
         import torch
 
         ended = torch.isin(nxt, eos).tolist()
         values = nxt.tolist()
-        for b, r in enumerate(order):
-            if not live[b]:
+        kept: list[int | None] = [None] * len(rows.order)
+        for b, r in enumerate(rows.order):
+            if not rows.live[b]:
                 continue
             if ended[b]:
-                live[b], reasons[r] = False, "stop"
+                rows.end(b, "stop")
                 continue
-            tokens[r].append(values[b])
-            if params.stop and _cut_at_stop(
-                self.tokenizer.decode(tokens[r], skip_special_tokens=True), params.stop
+            rows.tokens[r].append(values[b])
+            kept[b] = values[b]
+            if params.stop and cut_at_stop(
+                self.tokenizer.decode(rows.tokens[r], skip_special_tokens=True), params.stop
             ) is not None:
-                live[b], reasons[r] = False, "stop"
+                rows.end(b, "stop")
+        return kept
 
     @staticmethod
-    def _drop_finished(cache: Any, live: list[bool], order: list[int], attention: Any, last_pos: Any,
-                       nxt: Any) -> tuple[Any, Any, Any, list[int], list[bool]]:
+    def _drop_finished(cache: Any, rows: Rows, attention: Any, last_pos: Any, nxt: Any) -> tuple[Any, Any, Any]:
         """Remove finished rows from the batch and the KV cache (their outputs are already final)."""
         import torch
 
-        keep = torch.tensor([b for b, alive in enumerate(live) if alive], device=attention.device)
+        keep = torch.tensor(rows.keep_live(), device=attention.device)
         cache.batch_select_indices(keep)
-        order = [order[b] for b in keep.tolist()]
-        return attention[keep], last_pos[keep], nxt[keep], order, [True] * len(order)
+        return attention[keep], last_pos[keep], nxt[keep]
 
     def _plain_cache(self) -> bool:
         """Whether this model's KV cache is one plain growing tensor per layer.
@@ -347,248 +317,78 @@ class HFBackend:
             cache.batch_select_indices(expand)
         return logits[expand], attention[expand], positions[expand][:, -1], cache
 
-    def _run_batch(
-        self, prompts: list[list[int]], seeds: list[int], params: SamplingParams
-    ) -> list[Generation]:
-        """Decode one left-padded batch; finished rows leave the batch when ``trim_finished``."""
+    def _run_batch(self, prompts: list[list[int]], seeds: list[int], ids: list[int], params: SamplingParams,
+                   observer: StepObserver | None, feed_last: bool) -> list[Generation]:
+        """Decode one left-padded batch; finished rows leave the batch when ``trim_finished``.
+
+        ``ids`` are the rows' indices in the :meth:`decode` call (what the observer is told).
+        """
         import torch
 
         device = next(self.model.parameters()).device
-        rows = len(prompts)
-        generators = self._generators(seeds, device)
+        generators = row_generators(seeds, device)
         logits, attention, last_pos, cache = self._prefill(prompts, device)
-        order = list(range(rows))  # batch position -> row (shrinks only when trimming)
-        live = [True] * rows  # per batch position: still generating
-        tokens: list[list[int]] = [[] for _ in range(rows)]
-        reasons = ["length"] * rows
+        rows = Rows(ids)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
+        last = params.max_new_tokens - 1
         for step in range(params.max_new_tokens):
             # finished rows draw too when not trimmed; per-row generators keep live rows' streams
-            nxt = self._next_tokens(logits, params, [generators[r] for r in order])
-            self._consume(nxt, eos, params, order, live, tokens, reasons)
-            if not any(live) or step == params.max_new_tokens - 1:
+            nxt = draw_tokens(logits, params, [generators[r] for r in rows.order])
+            kept = self._consume(nxt, eos, params, rows)
+            if observer is not None:
+                rows.notify(observer, step, kept, final=step == last)
+            if not any(rows.live) or (step == last and not feed_last):
                 break
-            if self.trim_finished and not all(live):
-                attention, last_pos, nxt, order, live = self._drop_finished(cache, live, order, attention, last_pos, nxt)
-            elif not all(live):
-                dead = torch.tensor([not alive for alive in live], device=device)
+            if self.trim_finished and not all(rows.live):
+                attention, last_pos, nxt = self._drop_finished(cache, rows, attention, last_pos, nxt)
+            elif not all(rows.live):
+                dead = torch.tensor([not alive for alive in rows.live], device=device)
                 nxt = nxt.masked_fill(dead, self.pad_id)  # like generate: finished rows get padding
             attention = torch.cat([attention, attention.new_ones((len(attention), 1))], dim=1)
             last_pos = last_pos + 1
             logits = self._forward(nxt[:, None], attention, last_pos[:, None], cache)
-        return [self._finish(tokens[r], params, reasons[r]) for r in range(rows)]
+            if step == last and observer is not None:  # feed_last: the length-cut rows' last tokens went in
+                rows.notify(observer, step + 1, [None] * len(rows.order), final=True)
+        return [self._finish(rows.tokens[r], params, rows.reasons[r]) for r in range(len(prompts))]
 
-    def generate(
-        self, prompts: Sequence[str], params: SamplingParams, progress: bool = True
-    ) -> list[list[Generation]]:
+    def decode(self, prompts: Sequence[Sequence[int]], seeds: Sequence[int], params: SamplingParams, *,
+               observer: StepObserver | None = None, feed_last: bool = False,
+               progress: bool = False) -> list[Generation]:
+        """One generation per token-id prompt (a row each, ``params.n`` ignored), in input order.
+
+        Rows are batched by length (:func:`length_batches`) and each draws from its own generator
+        seeded by ``seeds[row]``. ``observer`` sees every step (:class:`DecodeStep`; rows are indices
+        into ``prompts``) and may stop rows. ``feed_last``: rows cut by the length limit never feed
+        their last token to the model; one more forward does, so hooks that read activations (guarded
+        generation) see every generated token once.
+        """
         import torch
 
-        encoded = [self._encode(p) for p in prompts]
-        if any(not ids for ids in encoded):
-            raise ConfigError("an empty prompt was given to the sampler; every prompt needs text")
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        rows = [(i, j) for i in order for j in range(params.n)]
-        seeds = [row_seed(params.seed, i, j) for i, j in rows]
-        out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
-        bar = tqdm(total=len(rows), desc="sampling", unit="resp", disable=not progress)
+        if len(seeds) != len(prompts):
+            raise ConfigError(f"{len(seeds)} seeds for {len(prompts)} prompts; give one seed per row")
+        out: list[Generation | None] = [None] * len(prompts)
+        bar = tqdm(total=len(prompts), desc="sampling", unit="resp", disable=not progress)
         with torch.inference_mode():
-            gens = []
-            for part in length_batches([len(encoded[i]) for i, _ in rows], self.batch_size, self.max_batch_tokens):
-                gens += self._run_batch([encoded[rows[b][0]] for b in part], [seeds[b] for b in part], params)
+            for part in length_batches([len(p) for p in prompts], self.batch_size, self.max_batch_tokens):
+                gens = self._run_batch([list(prompts[i]) for i in part], [seeds[i] for i in part], part, params,
+                                       observer, feed_last)
+                for i, gen in zip(part, gens):
+                    out[i] = gen
                 bar.update(len(part))
-        for (i, j), gen in zip(rows, gens):
-            out[i][j] = gen
         bar.close()
         return out  # type: ignore[return-value]
 
-class OpenAIBackend:
-    """Sampling through any OpenAI-compatible ``/v1/completions`` server (vLLM, llama.cpp, TGI…).
-
-    Prompts are sent already rendered (the completions endpoint, not chat), so the server must
-    not re-apply a template. ``top_k`` and ``seed`` are sent as the extra fields vLLM accepts;
-    servers that reject them can be given ``send_top_k=False``.
-    """
-
-    name = "openai"
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        max_concurrency: int = 8,
-        timeout_s: float = 120.0,
-        retries: int = 2,
-        send_top_k: bool = True,
-    ) -> None:
-        import httpx
-
-        if max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/v1") else "/v1")
-        self.url += "/completions"
-        self.model = model
-        from hneurons.trust import open_endpoint
-
-        open_endpoint(self.url, f"sampling backend (model {model!r}; the prompts are sent)")
-        self.max_concurrency = max_concurrency
-        self.retries = retries
-        self.send_top_k = send_top_k
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(headers=headers, timeout=timeout_s)
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._client.close()
-
-    def _payload(self, prompt: str, params: SamplingParams, index: int) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "prompt": prompt,
-            "max_tokens": params.max_new_tokens,
-            "temperature": params.temperature,
-            "n": params.n,
-            "seed": row_seed(params.seed, index, 0) % (2**31 - 1),
-        }
-        if not params.greedy:
-            body["top_p"] = params.top_p
-            if self.send_top_k and params.top_k:
-                body["top_k"] = params.top_k
-        if params.stop:
-            body["stop"] = list(params.stop)
-        return body
-
-    def _post(self, body: dict[str, Any]) -> Any:
-        import httpx
-
-        for attempt in range(self.retries + 1):
-            try:
-                response = self._client.post(self.url, json=body)
-            except httpx.ConnectError as e:
-                raise EndpointError(
-                    f"cannot reach the completions server at {self.url} ({e}); start it or fix "
-                    "the backend's base_url"
-                ) from None
-            except httpx.TimeoutException:
-                if attempt == self.retries:
-                    raise EndpointError(
-                        f"the completions server at {self.url} timed out {self.retries + 1} "
-                        "times; check that it is running or raise timeout_s"
-                    ) from None
-                continue
-            if response.status_code == 429 or response.status_code >= 500:
-                if attempt < self.retries:
-                    time.sleep(0.5 * 2**attempt)
-                    continue
-            if response.status_code >= 400:
-                raise EndpointError(
-                    f"{self.url} answered HTTP {response.status_code}: {response.text[:200]!r}; "
-                    "check the model name and sampling options"
-                )
-            try:
-                return response.json()
-            except ValueError:
-                raise EndpointError(
-                    f"{self.url} answered non-JSON ({response.text[:80]!r}); is base_url an "
-                    "OpenAI-compatible server?"
-                ) from None
-        raise AssertionError("unreachable")
-
-    def _one(self, prompt: str, params: SamplingParams, index: int) -> list[Generation]:
-        data = self._post(self._payload(prompt, params, index))
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not isinstance(choices, list) or len(choices) != params.n:
-            raise EndpointError(
-                f"{self.url} answered without a 'choices' list of {params.n} entries "
-                f"(got {str(data)[:120]!r})"
-            )
-        choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
-        out = []
-        for k, choice in enumerate(choices):
-            text = choice.get("text") if isinstance(choice, dict) else None
-            if not isinstance(text, str):
-                raise EndpointError(f"{self.url} answered without a string 'choices[{k}].text'")
-            reason = "length" if choice.get("finish_reason") == "length" else "stop"
-            cut = _cut_at_stop(text, params.stop)
-            if cut is not None:
-                text, reason = text[:cut], "stop"
-            out.append(Generation(text.strip(), (), reason))
-        return out
-
     def generate(
         self, prompts: Sequence[str], params: SamplingParams, progress: bool = True
     ) -> list[list[Generation]]:
+        """``params.n`` generations per rendered prompt; row (i, j) is seeded by ``(params.seed, i, j)``."""
+        encoded = [self.encode(p) for p in prompts]
+        if any(not ids for ids in encoded):
+            raise ConfigError("an empty prompt was given to the sampler; every prompt needs text")
+        rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
+        gens = self.decode([encoded[i] for i, _ in rows], [row_seed(params.seed, i, j) for i, j in rows], params,
+                           progress=progress)
         out: list[list[Generation]] = [[] for _ in prompts]
-        with concurrent.futures.ThreadPoolExecutor(self.max_concurrency) as pool:
-            futures = {pool.submit(self._one, p, params, i): i for i, p in enumerate(prompts)}
-            bar = tqdm(total=len(prompts), desc="sampling", unit="prompt", disable=not progress)
-            try:
-                for fut in concurrent.futures.as_completed(futures):
-                    out[futures[fut]] = fut.result()
-                    bar.update(1)
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
-            finally:
-                bar.close()
+        for (i, _), gen in zip(rows, gens):
+            out[i].append(gen)
         return out
-
-
-class VLLMBackend:
-    """Sampling with an in-process vLLM engine (GPU machines; optional dependency)."""
-
-    name = "vllm"
-
-    def __init__(self, model: str, **engine_kwargs: Any) -> None:
-        try:
-            import vllm
-        except ImportError:
-            raise ConfigError(
-                "the vllm backend needs vLLM: pip install hneurons[vllm] (GPU only), or use "
-                'backend = "hf"'
-            ) from None
-        self._vllm = vllm
-        self.llm = vllm.LLM(model=model, **engine_kwargs)
-
-    def generate(
-        self, prompts: Sequence[str], params: SamplingParams, progress: bool = True
-    ) -> list[list[Generation]]:
-        sp = self._vllm.SamplingParams(
-            n=params.n,
-            temperature=params.temperature,
-            top_k=params.top_k if params.top_k and not params.greedy else -1,
-            top_p=1.0 if params.greedy else params.top_p,
-            max_tokens=params.max_new_tokens,
-            seed=params.seed,
-            stop=list(params.stop) or None,
-        )
-        results = self.llm.generate(list(prompts), sp, use_tqdm=progress)
-        return [
-            [
-                Generation(
-                    c.text.strip(),
-                    tuple(c.token_ids),
-                    "length" if c.finish_reason == "length" else "stop",
-                )
-                for c in r.outputs
-            ]
-            for r in results
-        ]
-
-
-_BACKENDS = {"hf": HFBackend, "openai": OpenAIBackend, "vllm": VLLMBackend}
-
-
-def make_backend(name: str, **kwargs: Any) -> Backend:
-    """Build the sampling backend named in the config (``hf`` | ``openai`` | ``vllm``)."""
-    try:
-        cls = _BACKENDS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown sampling backend {name!r}; choose one of {', '.join(sorted(_BACKENDS))}"
-        ) from None
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"bad options for the {name!r} sampling backend: {e}") from None

@@ -9,26 +9,36 @@ Three things touch neuron activations z (the input of each layer's down-projecti
   and :func:`scale_down_weights` is the equivalent weight edit (the official code's method), undone
   on exit.
 
-Mixture-of-experts layers (docs/MOE.md) have neurons (expert, j): the experts module is hooked
-and each routed expert's z is recomputed for the tokens routed to it (the fused 3-D expert
-weights have no per-expert module to hook), CETT includes the router weight and uses the whole
-MoE block's output as h, and α scaling adds the scaled neurons' change to the experts' output.
+Mixture-of-experts layers (docs/MOE.md) have neurons (expert, j); their hooks live in
+:mod:`hneurons.core.hooks_moe`. Every α is checked by :func:`check_alpha` (one wording everywhere).
 
-All arithmetic on CETT is float32 whatever the model dtype (PAPER.md §8.20).
+Why hand-written fused hooks: each reduces its layer's activations to what the caller keeps (a
+[batch, regions, d_ff] mean, or k columns) on the layer's device and copies to the host once per
+forward. Keeping per-token activations (``output_hidden_states``-style, or a generic
+activation-cache library) and reducing afterwards costs [batch, tokens, d_ff] per layer of memory
+and a host copy per layer; ``benchmarks/extraction.py`` measures the difference.
+
+All arithmetic on CETT is float32 whatever the model dtype (the official
+``extract_activations.py`` computes it in bf16 and casts after averaging, which rounds small
+activations away).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
-from hneurons.core.arch import Experts, Layout
+from hneurons.core.alpha import check_alpha
+from hneurons.core.arch import Layout
+from hneurons.core.hooks_moe import moe_capture, moe_record, moe_scale_routed
 from hneurons.errors import ConfigError
+
+__all__ = ["CETT_EPS", "capture_cett", "check_alpha", "column_norms", "down_output", "neurons_by_layer",
+           "record_cett", "scale_down_weights", "scale_neurons"]
 
 CETT_EPS = 1e-8  # official extract_activations.py
 
@@ -62,7 +72,7 @@ def column_norms(layout: Layout, layer: int) -> torch.Tensor:
 
 
 def down_output(module: nn.Module, output: torch.Tensor | tuple) -> torch.Tensor:
-    """CETT's h: the down-projection's output without its bias, i.e. h = W_down·z (PAPER.md §3.1).
+    """CETT's h: the down-projection's output without its bias, i.e. h = W_down·z (the paper, arXiv 2512.01797 §6.1.2, Eqs. 1–3).
 
     None of the paper's models has FFN biases; for those that do (GPT-2, Phi, GPT-NeoX) leaving the
     bias in would make h more than the neurons' summed contribution, break Σ_j CETT ≥ 1 and let a
@@ -86,16 +96,6 @@ def neurons_by_layer(neurons: Iterable[int] | np.ndarray, d_ff: int, n_layers: i
             )
         grouped.setdefault(f // d_ff, []).append(f % d_ff)
     return grouped
-
-
-def _check_alpha(alpha: float) -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise ConfigError(f"alpha must be a number, got {alpha!r}") from None
-    if not math.isfinite(a) or a < 0:
-        raise ConfigError(f"alpha must be a finite number ≥ 0 (1 = no change), got {alpha!r}")
-    return a
 
 
 @contextmanager
@@ -141,34 +141,16 @@ def capture_cett(
     out = torch.full((b, layout.n_layers, r, layout.d_ff), float("nan"), dtype=torch.float32)
     results: dict[int, torch.Tensor] = {}
     weights_on: dict[torch.device, torch.Tensor] = {}
-    # |z| in float32 goes into one scratch buffer per device, reused by every layer: a fresh
-    # [B, T, d_ff] allocation per layer costs more (page faults) than the abs itself.
     scratch: dict[torch.device, torch.Tensor] = {}
     handles = []
     for layer in layer_ids:
-        module = layout.down_projs[layer]
-        dev = layout.device(layer)
         wnorm = wnorms[layer] if wnorms is not None else column_norms(layout, layer)
-        weights = weights_on.setdefault(dev, weights_cpu.to(dev))
+        weights = weights_on.setdefault(layout.device(layer), weights_cpu.to(layout.device(layer)))
         ex = layout.experts_of(layer)
         if ex is not None:
-            handles += _moe_capture(ex, layer, wnorm, weights, eps, layout.d_ff, results)
-            continue
-
-        @torch.no_grad()
-        def hook(mod: nn.Module, args: tuple, output: torch.Tensor, layer: int = layer,
-                 wnorm: torch.Tensor = wnorm, weights: torch.Tensor = weights) -> None:
-            z = args[0]
-            h = down_output(mod, output)
-            inv = 1.0 / (h.float().norm(dim=-1) + eps)  # [B, T]
-            w = weights * inv.unsqueeze(1)  # [B, R, T]
-            buf = scratch.get(z.device)
-            if buf is None or buf.shape != z.shape:
-                buf = scratch[z.device] = torch.empty(z.shape, dtype=torch.float32, device=z.device)
-            abs_z = torch.abs(z, out=buf) if z.dtype == torch.float32 else buf.copy_(z).abs_()
-            results[layer] = torch.bmm(w, abs_z).mul_(wnorm)  # [B, R, d_ff]
-
-        handles.append(module.register_forward_hook(hook))
+            handles += moe_capture(ex, layer, wnorm, weights, eps, layout.d_ff, results)
+        else:
+            handles.append(_dense_capture(layout.down_projs[layer], layer, wnorm, weights, eps, scratch, results))
     with _hooks(handles):
         yield out
     by_device: dict[torch.device, list[int]] = {}
@@ -177,6 +159,31 @@ def capture_cett(
     for layers_here in by_device.values():
         out[:, layers_here] = torch.stack([_pad(results[i], layout.d_ff) for i in layers_here], dim=1).cpu()
     out.masked_fill_(empty[:, None, :, None], float("nan"))
+
+
+def _dense_capture(module: nn.Module, layer: int, wnorm: torch.Tensor, weights: torch.Tensor, eps: float,
+                   scratch: dict[torch.device, torch.Tensor],
+                   results: dict[int, torch.Tensor]) -> torch.utils.hooks.RemovableHandle:
+    """:func:`capture_cett`'s hook on one dense down-projection: ``results[layer]`` = [B, R, d_ff].
+
+    One bmm of the region weights (already divided by ‖h_t‖) with |z|. |z| in float32 goes into
+    one ``scratch`` buffer per device, reused by every layer: a fresh [B, T, d_ff] allocation per
+    layer costs more (page faults) than the abs itself.
+    """
+
+    @torch.no_grad()
+    def hook(mod: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        z = args[0]
+        h = down_output(mod, output)
+        inv = 1.0 / (h.float().norm(dim=-1) + eps)  # [B, T]
+        w = weights * inv.unsqueeze(1)  # [B, R, T]
+        buf = scratch.get(z.device)
+        if buf is None or buf.shape != z.shape:
+            buf = scratch[z.device] = torch.empty(z.shape, dtype=torch.float32, device=z.device)
+        abs_z = torch.abs(z, out=buf) if z.dtype == torch.float32 else buf.copy_(z).abs_()
+        results[layer] = torch.bmm(w, abs_z).mul_(wnorm)  # [B, R, d_ff]
+
+    return module.register_forward_hook(hook)
 
 
 @contextmanager
@@ -210,8 +217,8 @@ def record_cett(layout: Layout, neurons: Iterable[int] | np.ndarray, eps: float 
         idx = [j for j in idx if j < layout.width(layer)]  # padding slots of MoE models stay 0
         ex = layout.experts_of(layer)
         if ex is not None:
-            handles += _moe_record(ex, layer, idx, [order[(layer, j)] for j in idx],
-                                   column_norms(layout, layer), eps, emit)
+            handles += moe_record(ex, layer, idx, [order[(layer, j)] for j in idx],
+                                  column_norms(layout, layer), eps, emit)
             continue
         module = layout.down_projs[layer]
         dev = layout.down_weight(layer).device
@@ -239,25 +246,29 @@ def scale_neurons(
 ) -> Iterator[None]:
     """Multiply the activations z of ``neurons`` (flat indices) by α at every position.
 
-    α = 1 is the identity, α = 0 silences the neurons, α > 1 amplifies them (PAPER.md Eq. 5).
+    α = 1 is the identity, α = 0 silences the neurons, α > 1 amplifies them (the paper, arXiv 2512.01797 §6.2.1, Eq. 5).
     ``alpha`` may also map flat index → factor. The model's weights are never touched, so the
     model is bit-identical after exit, and the hook composes with batching and generation.
     """
     flat = list(np.asarray(list(neurons) if not isinstance(neurons, np.ndarray) else neurons).ravel())
     if not flat:
         raise ConfigError("the neuron set to scale is empty; fit a probe that selects H-Neurons first")
-    per = {int(f): _check_alpha(alpha[int(f)]) for f in flat} if isinstance(alpha, Mapping) else None
-    a = None if per is not None else _check_alpha(alpha)
+    per = {int(f): check_alpha(alpha[int(f)], "alpha") for f in flat} if isinstance(alpha, Mapping) else None
+    a = None if per is not None else check_alpha(alpha, "alpha")
     grouped = neurons_by_layer(flat, layout.d_ff, layout.n_layers)
     handles = []
     for layer, idx in grouped.items():
         idx = [j for j in idx if j < layout.width(layer)]  # padding slots of MoE models: nothing to scale
         factor = [per[layer * layout.d_ff + j] for j in idx] if per is not None else [a] * len(idx)
         ex = layout.experts_of(layer)
-        if ex is not None:
-            handles += _moe_scale(ex, idx, factor)
-        elif idx:
-            handles.append(_scale_inputs(layout.down_projs[layer], idx, factor))
+        if ex is None:
+            handles += [_scale_inputs(layout.down_projs[layer], idx, factor)] if idx else []
+            continue
+        routed = moe_scale_routed(ex, idx, factor)  # the fused experts: no module per expert to hook
+        handles += [routed] if routed is not None else []
+        shared = [(j - ex.n_routed, f) for j, f in zip(idx, factor) if j >= ex.n_routed]
+        if shared:  # a shared expert is a dense FFN: scale the input of its down-projection
+            handles.append(_scale_inputs(ex.shared.down_proj, [j for j, _ in shared], [f for _, f in shared]))
     with _hooks(handles):
         yield
 
@@ -284,7 +295,7 @@ def scale_down_weights(layout: Layout, neurons: Iterable[int] | np.ndarray, alph
     Faster when a model runs many forwards under one α (no hook per call). The original columns
     are saved and written back on exit, so even α = 0 is undone exactly.
     """
-    a = _check_alpha(alpha)
+    a = check_alpha(alpha, "alpha")
     grouped = neurons_by_layer(neurons, layout.d_ff, layout.n_layers)
     if not grouped:
         raise ConfigError("the neuron set to scale is empty; fit a probe that selects H-Neurons first")
@@ -303,10 +314,6 @@ def scale_down_weights(layout: Layout, neurons: Iterable[int] | np.ndarray, alph
                 w.index_copy_(1, index, saved * a)
         yield
 
-
-# ---------------------------------------------------------------------------------------------
-# Mixture-of-experts layers (docs/MOE.md)
-# ---------------------------------------------------------------------------------------------
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -327,184 +334,3 @@ def _down_columns(layout: Layout, layer: int, idx: list[int]) -> list[tuple[torc
     if ex.n_experts in per:
         cols.append((ex.shared.down_proj.weight, [j - ex.n_routed for j in per[ex.n_experts]]))
     return cols
-
-
-def _expert_call(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(token states [N, d_model], chosen experts [N, k], router weights [N, k]) of an experts call."""
-    hidden, index, weights = [*args, *kwargs.values()][:3]
-    return hidden, index, weights
-
-
-def _routes(top_k_index: torch.Tensor, n_experts: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """(expert, token rows, top-k slot) of every expert that got tokens, with one host sync per call.
-
-    Ids ≥ ``n_experts`` (transformers' "masked" expert) are skipped like the experts module does.
-    """
-    k = top_k_index.shape[-1]
-    flat = top_k_index.reshape(-1)
-    order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=n_experts)[:n_experts].tolist()
-    start = 0
-    for e, c in enumerate(counts):
-        if c:
-            pos = order[start:start + c]
-            yield e, pos // k, pos % k
-        start += c
-
-
-def _routed_bias(ex: Experts, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
-    """Σ_k g_k · b_{e_k}: what the experts' own output biases (gpt-oss) add to h, [N, d_model]."""
-    bias = ex.down_bias()
-    if bias is None:
-        return None
-    valid = (index < ex.n_experts).to(weights.dtype)
-    return ((weights * valid).unsqueeze(-1).float() * bias[index.clamp(max=ex.n_experts - 1)].float()).sum(1)
-
-
-def _moe_h_hooks(ex: Experts, state: dict, on_h: Callable[[torch.Tensor, tuple[int, int]], None],
-                 routed: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], object],
-                 shared: bool) -> list[torch.utils.hooks.RemovableHandle]:
-    """Hooks that collect one MoE block's pieces and hand h (bias-free, float32, [N, d_model]) to ``on_h``.
-
-    ``routed(hidden, index, weights)`` runs on the experts call and its result is kept in
-    ``state["routed"]``; the shared expert's z and scale are kept when ``shared`` is set.
-    """
-
-    def on_experts(mod: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
-        hidden, index, weights = _expert_call(args, kwargs)
-        state["routed"] = routed(hidden, index, weights)
-        state["bias"] = _routed_bias(ex, index, weights)
-
-    def on_shared(mod: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        state["shared"] = args[0].reshape(-1, args[0].shape[-1])
-
-    def on_scale(mod: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        state["scale"] = torch.sigmoid(output.float()).reshape(-1, 1)
-
-    def on_block(mod: nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
-        out = output[0] if isinstance(output, tuple) else output
-        h = out.reshape(-1, out.shape[-1]).float()
-        if state.get("bias") is not None:
-            h = h - state["bias"]
-        sb = getattr(ex.shared.down_proj, "bias", None) if ex.shared is not None else None
-        if isinstance(sb, torch.Tensor):
-            h = h - state.get("scale", 1.0) * sb.float()
-        on_h(h, (out.shape[0], out.shape[1]) if out.dim() == 3 else (1, out.shape[0]))
-        state.clear()
-
-    handles = [ex.module.register_forward_hook(on_experts, with_kwargs=True)]
-    if shared and ex.shared is not None:
-        handles.append(ex.shared.down_proj.register_forward_hook(on_shared))
-        if ex.shared_scale is not None:
-            handles.append(ex.shared_scale.register_forward_hook(on_scale))
-    handles.append(ex.block.register_forward_hook(on_block))
-    return handles
-
-
-def _shared_z(ex: Experts, state: dict) -> torch.Tensor:
-    """|s · z| of the shared expert, [N, shared_width] float32 (s: Qwen2-MoE's sigmoid gate, else 1)."""
-    z = state["shared"].float().abs()
-    return z * state["scale"].abs() if "scale" in state else z
-
-
-def _moe_capture(ex: Experts, layer: int, wnorm: torch.Tensor, weights: torch.Tensor, eps: float, d_ff: int,
-                 results: dict[int, torch.Tensor]) -> list[torch.utils.hooks.RemovableHandle]:
-    """:func:`capture_cett` for one MoE layer: per-region mean of |g·z|·‖W[:, j]‖/‖h‖ per expert neuron."""
-    state: dict = {}
-    width = ex.width
-
-    @torch.no_grad()
-    def routed(hidden: torch.Tensor, index: torch.Tensor, gates: torch.Tensor) -> list:
-        parts = []
-        for e, tok, slot in _routes(index, ex.n_experts):
-            g = gates[tok, slot].float().abs().unsqueeze(-1)
-            vals = ex.activations(hidden[tok], e).float().abs_().mul_(g).mul_(wnorm[e * width:(e + 1) * width])
-            parts.append((e, tok, vals))
-        return parts
-
-    @torch.no_grad()
-    def on_h(h: torch.Tensor, bt: tuple[int, int]) -> None:
-        b, t = bt
-        w = weights * (1.0 / (h.norm(dim=-1) + eps)).view(b, 1, t)  # [B, R, T]
-        res = torch.zeros(b, w.shape[1], d_ff, dtype=torch.float32, device=h.device)
-        for e, tok, vals in state["routed"]:
-            bi, ti = tok // t, tok % t
-            sel = torch.zeros(b, w.shape[1], len(tok), dtype=torch.float32, device=h.device)
-            sel[bi, :, torch.arange(len(tok), device=h.device)] = w[bi, :, ti]
-            res[:, :, e * width:(e + 1) * width] = sel @ vals  # Σ over this expert's tokens per item
-        if ex.shared is not None:
-            zs = _shared_z(ex, state).view(b, t, -1)
-            res[:, :, ex.n_routed:ex.n_neurons] = torch.bmm(w, zs) * wnorm[ex.n_routed:ex.n_neurons]
-        results[layer] = res
-
-    return _moe_h_hooks(ex, state, on_h, routed, shared=True)
-
-
-def _moe_record(ex: Experts, layer: int, idx: list[int], cols: list[int], wnorm: torch.Tensor, eps: float,
-                emit: Callable[[int, torch.Tensor, torch.Tensor], None]) -> list[torch.utils.hooks.RemovableHandle]:
-    """:func:`record_cett` for one MoE layer: per-token CETT of the chosen expert/shared neurons."""
-    dev = wnorm.device
-    per: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for e in sorted({j // ex.width for j in idx if j < ex.n_routed}):
-        pos = [p for p, j in enumerate(idx) if j < ex.n_routed and j // ex.width == e]
-        per[e] = (torch.tensor([idx[p] - e * ex.width for p in pos], device=dev), torch.tensor(pos, device=dev))
-    spos = [p for p, j in enumerate(idx) if j >= ex.n_routed]
-    sidx = torch.tensor([idx[p] - ex.n_routed for p in spos], device=dev)
-    spos_t = torch.tensor(spos, device=dev)
-    norms = wnorm[torch.tensor(idx, device=dev, dtype=torch.long)] if idx else wnorm[:0]
-    state: dict = {}
-
-    @torch.no_grad()
-    def routed(hidden: torch.Tensor, index: torch.Tensor, gates: torch.Tensor) -> list:
-        parts = []
-        for e, tok, slot in _routes(index, ex.n_experts):
-            if e in per:
-                j, pos = per[e]
-                z = ex.activations(hidden[tok], e, j).float().abs()
-                parts.append((tok, pos, z * gates[tok, slot].float().abs().unsqueeze(-1)))
-        return parts
-
-    @torch.no_grad()
-    def on_h(h: torch.Tensor, bt: tuple[int, int]) -> None:
-        vals = torch.zeros(h.shape[0], len(idx), dtype=torch.float32, device=h.device)
-        for tok, pos, v in state["routed"]:
-            vals[tok.unsqueeze(-1), pos.unsqueeze(0)] = v
-        if spos:
-            vals[:, spos_t] = _shared_z(ex, state).index_select(-1, sidx)
-        vals = vals * norms / (h.norm(dim=-1, keepdim=True) + eps)
-        emit(layer, vals.view(*bt, len(idx)), torch.tensor(cols))
-
-    return _moe_h_hooks(ex, state, on_h, routed, shared=bool(spos))
-
-
-def _moe_scale(ex: Experts, idx: list[int], factor: list[float]) -> list[torch.utils.hooks.RemovableHandle]:
-    """:func:`scale_neurons` for one MoE layer.
-
-    Routed neurons: the experts' output gets Σ (α−1)·g·z_j·W[:, j] added for the tokens routed to
-    the neuron's expert, which equals running the expert with z_j scaled by α (W_down is linear).
-    Shared-expert neurons are scaled on the input of their down-projection, as in a dense FFN.
-    """
-    dev = ex.module.down_proj.device
-    per: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for e in sorted({j // ex.width for j in idx if j < ex.n_routed}):
-        sel = [(j - e * ex.width, f) for j, f in zip(idx, factor) if j < ex.n_routed and j // ex.width == e]
-        per[e] = (torch.tensor([j for j, _ in sel], device=dev), torch.tensor([f - 1.0 for _, f in sel], device=dev))
-    handles = []
-    shared = [(j - ex.n_routed, f) for j, f in zip(idx, factor) if j >= ex.n_routed]
-    if shared:
-        handles.append(_scale_inputs(ex.shared.down_proj, [j for j, _ in shared], [f for _, f in shared]))
-    if not per:
-        return handles
-
-    def on_experts(mod: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
-        hidden, index, gates = _expert_call(args, kwargs)
-        for e, tok, slot in _routes(index, ex.n_experts):
-            if e in per:
-                j, extra = per[e]
-                z = ex.activations(hidden[tok], e, j)
-                dz = z * extra.to(z.dtype) * gates[tok, slot].unsqueeze(-1).to(z.dtype)
-                output = output.index_add(0, tok, (dz @ ex.down(e).index_select(1, j).t()).to(output.dtype))
-        return output
-
-    handles.append(ex.module.register_forward_hook(on_experts, with_kwargs=True))
-    return handles

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from hneurons.core.arch import Layout
-from hneurons.core.features import STATS, FeatureItem, extract_cett, pad_id
+from hneurons.core.features import STATS, ExtractOptions, FeatureItem, extract_cett, pad_id
 from hneurons.errors import DataError, FingerprintMismatch, StageError
 from hneurons.rundir import (
     atomic_path,
@@ -135,8 +135,8 @@ class FeatureStore:
                 continue
             if progress:
                 print(f"features {self.path.name}: chunk {c + 1}/{n_chunks} ({len(part)} responses)")
-            feats = extract_cett(model, layout, part, regions, other_scope, batch_size,
-                                 pad_token_id=pad_token_id, progress=progress, stats_layer=stats_layer)
+            feats = extract_cett(model, layout, part, ExtractOptions(tuple(regions), other_scope, batch_size,
+                                 pad_token_id=pad_token_id, progress=progress, stats_layer=stats_layer))
             arrays = {r: feats[r].astype(np_dtype) for r in regions}
             if stats_layer is not None:
                 arrays.update({f"stat_{k}": feats[k] for k in STATS})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ContextManager
@@ -17,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hneurons.core.generation import Generation, HFBackend, SamplingParams
-from hneurons.core.hooks import scale_down_weights, scale_neurons
+from hneurons.core.hooks import check_alpha, scale_down_weights, scale_neurons
 from hneurons.errors import ConfigError
 from hneurons.intervention.tasks import (
     BENCHMARKS,
@@ -45,8 +44,7 @@ def validate(icfg: Any) -> None:
     if not icfg.alphas:
         raise ConfigError("intervene.alphas is empty; give at least one α, e.g. [0.0, 1.0, 2.0, 3.0]")
     for a in icfg.alphas:
-        if not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0:
-            raise ConfigError(f"intervene.alphas: {a!r} is not a finite number ≥ 0 (1 = no change)")
+        check_alpha(a, "intervene.alphas")
     if icfg.random_seeds < 0 or icfg.n_items < 0:
         raise ConfigError("intervene.random_seeds and intervene.n_items must be ≥ 0")
     if icfg.max_new_tokens is not None and icfg.max_new_tokens < 1:

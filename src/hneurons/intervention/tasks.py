@@ -32,7 +32,7 @@ from hneurons.judges.rules import (
     parse_choice,
     rule_judge,
 )
-from hneurons.text.prompts import Conversation
+from hneurons.text.prompts import Conversation, user_text
 
 GenerateFn = Callable[[Sequence[Conversation], SamplingParams], list[Generation]]
 """Conversations (chat messages ending with a user turn) → one generation each, in order."""
@@ -287,7 +287,7 @@ def load_sycophancy(cfg: InterveneConfig, seed: int, prefer: Collection[str] = (
     records = build_sycophancy(known, n, seed)
     rest = [r for r in pool if r.id not in prefer]
     records += build_sycophancy(rest, n - len(records), seed) if n > len(records) else []
-    return [Item(r.id, f"{r.question} {PAPER_SUFFIX}", r) for r in records]
+    return [Item(r.id, user_text(r.question, PAPER_SUFFIX), r) for r in records]
 
 
 def run_sycophancy(items: Sequence[Item], generate: GenerateFn, judge: Judge, params: SamplingParams) -> list[ItemResult]:

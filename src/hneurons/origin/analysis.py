@@ -40,7 +40,7 @@ from hneurons.errors import ConfigError, DataError, ModelLoadError
 from hneurons.core.features import FeatureItem
 from hneurons.probe.estimator import HNeuronProbe
 from hneurons.text.locator import span_by_config
-from hneurons.text.spans import SpanFailure, build_sequence, render_prompt
+from hneurons.text.spans import SpanFailure, build_sequence
 from hneurons.stats import welch_t_one_sided
 
 SCOPES = ("global", "per_layer")
@@ -454,12 +454,6 @@ def drift_test(drift: DriftResult, h_idx: Sequence[int] | np.ndarray, permutatio
 # ---------------------------------------------------------------------------------------------
 # Backward transfer
 # ---------------------------------------------------------------------------------------------
-
-
-def base_prompt(tokenizer: Any, question: str) -> str:
-    """The base-model prompt (PAPER.md §7.1, §8.26): ``"{question}\\nAnswer:"``, no chat template,
-    no instruction suffix; the feature pass re-renders exactly this text (``chat=False``)."""
-    return render_prompt(tokenizer, question.strip(), chat=False)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from hneurons.core.generation import HFBackend, SamplingParams
 from hneurons.core.hooks import scale_neurons
 from hneurons.judges.rules import rule_judge
 from hneurons.core.models import LoadedModel
-from hneurons.text.spans import render_prompt
+from hneurons.text.prompts import render_prompt, user_text
 
 
 def suppression_accuracy(
@@ -42,7 +42,7 @@ def suppression_accuracy(
     if missing:
         raise DataError(f"suppression_accuracy: question {missing[0]!r} has no gold answers to judge against")
     use_chat = loaded.has_chat_template if chat is None else chat
-    prompts = [render_prompt(loaded.tokenizer, f"{q.question} {PAPER_SUFFIX}", chat=use_chat) for q in questions]
+    prompts = [render_prompt(loaded.tokenizer, user_text(q.question, PAPER_SUFFIX), chat=use_chat) for q in questions]
     params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
     backend = HFBackend(loaded.model, loaded.tokenizer, batch_size=batch_size)
     flat = list(np.asarray(list(neurons) if not isinstance(neurons, np.ndarray) else neurons).ravel())

@@ -8,7 +8,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from hneurons.core.generation import make_backend
+from hneurons.core.backends import make_backend
 from hneurons.errors import ConfigError
 from hneurons.pipeline import Context
 from hneurons.rundir import append_jsonl, read_jsonl, unfinished_chunks

@@ -172,7 +172,7 @@ def _questions(ctx: Any, es: EvalSet) -> list[Any]:
 def _sample(ctx: Any, name: str, recs: list[Any]) -> dict[str, dict[str, Any]]:
     """One response per question, appended to ``detect/samples_<set>.jsonl`` chunk by chunk."""
     from hneurons.core.generation import SamplingParams
-    from hneurons.text.spans import render_prompt
+    from hneurons.text.prompts import render_prompt
 
     cfg: Config = ctx.cfg
     dc, r = cfg.detect, cfg.responses

@@ -33,7 +33,6 @@ from hneurons.core.models import (
 from hneurons.detection.methods import EVAL_SETS, TrainData, balance
 from hneurons.errors import ConfigError, HNeuronsError, StageError
 from hneurons.origin.analysis import (
-    base_prompt,
     drift_test,
     judge_and_locate,
     neuron_drift,
@@ -53,6 +52,7 @@ from hneurons.rundir import (
 )
 from hneurons.stages._shared import answers_logged
 from hneurons.text.locator import make_llm_locator
+from hneurons.text.prompts import render_prompt
 
 STAGE = "origin"
 NO_BASE_REASON = (
@@ -171,7 +171,7 @@ def _sample(ctx: Any, base: LoadedModel, name: str, recs: list[Any]) -> dict[str
     params = SamplingParams(temperature=dc.temperature, top_k=r.top_k, top_p=r.top_p, max_new_tokens=dc.max_new_tokens,
                             n=1, seed=cfg.seed * 100_003, stop=("\n",))
     return answers_logged(ctx, ctx.rundir.path(STAGE, f"samples_{name}.jsonl"), params_key, recs,
-                          lambda rec: base_prompt(base.tokenizer, rec.question),
+                          lambda rec: render_prompt(base.tokenizer, rec.question.strip(), chat=False),
                           lambda: HFBackend(base.model, base.tokenizer, batch_size=r.batch_size),
                           params, f"[origin] {name}: base model answers")
 

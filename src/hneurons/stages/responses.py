@@ -43,8 +43,8 @@ from hneurons.rundir import (
 )
 from hneurons.stages._shared import sampling_backend
 from hneurons.text.locator import make_llm_locator, span_by_config, span_quality
-from hneurons.text.prompts import user_text
-from hneurons.text.spans import Span, build_sequence, render_prompt
+from hneurons.text.prompts import render_prompt, user_text
+from hneurons.text.spans import Span, build_sequence
 
 
 def inputs(ctx: Context) -> dict[str, Any]:

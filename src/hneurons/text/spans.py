@@ -1,15 +1,16 @@
 """Answer spans as token positions, found through the tokenizer's character offsets.
 
-The official H-Neurons code locates the answer by matching *decoded token strings* against the
-full chat sequence, which silently loses samples whenever tokenisation depends on context (leading
-spaces, merges across a boundary, ``Ġ``/``▁`` conventions, apostrophes; PAPER.md §3.4, §8).
+The official H-Neurons code (``get_region_indices``) locates the answer by matching *decoded token
+strings* against the full chat sequence, which silently loses samples whenever tokenisation
+depends on context (leading spaces, merges across a boundary, ``Ġ``/``▁`` conventions, apostrophes).
 Here every position comes from ``return_offsets_mapping=True``: the answer is found as a character
 range in the rendered text and the tokens are those whose character span overlaps it. Nothing is
 ever decoded and string-compared, and every miss comes back as a :class:`SpanFailure` with a reason
 so callers can count and log it instead of dropping the sample.
 
-The same rendering is used for sampling prompts (:func:`render_prompt`) and for the feature pass
-(:func:`build_sequence`), so the model sees identical prompt tokens in both.
+The text comes from :mod:`hneurons.text.prompts` (:func:`~hneurons.text.prompts.render_prompt` for
+sampling, :func:`~hneurons.text.prompts.render_exchange` for the feature pass in
+:func:`build_sequence`), so the model sees identical prompt tokens in both.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from hneurons.errors import ConfigError, DataError
+from hneurons.errors import ConfigError
+from hneurons.text.prompts import render_exchange
 
-# Characters the SQuAD-style judge normalisation turns into spaces (PAPER.md §2.5).
+# Characters the SQuAD-style judge normalisation (the official rule_judge) turns into spaces.
 _JUDGE_PUNCT = set(string.punctuation + "‘’´`")
 _ARTICLES = {"a", "an", "the"}
 
@@ -63,19 +65,6 @@ class SpanFailure:
     reason: str
 
 
-def _has_chat_template(tokenizer: Any) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def _require_chat_template(tokenizer: Any) -> None:
-    if not _has_chat_template(tokenizer):
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise ConfigError(
-            f"model {name} has no chat template (a base model?); "
-            'set model.prompt_format = "plain" to prompt it with "{question}\\nAnswer:"'
-        )
-
-
 def add_special_tokens_for(tokenizer: Any, text: str) -> bool:
     """Whether tokenising ``text`` should let the tokenizer add its special tokens.
 
@@ -87,56 +76,10 @@ def add_special_tokens_for(tokenizer: Any, text: str) -> bool:
     return not (bos and text.startswith(bos))
 
 
-def render_prompt(tokenizer: Any, user: str, chat: bool = True) -> str:
-    """The exact prompt text a response is sampled from.
-
-    ``chat=True``: the model's chat template with the generation prompt; ``chat=False``: the
-    base-model format ``"{user}\\nAnswer:"`` (PAPER.md §7.1, §8.26).
-    """
-    if not chat:
-        return f"{user}\nAnswer:"
-    _require_chat_template(tokenizer)
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-    )
-
-
-def _render_full(tokenizer: Any, user: str, response: str, chat: bool) -> tuple[str, int, int]:
-    """Render prompt + response; return the text and the response's character range in it."""
-    prompt = render_prompt(tokenizer, user, chat)
-    body = response.strip()
-    if not chat:
-        # The model continued "Answer:" with " <answer>"; re-create that boundary so the response
-        # tokens are the ones it generated (a leading-space token), then stop at the response.
-        text = f"{prompt} {body}" if body else prompt
-        return text, len(text) - len(body), len(text)
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user}, {"role": "assistant", "content": body}],
-        tokenize=False,
-    )
-    if text.startswith(prompt):
-        search_from = len(prompt)
-    else:
-        # Some templates render the generation prompt differently from a finished assistant turn
-        # (e.g. they drop reasoning blocks); fall back to "after the user's message".
-        at = text.rfind(user) if user else -1
-        search_from = at + len(user) if at >= 0 else 0
-    if not body:
-        return text, search_from, search_from
-    at = text.find(body, search_from)
-    if at < 0:
-        raise DataError(
-            "the chat template changed the assistant message so the response cannot be found in "
-            f"the rendered text (response starts {body[:40]!r}); use a template that keeps "
-            'message content verbatim, or prompt_format = "plain"'
-        )
-    return text, at, at + len(body)
-
-
 def build_sequence(tokenizer: Any, user: str, response: str, chat: bool = True) -> Sequence:
     """Render ``[user, assistant=response]`` and tokenise it with offsets.
 
-    The response is stripped (as stored after sampling, PAPER.md §2.3). Token indices of the
+    The response is stripped (as stored after sampling). Token indices of the
     response are derived from character offsets, so a token straddling the prompt/response
     boundary counts as a response token and template tokens after the response do not.
     """
@@ -145,7 +88,7 @@ def build_sequence(tokenizer: Any, user: str, response: str, chat: bool = True) 
             f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; answer spans need "
             "offset mappings: load it with use_fast=True (a tokenizer.json)"
         )
-    text, rc_start, rc_end = _render_full(tokenizer, user, response, chat)
+    text, rc_start, rc_end = render_exchange(tokenizer, user, response, chat)
     enc = tokenizer(
         text,
         add_special_tokens=add_special_tokens_for(tokenizer, text),
