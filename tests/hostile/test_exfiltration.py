@@ -98,7 +98,7 @@ def test_the_callers_endpoint_is_named_once_on_stderr(tmp_path, tiny_model, list
 def test_every_http_client_passes_the_gate(listener) -> None:
     """The two clients that open connections (LLM judge / span locator, OpenAI sampling backend) are
     refused offline before they connect, and otherwise name their endpoint once."""
-    from hneurons.core.generation import make_backend
+    from hneurons.core.backends import make_backend
     from hneurons.errors import ConfigError
     from hneurons.judges.rules import LLMJudge
     from hneurons.trust import go_offline
