@@ -133,3 +133,19 @@ def test_outputs_match_the_golden_fixture(smoke_run: dict) -> None:
         pytest.fail(f"no golden fixture for {got['dtype']} weights ({fixture}); record one with tests/golden.py")
     diffs = golden.compare(got, json.loads(fixture.read_text()))
     assert not diffs, f"{len(diffs)} difference(s) from {fixture.name}:\n" + "\n".join(diffs[:20])
+
+
+def test_readme_python_example_runs_as_written(smoke_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Python block, run in a directory whose runs/smoke is this smoke run (so run_all resumes it)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) == 1, "the README has one Python example"
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "smoke").symlink_to(smoke_run["root"], target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - our own README, the point of the test
+    assert namespace["X"].shape == (2, 46080)
+    assert all(r["p_hallucination"] is not None for r in namespace["rows"])
