@@ -1,4 +1,4 @@
-"""Intervention stage: compliance on four benchmarks as the H-Neurons are scaled by α (PAPER.md §6).
+"""Intervention stage: compliance on four benchmarks as the H-Neurons are scaled by α (the paper, arXiv 2512.01797 §6).
 
 For every benchmark, α in the grid and condition — the H-Neurons (``H``) and ``random_seeds``
 random neuron sets of the same size drawn uniformly from all other neurons (``random_<s>``, the
@@ -27,13 +27,15 @@ from hneurons.errors import ConfigError, DataError
 from hneurons.intervention.summary import generation_rows, summarize, write_parquet
 from hneurons.intervention.sweep import (
     PROGRESS,
+    SweepSettings,
     make_generate_fn,
     make_scaler,
     random_sets,
     sweep,
     validate,
 )
-from hneurons.intervention.tasks import Item, Judge, get_benchmark, load_sycophancy
+from hneurons.intervention.sycophancy import load_sycophancy
+from hneurons.intervention.tasks import Item, Judge, get_benchmark
 from hneurons.probe.h_neurons import load_h_neurons
 from hneurons.rundir import file_fingerprint, fingerprint_of, write_json
 
@@ -80,21 +82,6 @@ def _known_correct_ids(ctx: Any) -> set[str]:
         return set()
     table = pq.read_table(path, columns=["qid", "label"]).to_pydict()
     return {q for q, label in zip(table["qid"], table["label"]) if label == 0}
-
-
-# --------------------------------------------------------------------------------------------
-# Generation
-# --------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------
-# The sweep (model-free: takes a generate function and a scaler, so tests can fake both)
-# --------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------
-# Summaries
-# --------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,8 +132,8 @@ def run(ctx: Any) -> dict[str, Any]:
     progress = ctx.rundir.path(STAGE, PROGRESS)
     generate = make_generate_fn(loaded.model, loaded.tokenizer, chat, batch)
     with _judge(ctx) as judge:
-        records = sweep(progress, run_key, items, conditions, icfg.alphas, generate, judge,
-                        make_scaler(layout, icfg.method), icfg.max_new_tokens, ctx.cfg.seed, batch, ctx.log)
+        settings = SweepSettings(progress, run_key, icfg.alphas, icfg.max_new_tokens, ctx.cfg.seed, batch, ctx.log)
+        records = sweep(settings, items, conditions, generate, judge, make_scaler(layout, icfg.method))
         summary = summarize(records, items, list(conditions), icfg.alphas, judge.name, len(h))
         summary["judge_fallbacks"] = judge.fallbacks
     summary.update({"method": icfg.method, "max_new_tokens": icfg.max_new_tokens,

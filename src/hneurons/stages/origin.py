@@ -1,4 +1,4 @@
-"""Origin stage: do the H-Neurons come from pre-training? (PAPER.md §7)
+"""Origin stage: do the H-Neurons come from pre-training? (the paper, arXiv 2512.01797 §7)
 
 Two analyses against ``origin.base_model``, the checkpoint the instruct model was tuned from:
 
@@ -23,33 +23,23 @@ from typing import Any
 import numpy as np
 
 from hneurons.config import Config
-from hneurons.core.store import FeatureStore, answer_features
+from hneurons.core.store import answer_features
 from hneurons.core.models import (
     LoadedModel,
     fingerprint,
     load_model,
     resolve_model_source,
 )
-from hneurons.detection.methods import EVAL_SETS, TrainData, balance
-from hneurons.errors import ConfigError, HNeuronsError, StageError
-from hneurons.origin.analysis import (
-    drift_test,
-    judge_and_locate,
-    neuron_drift,
-    neuron_drift_from_files,
-    random_transfer_scores,
-    tokenizer_difference,
-    transfer_scores,
-    transfer_summary,
-)
+from hneurons.detection.eval_sets import EVAL_SETS, balance
+from hneurons.detection.methods import TrainData
+from hneurons.detection.training import TrainFiles, read_train_data
+from hneurons.errors import HNeuronsError
+from hneurons.labelling.items import ITEM_COLUMNS, SpanRule, judge_and_locate, write_items
+from hneurons.origin.drift import drift_test, neuron_drift, neuron_drift_from_files
+from hneurons.origin.transfer import random_transfer_scores, transfer_scores, transfer_summary
+from hneurons.origin.weights import tokenizer_difference
 from hneurons.probe.h_neurons import load_h_neurons
-from hneurons.rundir import (
-    atomic_path,
-    file_fingerprint,
-    fingerprint_of,
-    read_json,
-    write_json,
-)
+from hneurons.rundir import atomic_path, file_fingerprint, fingerprint_of, read_json, write_json
 from hneurons.stages._shared import answers_logged
 from hneurons.text.locator import make_llm_locator
 from hneurons.text.prompts import render_prompt
@@ -135,24 +125,10 @@ def _instruct_tokenizer(ctx: Any, source: Path) -> Any:
 
 
 def _train_data(ctx: Any, probe: Any, d_ff: int, n_layers: int) -> TrainData:
-    import pyarrow.parquet as pq
-
-    cfg: Config = ctx.cfg
-    files = _files(ctx)
-    if not files["labelled"].is_file():
-        raise StageError(f"{files['labelled']} is missing; run `hneurons responses` first")
-    mode = cfg.probe.mode
-    regions = ["answer", "other"] if mode == "3-vs-1" else ["answer"]
-    qids, feats = FeatureStore(files["train_index"].parent).load(regions=regions,
-                                                                 expect_fingerprint=ctx.model_fingerprint)
-    rows = {str(r["qid"]): r for r in pq.read_table(files["labelled"], columns=["qid", "label"]).to_pylist()}
-    missing = [q for q in qids if q not in rows]
-    if missing:
-        raise StageError(f"features/train has question {missing[0]!r} that responses/labelled.parquet lacks; "
-                         "re-run `hneurons features --force`")
-    labels = np.array([int(rows[q]["label"]) for q in qids], dtype=np.int64)
-    return TrainData(feats["answer"], feats.get("other"), labels, probe, mode, d_ff, n_layers,
-                     random_draws=cfg.detect.random_draws, seed=cfg.seed)
+    train, _, _ = read_train_data(TrainFiles(ctx.rundir.root), probe, ctx.cfg.probe.mode, ctx.model_fingerprint,
+                                  (d_ff, n_layers))
+    train.random_draws, train.seed = ctx.cfg.detect.random_draws, ctx.cfg.seed
+    return train
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,15 +150,6 @@ def _sample(ctx: Any, base: LoadedModel, name: str, recs: list[Any]) -> dict[str
                           lambda rec: render_prompt(base.tokenizer, rec.question.strip(), chat=False),
                           lambda: HFBackend(base.model, base.tokenizer, batch_size=r.batch_size),
                           params, f"[origin] {name}: base model answers")
-
-
-def _write_items(path: Path, rows: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    cols = ["qid", "question", "response", "verdict", "label", "span_start", "span_end", "span_status", "balanced"]
-    with atomic_path(path) as tmp:
-        pq.write_table(pa.table({c: [r.get(c) for r in rows] for c in cols}), tmp)
 
 
 def _instruct_auroc(ctx: Any, name: str) -> float | None:
@@ -209,15 +176,16 @@ def _transfer(ctx: Any, base: LoadedModel, probe: Any, h_idx: np.ndarray, train:
             continue
         recs = load_dataset(es.dataset, limit=o.n_questions)
         samples = _sample(ctx, base, name, recs)
-        items = judge_and_locate(base.tokenizer, es, recs, [samples[r.id]["text"] for r in recs],
-                                 cfg.responses.refusal_phrases, cfg.spans.method,
-                                 make_llm_locator(cfg.spans, ctx.rundir.path("origin", "span_cache")))
+        rule = SpanRule(base.tokenizer, False, cfg.spans.method, None,
+                        make_llm_locator(cfg.spans, ctx.rundir.path("origin", "span_cache")))
+        items = judge_and_locate(rule, es, recs, [samples[r.id]["text"] for r in recs], cfg.responses.refusal_phrases)
         located = [i for i, it in enumerate(items) if it.feature is not None]
         labels = np.array([items[i].label for i in located], dtype=np.int64)
         bal = balance(labels, dc.per_class, dc.min_per_class, cfg.seed)
         keep = {located[j] for j in bal.indices}
         rows = [{**it.row(), "balanced": i in keep} for i, it in enumerate(items)]
-        _write_items(ctx.rundir.path(STAGE, f"items_{name}.parquet"), rows)
+        write_items(ctx.rundir.path(STAGE, f"items_{name}.parquet"), rows,
+                    [c for c in ITEM_COLUMNS if c != "span_text"] + ["balanced"])
         counts = {"questions": len(recs), "refusals": sum(it.verdict == "refusal" for it in items),
                   "no_answer": sum(it.verdict == "no_answer" for it in items),
                   "unlocated": sum(it.label is not None and it.feature is None for it in items),
@@ -251,9 +219,7 @@ def run(ctx: Any) -> dict[str, Any]:
     if o.base_model is None:
         write_json(out_json, {"status": "not run", "reason": NO_BASE_REASON})
         return {"status": "not run", "reason": NO_BASE_REASON}
-    unknown = [s for s in o.sets if s not in EVAL_SETS]
-    if unknown:
-        raise ConfigError(f"origin.sets: unknown set {unknown[0]!r}; choose from {', '.join(EVAL_SETS)}")
+    EVAL_SETS.check(o.sets, "origin.sets")
     scope = o.drift_scope
     files = _files(ctx)
     from hneurons.probe.estimator import HNeuronProbe
