@@ -109,7 +109,8 @@ class DetectConfig:
 
 @dataclass
 class InterveneConfig:
-    benchmarks: list[str] = field(default_factory=lambda: ["falseqa", "faitheval", "sycophancy", "jailbreak"])
+    # "qa": held-out QA/NonExist answers under α (intervene/qa.json); n_items is per set there (0 → 500)
+    benchmarks: list[str] = field(default_factory=lambda: ["falseqa", "faitheval", "sycophancy", "jailbreak", "qa"])
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
     n_items: int = 0  # per benchmark, 0 = all
     random_seeds: int = 3
@@ -213,6 +214,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "detect.min_per_class": 1,
         "detect.random_draws": 3,
         "detect.n_boot": 100,
+        "intervene.benchmarks": ["falseqa", "faitheval", "sycophancy", "jailbreak"],  # no qa: golden fixture
         "intervene.n_items": 3,
         "intervene.alphas": [0.0, 1.0, 3.0],
         "intervene.random_seeds": 1,

@@ -53,7 +53,7 @@ for _es in (
     EVAL_SETS.register(_es.name, _es)
 
 
-def _packaged_texts() -> list[str]:
+def packaged_texts() -> list[str]:
     """Questions and answers of every packaged dataset, so no NonExist entity occurs in any of them."""
     from hneurons.data import list_datasets, load_dataset
 
@@ -84,7 +84,7 @@ def questions(es: EvalSet, n: int, nonexist_file: Path, seed: int) -> list[Recor
         recs = load_records(nonexist_file)
         if len(recs) >= n:
             return recs[:n]
-    recs = build_nonexist(n, seed=seed, exclude_texts=_packaged_texts())
+    recs = build_nonexist(n, seed=seed, exclude_texts=packaged_texts())
     save_records(recs, nonexist_file)
     return recs
 

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from hneurons.intervention import faitheval, falseqa, jailbreak, sycophancy
+from hneurons.intervention import faitheval, falseqa, jailbreak, qa, sycophancy
 from hneurons.intervention.base import Benchmark, GenerateFn, Item, ItemResult
 from hneurons.intervention.judge import Judge
 from hneurons.registry import Registry
@@ -29,5 +29,5 @@ def get_benchmark(name: str) -> Benchmark:
     return BENCHMARKS.get(name, "intervene.benchmarks")
 
 
-for _module in (falseqa, faitheval, sycophancy, jailbreak):
+for _module in (falseqa, faitheval, sycophancy, jailbreak, qa):
     register_benchmark(_module.BENCHMARK)
