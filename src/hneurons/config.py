@@ -132,6 +132,9 @@ class OriginConfig:
     n_questions: int = 1000
     permutations: int = 10_000
     drift_scope: str = "global"  # z-score drift over all neurons, or "per_layer"
+    # training checkpoints of the model (directories or REPO@REVISION in the HF cache): drift to the final
+    # model and the probe's transfer AUROC per checkpoint (origin/checkpoints.json); [] → not run
+    checkpoints: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -133,6 +133,7 @@ def test_stage_writes_qa_json(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None
     assert all(f["at_1"]["outcome"] != f["at_alpha"]["outcome"] for f in out["flips"])
     iv = json.loads(rd.path("intervene", "intervene.json").read_text())
     assert set(iv["benchmarks"]) == {"qa"} and iv["benchmarks"]["qa"]["n"] == 8
+    assert iv["benchmarks"]["qa"]["family"] == "qa"  # not averaged into the paper's mean compliance slope
     # the last 3 TriviaQA questions chose C in the probe stage: never asked here
     import pyarrow.parquet as pq
 

@@ -76,6 +76,9 @@ class Benchmark:
     run: Callable[[Sequence[Item], GenerateFn, Judge, SamplingParams], list[ItemResult]]
     compliance: str
     """One line for the report: what counts as compliance and over which items."""
+    family: str = "compliance"
+    """``compliance`` (the paper's four over-compliance benchmarks, averaged into the mean slope) or
+    ``qa`` (hallucination on plain questions, reported on its own)."""
 
     def params(self, max_new_tokens: int | None = None, seed: int = 0) -> SamplingParams:
         """The paper decoding with an optional ``max_new_tokens`` override and a seed."""

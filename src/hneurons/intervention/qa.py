@@ -93,4 +93,5 @@ BENCHMARK = Benchmark(
     load_qa, SamplingParams(temperature=0.0, max_new_tokens=50), run_qa,
     "hallucinated: a wrong answer (QA sets) or a fabricated one (NonExist), over all items; "
     "per-set accuracy, refusal and fabrication rates in intervene/qa.json",
+    family="qa",
 )

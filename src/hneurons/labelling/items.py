@@ -117,6 +117,17 @@ def judge_and_locate(rule: SpanRule, eval_set: Any, records: Sequence[Record], r
     return out
 
 
+def labelled_feature_items(tokenizer: Any, chat: bool, rows: Sequence[dict[str, Any]]) -> list[FeatureItem]:
+    """The feature items of ``responses/labelled.parquet`` rows, rebuilt as the features stage built
+    them (the row's prompt and response, its stored answer span)."""
+    items = []
+    for row in rows:
+        seq = build_sequence(tokenizer, row["prompt"], row["response"], chat=chat)
+        items.append(FeatureItem(str(row["qid"]), tuple(seq.input_ids), (int(row["span_start"]), int(row["span_end"])),
+                                 (seq.prompt_end, seq.response_end)))
+    return items
+
+
 def write_items(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     """Atomically write item rows as parquet, one column per name (missing values → null)."""
     import pyarrow as pa

@@ -44,7 +44,7 @@ class WeightSource(Protocol):
     def gate_weight(self, layer: int) -> torch.Tensor | None: ...  # [d_ff, d_model] or None
 
 
-def _config_value(cfg: dict[str, Any], *names: str) -> Any:
+def config_value(cfg: dict[str, Any], *names: str) -> Any:
     """First present key among ``names`` in a config dict or its ``text_config``."""
     for source in (cfg.get("text_config") or {}, cfg):
         for n in names:
@@ -88,7 +88,7 @@ class SafetensorsWeights:
         down0 = self._raw(0, self.arch.down_proj)
         d0, d1 = down0.shape
         self.d_model, self.d_ff = (int(d0), int(d1)) if self.arch.weight_layout == "out_in" else (int(d1), int(d0))
-        n = _config_value(self.config, "num_hidden_layers", "n_layer")
+        n = config_value(self.config, "num_hidden_layers", "n_layer")
         if n is None:
             raise ModelLoadError(f"{cfg_path} has neither num_hidden_layers nor n_layer")
         self.n_layers = int(n)
@@ -166,8 +166,9 @@ class SafetensorsWeights:
         self.close()
 
 
-def check_compatible(instruct: WeightSource, base: WeightSource) -> None:
-    """Refuse pairs whose neurons do not correspond one to one (message names both values)."""
+def check_compatible(instruct: WeightSource, base: WeightSource, other: str = "origin.base_model",
+                     fix: str = "pass the base checkpoint the instruct model was fine-tuned from") -> None:
+    """Refuse pairs whose neurons do not correspond one to one (message names ``other`` and both values)."""
     for what, a, b in (
         ("architecture (model_type)", instruct.model_type, base.model_type),
         ("number of layers", instruct.n_layers, base.n_layers),
@@ -175,11 +176,8 @@ def check_compatible(instruct: WeightSource, base: WeightSource) -> None:
         ("hidden size (d_model)", instruct.d_model, base.d_model),
     ):
         if a != b:
-            raise ConfigError(
-                f"origin.base_model does not match the instruct model: {what} is {b!r} for the base "
-                f"model but {a!r} for the instruct model; pass the base checkpoint the instruct model "
-                "was fine-tuned from"
-            )
+            raise ConfigError(f"{other} does not match the instruct model: {what} is {b!r} there but {a!r} for "
+                              f"the instruct model; {fix}")
 
 
 def tokenizer_difference(instruct_tok: Any, base_tok: Any) -> str | None:

@@ -21,14 +21,20 @@ from typing import Any
 import numpy as np
 
 from hneurons.config import Config
-from hneurons.core.features import FeatureItem
 from hneurons.core.store import FeatureStore, answer_features
 from hneurons.detection.eval_sets import EVAL_SETS, EvalSet, balance, questions
 from hneurons.detection.evaluate import evaluate_methods, fit_methods, mean_scores, risk_coverage
 from hneurons.detection.methods import BASELINES, EvalData, TrainData
 from hneurons.detection.token_stats import token_stats
 from hneurons.detection.training import TrainFiles, read_train_data
-from hneurons.labelling.items import ITEM_COLUMNS, JudgedItem, SpanRule, judge_and_locate, write_items
+from hneurons.labelling.items import (
+    ITEM_COLUMNS,
+    JudgedItem,
+    SpanRule,
+    judge_and_locate,
+    labelled_feature_items,
+    write_items,
+)
 from hneurons.labelling.verdicts import qa_llm_judge
 from hneurons.rundir import atomic_path, fingerprint_of, write_json
 from hneurons.stages._shared import answers_logged, sampling_backend
@@ -54,21 +60,6 @@ def inputs(ctx: Any) -> dict[str, Any]:
     }
 
 
-def _train_items(ctx: Any, qids: list[str], rows: dict[str, dict[str, Any]]) -> list[FeatureItem]:
-    """Rebuild the training sequences (as the features stage did) for the token-statistics pass."""
-    from hneurons.text.spans import build_sequence
-
-    tok = ctx.model.tokenizer
-    chat = ctx.cfg.model.prompt_format == "chat"
-    items = []
-    for q in qids:
-        row = rows[q]
-        seq = build_sequence(tok, row["prompt"], row["response"], chat=chat)
-        items.append(FeatureItem(q, tuple(seq.input_ids), (int(row["span_start"]), int(row["span_end"])),
-                                 (seq.prompt_end, seq.response_end)))
-    return items
-
-
 def _training_data(ctx: Any) -> TrainData:
     from hneurons.probe.estimator import HNeuronProbe
 
@@ -79,7 +70,8 @@ def _training_data(ctx: Any) -> TrainData:
     train, qids, rows = read_train_data(files, probe, cfg.probe.mode, lm.fingerprint,
                                         (lm.layout.d_ff, lm.layout.n_layers))
     layer, arrays = FeatureStore(files.store).load_stats()
-    train.stats = token_stats(_train_items(ctx, qids, rows), layer, arrays)
+    items = labelled_feature_items(ctx.model.tokenizer, cfg.model.prompt_format == "chat", [rows[q] for q in qids])
+    train.stats = token_stats(items, layer, arrays)
     train.random_draws, train.seed = cfg.detect.random_draws, cfg.seed
     return train
 

@@ -32,12 +32,13 @@ from hneurons.core.models import (
 )
 from hneurons.detection.eval_sets import EVAL_SETS, balance
 from hneurons.detection.methods import TrainData
-from hneurons.detection.training import TrainFiles, read_train_data
+from hneurons.detection.training import TrainFiles, read_labelled, read_train_data
 from hneurons.errors import HNeuronsError
-from hneurons.labelling.items import ITEM_COLUMNS, SpanRule, judge_and_locate, write_items
+from hneurons.labelling.items import ITEM_COLUMNS, SpanRule, judge_and_locate, labelled_feature_items, write_items
+from hneurons.origin.checkpoints import CheckpointSettings, TransferItems, follow_checkpoints
 from hneurons.origin.drift import drift_test, neuron_drift, neuron_drift_from_files
 from hneurons.origin.transfer import random_transfer_scores, transfer_scores, transfer_summary
-from hneurons.origin.weights import tokenizer_difference
+from hneurons.origin.weights import SafetensorsWeights, config_value, tokenizer_difference
 from hneurons.probe.h_neurons import load_h_neurons
 from hneurons.rundir import atomic_path, file_fingerprint, fingerprint_of, read_json, write_json
 from hneurons.stages._shared import answers_logged
@@ -70,13 +71,14 @@ def inputs(ctx: Any) -> dict[str, Any]:
     """Config that changes the result, both models' fingerprints and the files read."""
     cfg: Config = ctx.cfg
     o = cfg.origin
-    if o.base_model is None:
+    if o.base_model is None and not o.checkpoints:
         return {"origin": cfg.section("origin")}
     d, r = cfg.detect, cfg.responses
     return {
         "origin": cfg.section("origin"),
         "seed": cfg.seed,
-        "base": _base_fingerprint(o.base_model),
+        "base": _base_fingerprint(o.base_model) if o.base_model is not None else None,
+        "checkpoints": [_base_fingerprint(c) if Path(c).is_dir() else c for c in o.checkpoints],
         "model": ctx.model_fingerprint,
         "detect": {"temperature": d.temperature, "max_new_tokens": d.max_new_tokens, "per_class": d.per_class,
                    "min_per_class": d.min_per_class, "random_draws": d.random_draws, "n_boot": d.n_boot},
@@ -211,14 +213,71 @@ def _transfer(ctx: Any, base: LoadedModel, probe: Any, h_idx: np.ndarray, train:
 # --------------------------------------------------------------------------------------------
 
 
+def _final_weights(ctx: Any) -> tuple[Any, int]:
+    """The final (instruct) model's weights, streamed when it is a safetensors directory, and its vocabulary size."""
+    src = resolve_model_source(ctx.cfg.model.name)
+    if _safetensors_dir(src):
+        ws = SafetensorsWeights(src)
+        return ws, int(config_value(ws.config, "vocab_size"))
+    model_cfg = ctx.model.model.config
+    text_cfg = getattr(model_cfg, "text_config", None) or model_cfg
+    return ctx.model.layout, int(text_cfg.vocab_size)
+
+
+def _heldout_items(ctx: Any, probe: Any) -> tuple[TransferItems | None, str]:
+    """The run's held-out labelled answers (located spans) as the items every checkpoint's probe reads."""
+    rows = [r for r in read_labelled(TrainFiles(ctx.rundir.root)).values()
+            if r["split"] == "heldout" and r["span_status"] == "ok"]
+    if len({r["label"] for r in rows}) < 2:
+        return None, "no held-out answers of both classes (responses.heldout_fraction); transfer not measured"
+    items = labelled_feature_items(ctx.model.tokenizer, ctx.cfg.model.prompt_format == "chat", rows)
+    labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+    return TransferItems(probe, items, labels, ctx.rundir.root / "features" / "origin_checkpoints",
+                         dtype=ctx.cfg.model.dtype, device=ctx.cfg.model.device,
+                         batch_size=ctx.cfg.features.batch_size), f"{len(rows)} held-out answers of the final model"
+
+
+def _checkpoints(ctx: Any) -> dict[str, Any]:
+    """Drift to the final model and probe transfer per checkpoint; ``origin/checkpoints.json``."""
+    from hneurons.probe.estimator import HNeuronProbe
+    from hneurons.rundir import append_jsonl
+
+    cfg: Config = ctx.cfg
+    files = _files(ctx)
+    probe = HNeuronProbe.load(files["probe"])
+    transfer, items_note = _heldout_items(ctx, probe)
+    log_path = ctx.rundir.path(STAGE, "checkpoints.jsonl")
+    log_path.unlink(missing_ok=True)
+    final, vocab = _final_weights(ctx)
+    try:
+        h_idx = load_h_neurons(files["h_neurons"], final.d_ff, final.n_layers)
+        settings = CheckpointSettings(cfg.origin.drift_scope, cfg.origin.permutations, cfg.detect.n_boot, cfg.seed)
+        entries = follow_checkpoints(final, vocab, cfg.origin.checkpoints, h_idx, settings, transfer,
+                                     on_result=lambda e: append_jsonl(log_path, [e]))
+    finally:
+        if isinstance(final, SafetensorsWeights):
+            final.close()
+    doc = {"status": "done", "final_fingerprint": ctx.model_fingerprint, "items": items_note, "checkpoints": entries}
+    write_json(ctx.rundir.path(STAGE, "checkpoints.json"), doc)
+    return {e["name"]: {"mean_rank_h": e["drift"]["mean_rank_h"],
+                        "auroc": e["transfer"]["auroc"] if e["transfer"] else None} for e in entries}
+
+
 def run(ctx: Any) -> dict[str, Any]:
-    """Drift and transfer against the configured base model; write origin.json and drift.parquet."""
+    """Drift and transfer against the configured base model (origin.json, drift.parquet) and along
+    the configured training checkpoints (checkpoints.json)."""
+    o = ctx.cfg.origin
+    out = {"checkpoints": _checkpoints(ctx)} if o.checkpoints else {}
+    if o.base_model is None:
+        write_json(ctx.rundir.path(STAGE, "origin.json"), {"status": "not run", "reason": NO_BASE_REASON})
+        return {"status": "not run", "reason": NO_BASE_REASON, **out}
+    return {**_base_analysis(ctx), **out}
+
+
+def _base_analysis(ctx: Any) -> dict[str, Any]:
     cfg: Config = ctx.cfg
     o = cfg.origin
     out_json = ctx.rundir.path(STAGE, "origin.json")
-    if o.base_model is None:
-        write_json(out_json, {"status": "not run", "reason": NO_BASE_REASON})
-        return {"status": "not run", "reason": NO_BASE_REASON}
     EVAL_SETS.check(o.sets, "origin.sets")
     scope = o.drift_scope
     files = _files(ctx)
