@@ -13,7 +13,13 @@ import torch
 from hneurons.core.arch import resolve
 from hneurons.core.features import FeatureItem
 from hneurons.errors import ConfigError
-from hneurons.origin.checkpoints import CheckpointSettings, TransferItems, follow_checkpoints, resolve_checkpoint
+from hneurons.origin.checkpoints import (
+    CheckpointSettings,
+    TransferItems,
+    follow_checkpoints,
+    open_checkpoints,
+    resolve_checkpoint,
+)
 from hneurons.origin.drift import neuron_drift
 from hneurons.origin.weights import SafetensorsWeights
 from hneurons.stats import auroc
@@ -48,8 +54,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_drift_to_the_final_model_shrinks_monotonically(run: dict) -> None:
     seen: list[dict] = []
     with SafetensorsWeights(run["root"] / "final") as final:
-        out = follow_checkpoints(final, len(run["tok"]), run["dirs"], [3, 70, 100], CheckpointSettings(permutations=50),
-                                 on_result=seen.append)
+        cks = open_checkpoints(final, len(run["tok"]), run["dirs"])
+        out = follow_checkpoints(final, cks, [3, 70, 100], CheckpointSettings(permutations=50), on_result=seen.append)
         per_neuron = [neuron_drift(final, SafetensorsWeights(d)) for d in run["dirs"]]
     assert seen == out and [e["step"] for e in out] == list(STEPS)
     raw = [e["drift"]["mean_raw_drift_all"] for e in out]
@@ -88,8 +94,8 @@ def test_transfer_at_the_final_checkpoint_equals_the_probe_on_the_final_model(ru
     expected = auroc(y, probe.predict_proba(X)[:, 1])
     tr = TransferItems(probe, items, y, tmp_path / "stores", batch_size=8, device="cpu")
     with SafetensorsWeights(run["root"] / "final") as fw:
-        out = follow_checkpoints(fw, len(tok), run["dirs"][-2:], [5], CheckpointSettings(permutations=20, n_boot=50),
-                                 transfer=tr)
+        out = follow_checkpoints(fw, open_checkpoints(fw, len(tok), run["dirs"][-2:]), [5],
+                                 CheckpointSettings(permutations=20, n_boot=50), transfer=tr)
     assert expected > 0.9
     assert out[-1]["transfer"]["auroc"] == pytest.approx(expected)
     assert 0.0 <= out[0]["transfer"]["auroc"] <= 1.0 and out[0]["transfer"]["n"] == 24
@@ -104,13 +110,10 @@ def test_a_checkpoint_of_another_model_is_refused_before_any_work(run: dict, tmp
     LlamaForCausalLM(cfg).save_pretrained(tmp_path / "wide", safe_serialization=True)
     cfg = LlamaConfig(**{**wide.config.to_dict(), "vocab_size": len(tok) + 7})
     LlamaForCausalLM(cfg).save_pretrained(tmp_path / "vocab", safe_serialization=True)
-    seen: list[dict] = []
     with SafetensorsWeights(run["root"] / "final") as final:
         for bad, what in (("wide", "neurons per layer"), ("vocab", "vocabulary size")):
             with pytest.raises(ConfigError, match=f"checkpoint .*{bad} does not match the instruct model: {what}"):
-                follow_checkpoints(final, len(tok), [run["dirs"][0], str(tmp_path / bad)], [1],
-                                   CheckpointSettings(permutations=10), on_result=seen.append)
-    assert seen == []  # nothing was computed for the good checkpoint either
+                open_checkpoints(final, len(tok), [run["dirs"][0], str(tmp_path / bad)])
     with pytest.raises(ConfigError, match="is not a directory"):
         resolve_checkpoint(str(tmp_path / "absent"))
     assert resolve_checkpoint(run["dirs"][2]).step == 500
@@ -159,3 +162,25 @@ def test_stage_writes_checkpoints_json_without_a_base_model(run: dict, tmp_path)
     assert [e["step"] for e in doc["checkpoints"]] == [0, 500, 1000] and doc["items"].startswith("12 held-out")
     assert doc["checkpoints"][-1]["transfer"]["auroc"] == pytest.approx(auroc(yr, probe.predict_proba(X)[:, 1]))
     assert len(read_jsonl(rd.path("origin", "checkpoints.jsonl"))) == 3
+
+
+def test_cli_refuses_a_checkpoint_of_another_model_in_one_line(run: dict, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = run["tok"]
+    final = tmp_path / "final"
+    run["final"].save_pretrained(final, safe_serialization=True)
+    tok.save_pretrained(final)
+    cfg = LlamaConfig(**{**run["final"].config.to_dict(), "num_hidden_layers": 3})
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "deeper", safe_serialization=True)
+    out = subprocess.run([sys.executable, "-m", "hneurons.cli.main", "origin", str(tmp_path / "run"), "--model", str(final),
+                          "--checkpoints", f"{run['dirs'][0]},{tmp_path / 'deeper'}"], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]  # beside the "[origin] running" log line
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(errors) == 1 and "deeper does not match the instruct model: number of layers is 3" in errors[0], out.stderr
+    assert not (tmp_path / "run" / "origin" / "checkpoints.jsonl").exists()

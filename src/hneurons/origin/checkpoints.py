@@ -14,9 +14,9 @@ training the H-Neurons appear is the question its snapshots cannot answer. Given
   CI. The answers stay those of the final model, so the curve shows when the checkpoint's neurons
   start to carry the probe's signal, not how the checkpoint itself would answer.
 
-Every checkpoint is checked before any work starts: one of another architecture, depth, width or
-vocabulary is refused with one line naming it. Each entry is passed to ``on_result`` as soon as it
-is done, so a caller can stream it to disk.
+Every checkpoint is checked before any work starts (:func:`open_checkpoints`): one of another
+architecture, depth, width or vocabulary is refused with one line naming it. Each entry is passed
+to ``on_result`` as soon as it is done, so a caller can stream it to disk.
 """
 
 from __future__ import annotations
@@ -127,21 +127,25 @@ def _transfer_entry(ck: Checkpoint, index: int, tr: TransferItems, st: Checkpoin
     return transfer_summary(tr.labels, transfer_scores(tr.probe, X), None, st.n_boot, st.seed)
 
 
-def follow_checkpoints(final: WeightSource, final_vocab: int, checkpoints: Sequence[str], h_idx: Sequence[int],
-                       settings: CheckpointSettings, transfer: TransferItems | None = None,
-                       on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """One entry per checkpoint (``name``, ``path``, ``step``, ``drift``, ``transfer``), in the order given.
-
-    ``final`` is the final model's weights (a loaded model's :class:`~hneurons.core.arch.Layout` or
-    :class:`SafetensorsWeights`), ``final_vocab`` its vocabulary size.
-    """
-    h = np.unique(np.asarray(h_idx, dtype=np.int64))
-    cks = [resolve_checkpoint(c) for c in checkpoints]
-    for ck in cks:  # refuse a wrong checkpoint before any work (and before any file is written)
+def open_checkpoints(final: WeightSource, final_vocab: int, specs: Sequence[str]) -> list[Checkpoint]:
+    """Resolve every checkpoint and refuse the first one whose neurons or vocabulary do not match
+    the final model (``final``: a loaded model's :class:`~hneurons.core.arch.Layout` or
+    :class:`SafetensorsWeights`; ``final_vocab`` its vocabulary size) — before any work starts."""
+    cks = [resolve_checkpoint(c) for c in specs]
+    for ck in cks:
         with SafetensorsWeights(ck.path) as w:
             check_checkpoint(final, final_vocab, w, ck.name)
+    return cks
+
+
+def follow_checkpoints(final: WeightSource, checkpoints: Sequence[Checkpoint], h_idx: Sequence[int],
+                       settings: CheckpointSettings, transfer: TransferItems | None = None,
+                       on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """One entry per checkpoint (``name``, ``path``, ``step``, ``drift``, ``transfer``), in the order
+    given; ``checkpoints`` come from :func:`open_checkpoints`."""
+    h = np.unique(np.asarray(h_idx, dtype=np.int64))
     out = []
-    for i, ck in enumerate(cks):
+    for i, ck in enumerate(checkpoints):
         with SafetensorsWeights(ck.path) as w:
             entry: dict[str, Any] = {"name": ck.name, "path": str(ck.path), "step": ck.step,
                                      "drift": _drift_entry(final, w, h, settings), "transfer": None}

@@ -35,7 +35,7 @@ from hneurons.detection.methods import TrainData
 from hneurons.detection.training import TrainFiles, read_labelled, read_train_data
 from hneurons.errors import HNeuronsError
 from hneurons.labelling.items import ITEM_COLUMNS, SpanRule, judge_and_locate, labelled_feature_items, write_items
-from hneurons.origin.checkpoints import CheckpointSettings, TransferItems, follow_checkpoints
+from hneurons.origin.checkpoints import CheckpointSettings, TransferItems, follow_checkpoints, open_checkpoints
 from hneurons.origin.drift import drift_test, neuron_drift, neuron_drift_from_files
 from hneurons.origin.transfer import random_transfer_scores, transfer_scores, transfer_summary
 from hneurons.origin.weights import SafetensorsWeights, config_value, tokenizer_difference
@@ -244,15 +244,16 @@ def _checkpoints(ctx: Any) -> dict[str, Any]:
 
     cfg: Config = ctx.cfg
     files = _files(ctx)
-    probe = HNeuronProbe.load(files["probe"])
-    transfer, items_note = _heldout_items(ctx, probe)
-    log_path = ctx.rundir.path(STAGE, "checkpoints.jsonl")
-    log_path.unlink(missing_ok=True)
     final, vocab = _final_weights(ctx)
     try:
+        checkpoints = open_checkpoints(final, vocab, cfg.origin.checkpoints)  # a wrong one stops here
+        probe = HNeuronProbe.load(files["probe"])
+        transfer, items_note = _heldout_items(ctx, probe)
         h_idx = load_h_neurons(files["h_neurons"], final.d_ff, final.n_layers)
+        log_path = ctx.rundir.path(STAGE, "checkpoints.jsonl")
+        log_path.unlink(missing_ok=True)
         settings = CheckpointSettings(cfg.origin.drift_scope, cfg.origin.permutations, cfg.detect.n_boot, cfg.seed)
-        entries = follow_checkpoints(final, vocab, cfg.origin.checkpoints, h_idx, settings, transfer,
+        entries = follow_checkpoints(final, checkpoints, h_idx, settings, transfer,
                                      on_result=lambda e: append_jsonl(log_path, [e]))
     finally:
         if isinstance(final, SafetensorsWeights):
