@@ -12,7 +12,7 @@ work; each is timed here against the same work done the obvious way, in the same
   random neurons): the backend vs ``generate``, both under the hook;
 * ``jailbreak``: the intervention's long prompts (whole templates of 300-7,600 characters, as
   ``intervene.n_items`` draws them), greedy, ≤ 32 new tokens under the same hook:
-  :func:`~hneurons.intervention.tasks.run_jailbreak` (one call per template, shared prefix prefilled once,
+  :func:`~hneurons.intervention.jailbreak.run_jailbreak` (one call per template, shared prefix prefilled once,
   batches cut by padded tokens) vs ``generate`` over the same prompts in batches of ``--batch-size``.
 
 Generation is counted in generated tokens (a row's eos counts, padding does not), features in
@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extraction import build_items, run_plain  # noqa: E402
 from sampling import load_questions  # noqa: E402
 
-from hneurons.intervention.tasks import Judge, load_jailbreak, run_jailbreak  # noqa: E402
+from hneurons.intervention.jailbreak import load_jailbreak, run_jailbreak  # noqa: E402
+from hneurons.intervention.tasks import Judge  # noqa: E402
 from hneurons.config import InterveneConfig  # noqa: E402
 from hneurons.core.features import extract_cett  # noqa: E402
 from hneurons.core.generation import Generation, HFBackend, SamplingParams  # noqa: E402

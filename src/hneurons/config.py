@@ -109,7 +109,8 @@ class DetectConfig:
 
 @dataclass
 class InterveneConfig:
-    benchmarks: list[str] = field(default_factory=lambda: ["falseqa", "faitheval", "sycophancy", "jailbreak"])
+    # "qa": held-out QA/NonExist answers under α (intervene/qa.json); n_items is per set there (0 → 500)
+    benchmarks: list[str] = field(default_factory=lambda: ["falseqa", "faitheval", "sycophancy", "jailbreak", "qa"])
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
     n_items: int = 0  # per benchmark, 0 = all
     random_seeds: int = 3
@@ -131,6 +132,9 @@ class OriginConfig:
     n_questions: int = 1000
     permutations: int = 10_000
     drift_scope: str = "global"  # z-score drift over all neurons, or "per_layer"
+    # training checkpoints of the model (directories or REPO@REVISION in the HF cache): drift to the final
+    # model and the probe's transfer AUROC per checkpoint (origin/checkpoints.json); [] → not run
+    checkpoints: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -213,6 +217,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "detect.min_per_class": 1,
         "detect.random_draws": 3,
         "detect.n_boot": 100,
+        "intervene.benchmarks": ["falseqa", "faitheval", "sycophancy", "jailbreak"],  # no qa: golden fixture
         "intervene.n_items": 3,
         "intervene.alphas": [0.0, 1.0, 3.0],
         "intervene.random_seeds": 1,

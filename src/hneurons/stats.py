@@ -32,6 +32,7 @@ __all__ = [
     "permutation_test",
     "prevalence_threshold",
     "proportion_ci",
+    "random_neuron_draws",
     "risk_coverage",
     "welch_t_one_sided",
 ]
@@ -275,3 +276,26 @@ def aurc(correct: object, confidence: object) -> float:
     cov, acc = risk_coverage(correct, confidence)
     widths = np.diff(np.r_[0.0, cov])
     return float((acc * widths).sum())
+
+
+def random_neuron_draws(n_neurons: int, k: int, exclude: object, n_draws: int, seed: int,
+                        independent: bool = False) -> np.ndarray:
+    """``[n_draws, k]`` sorted neuron sets, each uniform without replacement over the neurons not in
+    ``exclude``: the random-neuron control of detection, transfer and intervention.
+
+    By default one seeded stream draws the sets in turn (the detection and transfer baselines, whose
+    draw count is fixed by ``detect.random_draws``). ``independent=True`` seeds draw ``i`` with
+    ``[seed, i]``, so a set does not depend on how many are drawn: raising ``intervene.random_seeds``
+    keeps the sets (and the generations already logged for them) of the smaller run.
+    """
+    excl = np.unique(np.asarray(exclude, dtype=np.int64))
+    pool = np.setdiff1d(np.arange(n_neurons, dtype=np.int64), excl, assume_unique=True)
+    if k < 1 or n_draws < 1:
+        raise ConfigError(f"random baseline needs k >= 1 neurons and >= 1 draw, got k={k}, draws={n_draws}")
+    if k > pool.size:
+        raise DataError(f"cannot draw {k} random neurons from the {pool.size} that are not H-Neurons")
+    if independent:
+        return np.stack([np.sort(np.random.default_rng([seed, i]).choice(pool, size=k, replace=False))
+                         for i in range(n_draws)])
+    rng = np.random.default_rng(seed)
+    return np.stack([np.sort(rng.choice(pool, k, replace=False)) for _ in range(n_draws)])

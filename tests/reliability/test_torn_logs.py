@@ -100,7 +100,7 @@ def _responses_ctx(root: Path):
 
 def _responses_run(root: Path) -> tuple[bytes, int]:
     """Screen + sample phases over 10 questions (chunks of 4 and 2), as ``responses.run`` does."""
-    from hneurons.stages.responses import _sample_phase, read_samples
+    from hneurons.stages.responses import _Sampler, read_samples
 
     ctx = _responses_ctx(root)
     records = [Record(f"q{i}", f"question {i}?", (WORDS[i % len(WORDS)],)) for i in range(10)]
@@ -111,8 +111,9 @@ def _responses_run(root: Path) -> tuple[bytes, int]:
         return ("correct" if rec.answers[0] in text else "wrong"), None
 
     done = read_samples(ctx)
-    _sample_phase(ctx, backend, records, prompts, "screen", SamplingParams(temperature=0.0, n=1), judge, done, chunk=4)
-    _sample_phase(ctx, backend, records[2:], prompts, "sample", SamplingParams(n=3), judge, done, chunk=2)
+    sampler = _Sampler(ctx, backend, prompts, judge, done)
+    sampler.phase(records, "screen", SamplingParams(temperature=0.0, n=1), chunk=4)
+    sampler.phase(records[2:], "sample", SamplingParams(n=3), chunk=2)
     for rows in done.values():  # what responses.parquet and the consistency filter see
         assert len({r["sample"] for r in rows}) == len(rows)
     return ctx.rundir.path("responses", "samples.jsonl").read_bytes(), backend.calls
@@ -189,7 +190,7 @@ def test_intervene_progress_resumes_from_torn_appends(tmp_path: Path) -> None:
     import numpy as np
 
     from hneurons.intervention.tasks import Item, Judge
-    from hneurons.intervention.sweep import sweep
+    from hneurons.intervention.sweep import SweepSettings, sweep
 
     items = {"falseqa": [Item(f"f{i}", f"Why is the sun cold {i}?", Record(f"f{i}", f"Why is the sun cold {i}?", label=1))
                          for i in range(6)]}
@@ -203,8 +204,9 @@ def test_intervene_progress_resumes_from_torn_appends(tmp_path: Path) -> None:
         yield
 
     def run(path: Path) -> bytes:
-        sweep(path, "key", items, {"H": np.array([1, 2]), "random_0": np.array([3, 4])}, [0.0, 1.0, 2.0],
-              generate, Judge(), scaler, max_new_tokens=8, seed=0, chunk_size=4, log=lambda m: None)
+        settings = SweepSettings(path, "key", [0.0, 1.0, 2.0], max_new_tokens=8, seed=0, chunk_size=4,
+                                 log=lambda m: None)
+        sweep(settings, items, {"H": np.array([1, 2]), "random_0": np.array([3, 4])}, generate, Judge(), scaler)
         return path.read_bytes()
 
     full = run(tmp_path / "clean.jsonl")

@@ -259,7 +259,7 @@ def test_neuron_names_cover_experts_shared_dense_and_padding() -> None:
 
 @pytest.mark.parametrize("model_type", ["qwen2_moe", "gpt_oss", "deepseek_v3"])
 def test_drift_is_per_expert_neuron(model_type: str) -> None:
-    from hneurons.origin.analysis import neuron_drift
+    from hneurons.origin.drift import neuron_drift
 
     a, b = build(model_type), build(model_type)
     la, lb = resolve(a), resolve(b)
@@ -277,7 +277,7 @@ def test_drift_is_per_expert_neuron(model_type: str) -> None:
 
 
 def test_drift_from_files_refuses_moe(tmp_path) -> None:
-    from hneurons.origin.analysis import SafetensorsWeights
+    from hneurons.origin.weights import SafetensorsWeights
 
     (tmp_path / "config.json").write_text('{"model_type": "mixtral"}')
     with pytest.raises(Exception, match="mixture-of-experts"):

@@ -11,20 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from hneurons.detection.methods import (
-    BASELINES,
-    EVAL_SETS,
-    EvalData,
-    TrainData,
-    balance,
-    fit_threshold,
-    judge_response,
-    random_neuron_draws,
-    refusal_phrase,
-    score_metrics,
-    selective_answering,
-    token_stats,
-)
+from hneurons.detection.eval_sets import EVAL_SETS, balance
+from hneurons.detection.methods import BASELINES, EvalData, TrainData, fit_threshold
+from hneurons.detection.metrics import score_metrics, selective_answering
+from hneurons.detection.token_stats import token_stats
+from hneurons.labelling.verdicts import judge_response, refusal_phrase
+from hneurons.stats import random_neuron_draws
 from hneurons.core.features import FeatureItem
 from hneurons.probe.estimator import HNeuronProbe, build_rows
 from tests.helpers import bpe_tokenizer, tiny_llama

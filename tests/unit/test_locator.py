@@ -28,7 +28,7 @@ from hneurons.text.locator import (  # noqa: E402
     span_quality,
 )
 from hneurons.text.spans import Span, build_sequence  # noqa: E402
-from hneurons.stages.responses import _label_and_split  # noqa: E402
+from hneurons.stages.responses import SampledPool, _label_and_split  # noqa: E402
 
 FRANCE = "What is the capital of France?"
 
@@ -118,7 +118,7 @@ def _stage_spans(tmp_path, flip: bool, method: str = "phrase") -> dict[str, tupl
         done[(rec.id, "sample")] = [dict(s, matched_alias=city if right else None) for s in
                                     _samples(rec.id, ["correct" if right else "wrong"] * 3, [text] * 3)]
     ctx = _ctx(tmp_path, **{"spans.method": method})
-    _label_and_split(ctx, records, records, {}, done, True, 0, 1.0, {}, {})
+    _label_and_split(ctx, SampledPool(records, records, done))
     rows = pq.read_table(ctx.rundir.path("responses", "labelled.parquet")).to_pylist()
     return {r["qid"]: (r["label"], r["span_start"], r["span_end"], r["span_text"]) for r in rows}
 
@@ -185,7 +185,8 @@ def test_llm_locator_validates_and_caches(tmp_path):
 
 
 def test_span_shape_baseline_catches_a_leaky_span_rule():
-    from hneurons.detection.methods import BASELINES, EvalData, TokenStats, TrainData
+    from hneurons.detection.methods import BASELINES, EvalData, TrainData
+    from hneurons.detection.token_stats import TokenStats
     from hneurons.core.features import FeatureItem
 
     rng = np.random.default_rng(0)
@@ -196,7 +197,7 @@ def test_span_shape_baseline_catches_a_leaky_span_rule():
         span = (20, 28 if y else 21)  # leaky: wrong answers span the whole response
         items.append(FeatureItem(f"q{i}", tuple(range(40)), span, (20, 20 + n)))
         labels.append(y)
-    from hneurons.detection.methods import span_shape
+    from hneurons.detection.token_stats import span_shape
 
     shape = span_shape(items)
     n0 = items[0].response[1] - items[0].response[0]

@@ -11,21 +11,14 @@ import torch
 
 from hneurons.core.arch import resolve
 from hneurons.data.registry import Record
-from hneurons.detection.methods import EVAL_SETS, TrainData
+from hneurons.detection.eval_sets import EVAL_SETS
+from hneurons.detection.methods import TrainData
 from hneurons.errors import ConfigError, DataError
 from hneurons.core.hooks import capture_cett
 from hneurons.judges.rules import DEFAULT_REFUSAL_PHRASES
-from hneurons.origin.analysis import (
-    cosine_drift,
-    drift_from_raw,
-    drift_test,
-    judge_and_locate,
-    neuron_drift,
-    neuron_drift_from_files,
-    random_transfer_scores,
-    transfer_scores,
-    transfer_summary,
-)
+from hneurons.labelling.items import SpanRule, judge_and_locate
+from hneurons.origin.drift import cosine_drift, drift_from_raw, drift_test, neuron_drift, neuron_drift_from_files
+from hneurons.origin.transfer import random_transfer_scores, transfer_scores, transfer_summary
 from hneurons.probe.estimator import HNeuronProbe
 from hneurons.text.prompts import render_prompt
 from hneurons.stats import auroc
@@ -314,8 +307,8 @@ def test_judge_and_locate_plain_prompt():
     recs = [Record("q1", "What is the capital of France?", ("Paris",)),
             Record("q2", "Who wrote Hamlet?", ("William Shakespeare", "Shakespeare")),
             Record("q3", "What is the largest planet?", ("Jupiter",))]
-    items = judge_and_locate(tok, es, recs, ["Paris, of course", "Eugene O'Neill", "I don't know"],
-                             DEFAULT_REFUSAL_PHRASES)
+    items = judge_and_locate(SpanRule(tok, False, "phrase", None), es, recs,
+                             ["Paris, of course", "Eugene O'Neill", "I don't know"], DEFAULT_REFUSAL_PHRASES)
     assert [it.label for it in items] == [0, 1, None]
     assert [it.verdict for it in items] == ["correct", "wrong", "refusal"]
     first, second = items[0].feature, items[1].feature
@@ -446,7 +439,7 @@ def test_cosine_drift_leaves_float64_inputs_untouched():
 
 
 def test_tokenizer_difference():
-    from hneurons.origin.analysis import tokenizer_difference
+    from hneurons.origin.weights import tokenizer_difference
     from tests.helpers import bpe_tokenizer
 
     a, b = bpe_tokenizer(), bpe_tokenizer(chat=False)

@@ -74,8 +74,9 @@ def test_paper_preset_work_and_bytes_for_llama_8b() -> None:
     assert st["features"].forwards == 2 * 1250
     assert st["features"].store_bytes == 2500 * 458_752 * 2 * 2  # answer + other regions, float16
     assert st["probe"].probe_ram == 8 * 4000 * 458_752  # 3-vs-1: 4,000 float32 rows, loaded + stacked
-    # α grid of 7: 6 scaled α × (H + 3 random sets) + α = 1 once; items 687 + 1,000 + 1,000 × 4 turns + 390
-    assert st["intervene"].generations == 25 * (687 + 1000 + 4 * 1000 + 390)
+    # α grid of 7: 6 scaled α × (H + 3 random sets) + α = 1 once; items 687 + 1,000 + 1,000 × 4 turns + 390,
+    # and the qa family's 500 questions in each of its 4 sets
+    assert st["intervene"].generations == 25 * (687 + 1000 + 4 * 1000 + 390 + 4 * 500)
     assert st["origin"].notes and "origin.base_model" in st["origin"].notes[0]
     assert all(s.seconds is not None and s.seconds > 0 for s in plan.stages)
     assert st["responses"].engine == "hf, 1 GPU" and "CPU (numpy)" in st["probe"].engine
@@ -108,7 +109,7 @@ def test_overrides_change_the_engine_and_sizes() -> None:
     st = {s.stage: s for s in plan.stages}
     assert st["responses"].engine == "vllm tp=1" and st["responses"].peak_gpu_bytes == pytest.approx(0.9 * 80e9)
     assert st["responses"].time_source == "vllm_8b_h100" and st["intervene"].engine == "hf, 1 GPU"
-    assert st["intervene"].generations == 25 * (10 + 10 + 4 * 10 + 10)
+    assert st["intervene"].generations == 25 * (10 + 10 + 4 * 10 + 10 + 4 * 10)  # qa: 10 in each of 4 sets
     assert not any("exceeds" in n for n in plan.notes)
     big = make_plan(str(CONFIGS / "Llama-3.1-8B-Instruct"), "paper", gpus=1, overrides=["responses.batch_size=1024"])
     # intervene: 1,024 sequences × (780 + 256) tokens × 128 KiB of KV cache = 139 GB > 80 GB
@@ -180,13 +181,14 @@ def test_directory_without_config_and_uncached_hub_id(tmp_path: Path, monkeypatc
 def test_packaged_sizes_match_the_loaders() -> None:
     """The plan's pool sizes and benchmark settings equal what the stages load and use."""
     from hneurons.data import load_dataset
-    from hneurons.intervention import tasks
+    from hneurons.intervention import base, qa, tasks
     from hneurons.plan.workload import BENCHMARKS, CONSTRUCTED_DEFAULT, POOL_SIZES
 
     for name in ("triviaqa_dev", "triviaqa_test", "nq_open", "bioasq", "smoke_qa", "smoke_heldout"):
         assert POOL_SIZES[name] == len(load_dataset(name)), name
     assert POOL_SIZES["falseqa_false_premise"] == sum(r.label == 1 for r in load_dataset("falseqa"))
     assert POOL_SIZES["jailbreak"] == len(load_dataset("forbidden_questions"))
-    assert CONSTRUCTED_DEFAULT == tasks.N_CONSTRUCTED_DEFAULT
+    assert CONSTRUCTED_DEFAULT == base.N_CONSTRUCTED_DEFAULT
+    assert BENCHMARKS["qa"][0] == qa.QA_PER_SET_DEFAULT and BENCHMARKS["qa"][2] == len(qa.QA_SETS)
     for name, (_, max_new, _) in BENCHMARKS.items():
         assert tasks.get_benchmark(name).params().max_new_tokens == max_new, name

@@ -17,7 +17,8 @@ from hneurons.config import load_config  # noqa: E402
 from hneurons.data.registry import Record  # noqa: E402
 from hneurons.errors import StageError  # noqa: E402
 from hneurons.rundir import RunDir, read_jsonl  # noqa: E402
-from hneurons.stages.responses import _Judge, _label_and_split, _representative  # noqa: E402
+from hneurons.labelling.consistency import representative as _representative  # noqa: E402
+from hneurons.stages.responses import SampledPool, _judge, _label_and_split  # noqa: E402
 
 WORDS = ["paris", "rome", "berlin", "madrid", "london", "oslo"]
 
@@ -46,7 +47,7 @@ def test_consistency_filter_labels_and_splits(tmp_path) -> None:
     done[("q8", "sample")] = _samples("q8", ["correct", "wrong", "wrong"], ["rome", "paris", "paris"])
     done[("q9", "sample")] = _samples("q9", ["wrong", "refusal", "wrong"], ["paris", "i don't know", "paris"])
     ctx = _ctx(tmp_path)
-    summary = _label_and_split(ctx, records, records, {}, done, True, 30, 1.0, {}, {"dataset": "t"})
+    summary = _label_and_split(ctx, SampledPool(records, records, done, 30, 1.0, pool={"dataset": "t"}))
     stats = json.loads((ctx.rundir.path("responses", "stats.json")).read_text())
     assert stats["correct_count_hist"] == [4 + 1, 1, 0, 4]  # q4-q7 and q9 at 0, q8 at 1, q0-q3 at 3
     assert stats["kept"] == {"faithful": 4, "hallucinated": 4} and stats["mixed"] == 1 and stats["refusal_questions"] == 1
@@ -67,9 +68,9 @@ def test_min_agree_and_too_few_questions(tmp_path) -> None:
     done = {("q0", "sample"): _samples("q0", ["correct", "correct", "wrong"], ["rome", "rome", "paris"]),
             ("q1", "sample"): _samples("q1", ["wrong"] * 3, ["paris"] * 3)}
     with pytest.raises(StageError, match="consistent questions"):
-        _label_and_split(_ctx(tmp_path), rec, rec, {}, done, True, 0, 1.0, {}, {})
+        _label_and_split(_ctx(tmp_path), SampledPool(rec, rec, done))
     ctx = _ctx(tmp_path / "b", **{"responses.min_agree": 2, "responses.min_per_class": 1})
-    _label_and_split(ctx, rec, rec, {}, done, True, 0, 1.0, {}, {})
+    _label_and_split(ctx, SampledPool(rec, rec, done))
     rows = pq.read_table(ctx.rundir.path("responses", "labelled.parquet")).to_pylist()
     assert {r["qid"]: r["label"] for r in rows} == {"q0": 0, "q1": 1}
 
@@ -82,7 +83,7 @@ def test_representative_is_most_frequent_first_seen() -> None:
 
 def test_empty_answers_are_no_answer_dropped_and_counted(tmp_path) -> None:
     ctx = _ctx(tmp_path, **{"responses.min_per_class": 1})
-    judge = _Judge(ctx)
+    judge = _judge(ctx)
     rec = Record("q", "capital of france", ("paris",))
     assert judge(rec, "") == ("no_answer", None) and judge(rec, " \n ") == ("no_answer", None)
     assert judge(rec, "paris")[0] == "correct" and judge(rec, "rome")[0] == "wrong"
@@ -92,7 +93,7 @@ def test_empty_answers_are_no_answer_dropped_and_counted(tmp_path) -> None:
             # all-empty would be "all K wrong" if empty counted as wrong: it must not become hallucinated
             ("q2", "sample"): _samples("q2", ["no_answer"] * 3, [""] * 3),
             ("q3", "sample"): _samples("q3", ["wrong", "no_answer", "wrong"], ["rome", "", "rome"])}
-    _label_and_split(ctx, records, records, {}, done, False, 0, 1.0, {}, {})
+    _label_and_split(ctx, SampledPool(records, records, done))
     stats = json.loads(ctx.rundir.path("responses", "stats.json").read_text())
     assert stats["kept"] == {"faithful": 1, "hallucinated": 1}
     assert stats["no_answer_questions"] == 2 and stats["no_answer_samples"] == 4 and stats["refusal_questions"] == 0

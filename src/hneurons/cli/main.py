@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -103,7 +104,7 @@ def run(
         console.print(f"report: {report.resolve()}")
 
 
-def _stage_command(stage: str, doc: str) -> None:
+def _stage_command(stage: str, doc: str, register: bool = True) -> Callable[..., None]:
     def command(
         run_dir: RunDirArg,
         preset: Preset = None,
@@ -127,7 +128,9 @@ def _stage_command(stage: str, doc: str) -> None:
         run_stage(Context(cfg, rd, log=_log), stage, force=force)
 
     command.__doc__ = doc
-    app.command(name=stage)(command)
+    if register:
+        app.command(name=stage)(command)
+    return command
 
 
 _stage_command("responses", "Sample K responses per TriviaQA question, judge, keep consistent questions, locate answer spans, split.")
@@ -135,7 +138,19 @@ _stage_command("features", "Extract CETT features (answer / other regions) for t
 _stage_command("probe", "Fit the L1 probe over a C path, choose C, read off the H-Neurons, check stability.")
 _stage_command("detect", "Evaluate hallucination detection on TriviaQA, NQ-Open, BioASQ and NonExist against baselines.")
 _stage_command("intervene", "Scale H-Neurons by alpha during generation and measure compliance on four benchmarks.")
-_stage_command("origin", "Base-model transfer and parameter drift (needs --set origin.base_model=PATH).")
+_origin = _stage_command("origin", "", register=False)
+Checkpoints = Annotated[Optional[str], typer.Option(
+    "--checkpoints", help="training checkpoints A,B,C (directories, or REPO@REVISION in the Hugging Face cache): "
+                          "drift to the final model and probe transfer per checkpoint (= --set origin.checkpoints=...)")]
+
+
+@app.command(name="origin")
+def origin(run_dir: RunDirArg, preset: Preset = None, config: ConfigFile = None, sets: Sets = None,
+           model: ModelOpt = None, force: Force = False, offline: OfflineOpt = False,
+           checkpoints: Checkpoints = None) -> None:
+    """Base-model transfer and parameter drift (needs --set origin.base_model=PATH), and along training checkpoints."""
+    _origin(run_dir, preset, config, [*(sets or []), f"origin.checkpoints={checkpoints}"] if checkpoints else sets,
+            model, force, offline)
 
 
 @app.command()

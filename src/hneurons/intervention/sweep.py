@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -16,18 +17,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hneurons.core.generation import Generation, HFBackend, SamplingParams
-from hneurons.core.hooks import check_alpha, scale_down_weights, scale_neurons
+from hneurons.core.alpha import check_alpha
+from hneurons.core.hooks import scale_down_weights, scale_neurons
 from hneurons.errors import ConfigError
-from hneurons.intervention.tasks import (
-    BENCHMARKS,
-    Conversation,
-    GenerateFn,
-    Item,
-    Judge,
-    get_benchmark,
-)
+from hneurons.intervention.tasks import BENCHMARKS, GenerateFn, Item, Judge, get_benchmark
 from hneurons.rundir import append_jsonl, atomic_path, read_jsonl
-from hneurons.text.prompts import render_conversation
+from hneurons.stats import random_neuron_draws
+from hneurons.text.prompts import Conversation, render_conversation
 
 PROGRESS = "progress.jsonl"  # the resume log of the sweep, in the stage folder
 
@@ -58,12 +54,12 @@ def validate(icfg: Any) -> None:
 
 
 def random_sets(n_total: int, exclude: np.ndarray, seed: int, n_seeds: int) -> dict[str, np.ndarray]:
-    """``n_seeds`` random neuron sets of ``len(exclude)`` neurons, uniform over the non-H neurons."""
-    pool = np.setdiff1d(np.arange(n_total, dtype=np.int64), exclude)
-    if len(pool) < len(exclude):
-        raise ConfigError(f"cannot draw {len(exclude)} random neurons from the {len(pool)} non-H neurons")
-    return {f"random_{s}": np.sort(np.random.default_rng([seed, s]).choice(pool, size=len(exclude), replace=False))
-            for s in range(n_seeds)}
+    """``n_seeds`` random neuron sets of ``len(exclude)`` neurons, uniform over the non-H neurons
+    (each seeded on its own, so adding seeds keeps the earlier sets)."""
+    if n_seeds < 1:
+        return {}
+    draws = random_neuron_draws(n_total, len(exclude), exclude, n_seeds, seed, independent=True)
+    return {f"random_{s}": d for s, d in enumerate(draws)}
 
 
 def make_generate_fn(model: Any, tokenizer: Any, chat: bool, batch_size: int) -> GenerateFn:
@@ -105,41 +101,45 @@ def load_progress(path: Path, run_key: str) -> dict[tuple[str, str, float, str],
     return {item_key(r["bench"], r["condition"], r["alpha"], r["item_id"]): r for r in keep}
 
 
-def sweep(
-    progress_path: Path,
-    run_key: str,
-    items: Mapping[str, Sequence[Item]],
-    conditions: Mapping[str, np.ndarray],
-    alphas: Sequence[float],
-    generate: GenerateFn,
-    judge: Judge,
-    scaler: Scaler,
-    max_new_tokens: int | None,
-    seed: int,
-    chunk_size: int,
-    log: Callable[[str], None] = print,
-) -> dict[tuple[str, str, float, str], dict[str, Any]]:
+@dataclass
+class SweepSettings:
+    """Everything about a sweep but its items, neuron sets and model: where it logs, what run it
+    belongs to (``run_key``: a change of model, neurons or decoding never reuses old responses),
+    the α grid, the decoding budget, the paired sampling seed and the chunk size."""
+
+    progress_path: Path
+    run_key: str
+    alphas: Sequence[float]
+    max_new_tokens: int | None
+    seed: int
+    chunk_size: int
+    log: Callable[[str], None] = field(default=print)
+
+
+def sweep(settings: SweepSettings, items: Mapping[str, Sequence[Item]], conditions: Mapping[str, np.ndarray],
+          generate: GenerateFn, judge: Judge, scaler: Scaler) -> dict[tuple[str, str, float, str], dict[str, Any]]:
     """Generate and judge every (benchmark, condition, α, item) not yet in the progress log.
 
     ``conditions`` maps a name (``"H"`` first) to flat neuron indices. At α = 1 only the first
     condition is generated, without any hook, and its results stand for every condition.
     Returns all records of this run key (old and new), keyed by (bench, condition, α, item id).
     """
-    if chunk_size < 1:
-        raise ConfigError(f"chunk size must be ≥ 1, got {chunk_size}")
-    done = load_progress(progress_path, run_key)
+    st = settings
+    if st.chunk_size < 1:
+        raise ConfigError(f"chunk size must be ≥ 1, got {st.chunk_size}")
+    done = load_progress(st.progress_path, st.run_key)
     first = next(iter(conditions))
     for bench_name, bench_items in items.items():
         bench = get_benchmark(bench_name)
-        chunks = [list(bench_items[i:i + chunk_size]) for i in range(0, len(bench_items), chunk_size)]
-        jobs = [(c, float(a)) for a in alphas for c in ([first] if float(a) == 1.0 else list(conditions))]
+        chunks = [list(bench_items[i:i + st.chunk_size]) for i in range(0, len(bench_items), st.chunk_size)]
+        jobs = [(c, float(a)) for a in st.alphas for c in ([first] if float(a) == 1.0 else list(conditions))]
         todo = [(c, a, k) for c, a in jobs for k, ch in enumerate(chunks)
                 if any(item_key(bench_name, c, a, it.id) not in done for it in ch)]
         if not todo:
             continue
-        log(f"[intervene] {bench_name}: {len(todo)} of {len(jobs) * len(chunks)} chunks to generate")
+        st.log(f"[intervene] {bench_name}: {len(todo)} of {len(jobs) * len(chunks)} chunks to generate")
         for cond, alpha, k in tqdm(todo, desc=bench_name, unit="chunk", disable=None):
-            params = bench.params(max_new_tokens, seed=chunk_seed(seed, k))
+            params = bench.params(st.max_new_tokens, seed=chunk_seed(st.seed, k))
             scope = contextlib.nullcontext() if alpha == 1.0 else scaler(conditions[cond], alpha)
             with scope:
                 results = bench.run(chunks[k], generate, judge, params)
@@ -147,8 +147,8 @@ def sweep(
             for r in results:
                 key = item_key(bench_name, cond, alpha, r.item_id)
                 if key not in done:
-                    rec = {"run": run_key, "bench": bench_name, "condition": cond, "alpha": alpha, **r.to_dict()}
+                    rec = {"run": st.run_key, "bench": bench_name, "condition": cond, "alpha": alpha, **r.to_dict()}
                     done[key] = rec
                     new.append(rec)
-            append_jsonl(progress_path, new)
+            append_jsonl(st.progress_path, new)
     return done

@@ -1,1 +1,3 @@
-"""Origin of the H-Neurons: parameter drift from the base model and backward transfer of the probe."""
+"""Origin of the H-Neurons: weights read layer by layer (:mod:`~hneurons.origin.weights`), parameter drift
+(:mod:`~hneurons.origin.drift`), backward transfer of the probe (:mod:`~hneurons.origin.transfer`) and both
+along training checkpoints (:mod:`~hneurons.origin.checkpoints`)."""

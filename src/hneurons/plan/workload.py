@@ -22,7 +22,9 @@ DETECT_POOLS = {"triviaqa": "triviaqa_test", "nq_open": "nq_open", "bioasq": "bi
 CONSTRUCTED_DEFAULT = 1000  # items of a constructed benchmark when intervene.n_items = 0
 # Benchmarks: (pool size or None for constructed, paper max_new_tokens, generations per item ≤)
 BENCHMARKS = {"falseqa": (POOL_SIZES["falseqa_false_premise"], 256, 1), "faitheval": (None, 256, 1),
-              "sycophancy": (None, 512, 4), "jailbreak": (POOL_SIZES["jailbreak"], 256, 1)}
+              "sycophancy": (None, 512, 4), "jailbreak": (POOL_SIZES["jailbreak"], 256, 1),
+              # qa: n_items per set (0 → 500, intervention.qa.QA_PER_SET_DEFAULT), one answer in each of 4 sets
+              "qa": (500, 50, 4)}
 # Prompt tokens, estimates: QA from 48 packaged TriviaQA questions + suffix + a short answer in
 # SmolLM2's chat template (2,989 tokens, benchmarks/extraction.py on 2026-12-06, so ~55 without the
 # answer); the rest from mean characters / 4 (jailbreak: template 2,965 + question 77 characters;

@@ -1,4 +1,4 @@
-"""Intervention stage: compliance on four benchmarks as the H-Neurons are scaled by α (PAPER.md §6).
+"""Intervention stage: compliance on the benchmarks as the H-Neurons are scaled by α (the paper, arXiv 2512.01797 §6).
 
 For every benchmark, α in the grid and condition — the H-Neurons (``H``) and ``random_seeds``
 random neuron sets of the same size drawn uniformly from all other neurons (``random_<s>``, the
@@ -11,7 +11,8 @@ generated once and shared by all conditions.
 Every finished chunk of items is appended to ``intervene/progress.jsonl`` keyed by
 (benchmark, condition, α, item id) and stamped with a key of everything that changes responses,
 so an interrupted run resumes where it stopped and never reuses responses of another model,
-neuron set or decoding budget.
+neuron set or decoding budget. The ``qa`` family (:mod:`hneurons.intervention.qa`) also writes
+``intervene/qa.json``: outcome rates per question set and the items whose outcome flips.
 """
 
 from __future__ import annotations
@@ -24,16 +25,21 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from hneurons.errors import ConfigError, DataError
+from hneurons.data import load_dataset
+from hneurons.intervention.qa import load_qa
+from hneurons.intervention.qa_summary import qa_summary
 from hneurons.intervention.summary import generation_rows, summarize, write_parquet
 from hneurons.intervention.sweep import (
     PROGRESS,
+    SweepSettings,
     make_generate_fn,
     make_scaler,
     random_sets,
     sweep,
     validate,
 )
-from hneurons.intervention.tasks import Item, Judge, get_benchmark, load_sycophancy
+from hneurons.intervention.sycophancy import load_sycophancy
+from hneurons.intervention.tasks import Item, Judge, get_benchmark
 from hneurons.probe.h_neurons import load_h_neurons
 from hneurons.rundir import file_fingerprint, fingerprint_of, write_json
 
@@ -65,6 +71,7 @@ def inputs(ctx: Any) -> dict[str, Any]:
         "h_neurons": file_fingerprint(h) if h.is_file() else None,
         "faitheval": file_fingerprint(fe) if fe is not None and fe.is_file() else None,
         "known_correct": file_fingerprint(k) if (k := _known_correct_path(ctx)) is not None else None,
+        **({"qa_excludes": ctx.cfg.probe.suppression_questions} if "qa" in ctx.cfg.intervene.benchmarks else {}),
     }
 
 
@@ -80,21 +87,6 @@ def _known_correct_ids(ctx: Any) -> set[str]:
         return set()
     table = pq.read_table(path, columns=["qid", "label"]).to_pydict()
     return {q for q, label in zip(table["qid"], table["label"]) if label == 0}
-
-
-# --------------------------------------------------------------------------------------------
-# Generation
-# --------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------
-# The sweep (model-free: takes a generate function and a scaler, so tests can fake both)
-# --------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------
-# Summaries
-# --------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,17 +106,22 @@ def _judge(ctx: Any) -> Iterator[Judge]:
         yield Judge(llm)
 
 
-def run(ctx: Any) -> dict[str, Any]:
-    """Sweep α × condition on every configured benchmark; write intervene.json and generations.parquet."""
+def _suppression_ids(ctx: Any) -> set[str]:
+    """TriviaQA questions the probe stage answered at α = 0 to choose C (the last
+    ``probe.suppression_questions`` of ``triviaqa_test``): the ``qa`` family leaves them out."""
+    n = ctx.cfg.probe.suppression_questions
+    return {r.id for r in load_dataset("triviaqa_test")[-n:]} if n > 0 else set()
+
+
+def _load_items(ctx: Any) -> dict[str, list[Item]]:
+    """Every configured benchmark's items (unique ids, at least one each)."""
     icfg = ctx.cfg.intervene
-    validate(icfg)
-    fe = _faitheval_path(ctx)
-    if fe is not None and not fe.is_file():
-        raise ConfigError(f"intervene.faitheval_path: {fe} does not exist")
     items: dict[str, list[Item]] = {}
     for name in icfg.benchmarks:
         if name == "sycophancy" and icfg.sycophancy_source == "known_correct":
             items[name] = load_sycophancy(icfg, ctx.cfg.seed, prefer=_known_correct_ids(ctx))
+        elif name == "qa":
+            items[name] = load_qa(icfg, ctx.cfg.seed, exclude=_suppression_ids(ctx))
         else:
             items[name] = get_benchmark(name).load(icfg, ctx.cfg.seed)
         if not items[name]:
@@ -132,6 +129,17 @@ def run(ctx: Any) -> dict[str, Any]:
         ids = [it.id for it in items[name]]
         if len(set(ids)) != len(ids):
             raise DataError(f"intervene: benchmark {name!r} has repeated item ids; ids must be unique")
+    return items
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    """Sweep α × condition on every configured benchmark; write intervene.json and generations.parquet."""
+    icfg = ctx.cfg.intervene
+    validate(icfg)
+    fe = _faitheval_path(ctx)
+    if fe is not None and not fe.is_file():
+        raise ConfigError(f"intervene.faitheval_path: {fe} does not exist")
+    items = _load_items(ctx)
 
     loaded = ctx.model
     layout = loaded.layout
@@ -145,13 +153,15 @@ def run(ctx: Any) -> dict[str, Any]:
     progress = ctx.rundir.path(STAGE, PROGRESS)
     generate = make_generate_fn(loaded.model, loaded.tokenizer, chat, batch)
     with _judge(ctx) as judge:
-        records = sweep(progress, run_key, items, conditions, icfg.alphas, generate, judge,
-                        make_scaler(layout, icfg.method), icfg.max_new_tokens, ctx.cfg.seed, batch, ctx.log)
+        settings = SweepSettings(progress, run_key, icfg.alphas, icfg.max_new_tokens, ctx.cfg.seed, batch, ctx.log)
+        records = sweep(settings, items, conditions, generate, judge, make_scaler(layout, icfg.method))
         summary = summarize(records, items, list(conditions), icfg.alphas, judge.name, len(h))
         summary["judge_fallbacks"] = judge.fallbacks
     summary.update({"method": icfg.method, "max_new_tokens": icfg.max_new_tokens,
                     "neurons": {"H": h.tolist(), **{c: v.tolist() for c, v in conditions.items() if c != "H"}}})
     write_json(ctx.rundir.path(STAGE, "intervene.json"), summary)
+    if "qa" in items:
+        write_json(ctx.rundir.path(STAGE, "qa.json"), qa_summary(records, items["qa"], list(conditions), icfg.alphas))
     write_parquet(ctx.rundir.path(STAGE, "generations.parquet"), generation_rows(records, items, list(conditions), icfg.alphas))
     return {"benchmarks": {b: {"slope": v["slope"]["H"], "slope_random": v["slope"]["random"]}
                            for b, v in summary["benchmarks"].items()}, "n_neurons": len(h)}

@@ -1,4 +1,4 @@
-"""Origin stage: do the H-Neurons come from pre-training? (PAPER.md §7)
+"""Origin stage: do the H-Neurons come from pre-training? (the paper, arXiv 2512.01797 §7)
 
 Two analyses against ``origin.base_model``, the checkpoint the instruct model was tuned from:
 
@@ -23,33 +23,24 @@ from typing import Any
 import numpy as np
 
 from hneurons.config import Config
-from hneurons.core.store import FeatureStore, answer_features
+from hneurons.core.store import answer_features
 from hneurons.core.models import (
     LoadedModel,
     fingerprint,
     load_model,
     resolve_model_source,
 )
-from hneurons.detection.methods import EVAL_SETS, TrainData, balance
-from hneurons.errors import ConfigError, HNeuronsError, StageError
-from hneurons.origin.analysis import (
-    drift_test,
-    judge_and_locate,
-    neuron_drift,
-    neuron_drift_from_files,
-    random_transfer_scores,
-    tokenizer_difference,
-    transfer_scores,
-    transfer_summary,
-)
+from hneurons.detection.eval_sets import EVAL_SETS, balance
+from hneurons.detection.methods import TrainData
+from hneurons.detection.training import TrainFiles, read_labelled, read_train_data
+from hneurons.errors import HNeuronsError
+from hneurons.labelling.items import ITEM_COLUMNS, SpanRule, judge_and_locate, labelled_feature_items, write_items
+from hneurons.origin.checkpoints import CheckpointSettings, TransferItems, follow_checkpoints, open_checkpoints
+from hneurons.origin.drift import drift_test, neuron_drift, neuron_drift_from_files
+from hneurons.origin.transfer import random_transfer_scores, transfer_scores, transfer_summary
+from hneurons.origin.weights import SafetensorsWeights, config_value, tokenizer_difference
 from hneurons.probe.h_neurons import load_h_neurons
-from hneurons.rundir import (
-    atomic_path,
-    file_fingerprint,
-    fingerprint_of,
-    read_json,
-    write_json,
-)
+from hneurons.rundir import atomic_path, file_fingerprint, fingerprint_of, read_json, write_json
 from hneurons.stages._shared import answers_logged
 from hneurons.text.locator import make_llm_locator
 from hneurons.text.prompts import render_prompt
@@ -80,13 +71,14 @@ def inputs(ctx: Any) -> dict[str, Any]:
     """Config that changes the result, both models' fingerprints and the files read."""
     cfg: Config = ctx.cfg
     o = cfg.origin
-    if o.base_model is None:
+    if o.base_model is None and not o.checkpoints:
         return {"origin": cfg.section("origin")}
     d, r = cfg.detect, cfg.responses
     return {
         "origin": cfg.section("origin"),
         "seed": cfg.seed,
-        "base": _base_fingerprint(o.base_model),
+        "base": _base_fingerprint(o.base_model) if o.base_model is not None else None,
+        "checkpoints": [_base_fingerprint(c) if Path(c).is_dir() else c for c in o.checkpoints],
         "model": ctx.model_fingerprint,
         "detect": {"temperature": d.temperature, "max_new_tokens": d.max_new_tokens, "per_class": d.per_class,
                    "min_per_class": d.min_per_class, "random_draws": d.random_draws, "n_boot": d.n_boot},
@@ -135,24 +127,10 @@ def _instruct_tokenizer(ctx: Any, source: Path) -> Any:
 
 
 def _train_data(ctx: Any, probe: Any, d_ff: int, n_layers: int) -> TrainData:
-    import pyarrow.parquet as pq
-
-    cfg: Config = ctx.cfg
-    files = _files(ctx)
-    if not files["labelled"].is_file():
-        raise StageError(f"{files['labelled']} is missing; run `hneurons responses` first")
-    mode = cfg.probe.mode
-    regions = ["answer", "other"] if mode == "3-vs-1" else ["answer"]
-    qids, feats = FeatureStore(files["train_index"].parent).load(regions=regions,
-                                                                 expect_fingerprint=ctx.model_fingerprint)
-    rows = {str(r["qid"]): r for r in pq.read_table(files["labelled"], columns=["qid", "label"]).to_pylist()}
-    missing = [q for q in qids if q not in rows]
-    if missing:
-        raise StageError(f"features/train has question {missing[0]!r} that responses/labelled.parquet lacks; "
-                         "re-run `hneurons features --force`")
-    labels = np.array([int(rows[q]["label"]) for q in qids], dtype=np.int64)
-    return TrainData(feats["answer"], feats.get("other"), labels, probe, mode, d_ff, n_layers,
-                     random_draws=cfg.detect.random_draws, seed=cfg.seed)
+    train, _, _ = read_train_data(TrainFiles(ctx.rundir.root), probe, ctx.cfg.probe.mode, ctx.model_fingerprint,
+                                  (d_ff, n_layers))
+    train.random_draws, train.seed = ctx.cfg.detect.random_draws, ctx.cfg.seed
+    return train
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,15 +152,6 @@ def _sample(ctx: Any, base: LoadedModel, name: str, recs: list[Any]) -> dict[str
                           lambda rec: render_prompt(base.tokenizer, rec.question.strip(), chat=False),
                           lambda: HFBackend(base.model, base.tokenizer, batch_size=r.batch_size),
                           params, f"[origin] {name}: base model answers")
-
-
-def _write_items(path: Path, rows: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    cols = ["qid", "question", "response", "verdict", "label", "span_start", "span_end", "span_status", "balanced"]
-    with atomic_path(path) as tmp:
-        pq.write_table(pa.table({c: [r.get(c) for r in rows] for c in cols}), tmp)
 
 
 def _instruct_auroc(ctx: Any, name: str) -> float | None:
@@ -209,15 +178,16 @@ def _transfer(ctx: Any, base: LoadedModel, probe: Any, h_idx: np.ndarray, train:
             continue
         recs = load_dataset(es.dataset, limit=o.n_questions)
         samples = _sample(ctx, base, name, recs)
-        items = judge_and_locate(base.tokenizer, es, recs, [samples[r.id]["text"] for r in recs],
-                                 cfg.responses.refusal_phrases, cfg.spans.method,
-                                 make_llm_locator(cfg.spans, ctx.rundir.path("origin", "span_cache")))
+        rule = SpanRule(base.tokenizer, False, cfg.spans.method, None,
+                        make_llm_locator(cfg.spans, ctx.rundir.path("origin", "span_cache")))
+        items = judge_and_locate(rule, es, recs, [samples[r.id]["text"] for r in recs], cfg.responses.refusal_phrases)
         located = [i for i, it in enumerate(items) if it.feature is not None]
         labels = np.array([items[i].label for i in located], dtype=np.int64)
         bal = balance(labels, dc.per_class, dc.min_per_class, cfg.seed)
         keep = {located[j] for j in bal.indices}
         rows = [{**it.row(), "balanced": i in keep} for i, it in enumerate(items)]
-        _write_items(ctx.rundir.path(STAGE, f"items_{name}.parquet"), rows)
+        write_items(ctx.rundir.path(STAGE, f"items_{name}.parquet"), rows,
+                    [c for c in ITEM_COLUMNS if c != "span_text"] + ["balanced"])
         counts = {"questions": len(recs), "refusals": sum(it.verdict == "refusal" for it in items),
                   "no_answer": sum(it.verdict == "no_answer" for it in items),
                   "unlocated": sum(it.label is not None and it.feature is None for it in items),
@@ -243,17 +213,73 @@ def _transfer(ctx: Any, base: LoadedModel, probe: Any, h_idx: np.ndarray, train:
 # --------------------------------------------------------------------------------------------
 
 
+def _final_weights(ctx: Any) -> tuple[Any, int]:
+    """The final (instruct) model's weights, streamed when it is a safetensors directory, and its vocabulary size."""
+    src = resolve_model_source(ctx.cfg.model.name)
+    if _safetensors_dir(src):
+        ws = SafetensorsWeights(src)
+        return ws, int(config_value(ws.config, "vocab_size"))
+    model_cfg = ctx.model.model.config
+    text_cfg = getattr(model_cfg, "text_config", None) or model_cfg
+    return ctx.model.layout, int(text_cfg.vocab_size)
+
+
+def _heldout_items(ctx: Any, probe: Any) -> tuple[TransferItems | None, str]:
+    """The run's held-out labelled answers (located spans) as the items every checkpoint's probe reads."""
+    rows = [r for r in read_labelled(TrainFiles(ctx.rundir.root)).values()
+            if r["split"] == "heldout" and r["span_status"] == "ok"]
+    if len({r["label"] for r in rows}) < 2:
+        return None, "no held-out answers of both classes (responses.heldout_fraction); transfer not measured"
+    items = labelled_feature_items(ctx.model.tokenizer, ctx.cfg.model.prompt_format == "chat", rows)
+    labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+    return TransferItems(probe, items, labels, ctx.rundir.root / "features" / "origin_checkpoints",
+                         dtype=ctx.cfg.model.dtype, device=ctx.cfg.model.device,
+                         batch_size=ctx.cfg.features.batch_size), f"{len(rows)} held-out answers of the final model"
+
+
+def _checkpoints(ctx: Any) -> dict[str, Any]:
+    """Drift to the final model and probe transfer per checkpoint; ``origin/checkpoints.json``."""
+    from hneurons.probe.estimator import HNeuronProbe
+    from hneurons.rundir import append_jsonl
+
+    cfg: Config = ctx.cfg
+    files = _files(ctx)
+    final, vocab = _final_weights(ctx)
+    try:
+        checkpoints = open_checkpoints(final, vocab, cfg.origin.checkpoints)  # a wrong one stops here
+        probe = HNeuronProbe.load(files["probe"])
+        transfer, items_note = _heldout_items(ctx, probe)
+        h_idx = load_h_neurons(files["h_neurons"], final.d_ff, final.n_layers)
+        log_path = ctx.rundir.path(STAGE, "checkpoints.jsonl")
+        log_path.unlink(missing_ok=True)
+        settings = CheckpointSettings(cfg.origin.drift_scope, cfg.origin.permutations, cfg.detect.n_boot, cfg.seed)
+        entries = follow_checkpoints(final, checkpoints, h_idx, settings, transfer,
+                                     on_result=lambda e: append_jsonl(log_path, [e]))
+    finally:
+        if isinstance(final, SafetensorsWeights):
+            final.close()
+    doc = {"status": "done", "final_fingerprint": ctx.model_fingerprint, "items": items_note, "checkpoints": entries}
+    write_json(ctx.rundir.path(STAGE, "checkpoints.json"), doc)
+    return {e["name"]: {"mean_rank_h": e["drift"]["mean_rank_h"],
+                        "auroc": e["transfer"]["auroc"] if e["transfer"] else None} for e in entries}
+
+
 def run(ctx: Any) -> dict[str, Any]:
-    """Drift and transfer against the configured base model; write origin.json and drift.parquet."""
+    """Drift and transfer against the configured base model (origin.json, drift.parquet) and along
+    the configured training checkpoints (checkpoints.json)."""
+    o = ctx.cfg.origin
+    out = {"checkpoints": _checkpoints(ctx)} if o.checkpoints else {}
+    if o.base_model is None:
+        write_json(ctx.rundir.path(STAGE, "origin.json"), {"status": "not run", "reason": NO_BASE_REASON})
+        return {"status": "not run", "reason": NO_BASE_REASON, **out}
+    return {**_base_analysis(ctx), **out}
+
+
+def _base_analysis(ctx: Any) -> dict[str, Any]:
     cfg: Config = ctx.cfg
     o = cfg.origin
     out_json = ctx.rundir.path(STAGE, "origin.json")
-    if o.base_model is None:
-        write_json(out_json, {"status": "not run", "reason": NO_BASE_REASON})
-        return {"status": "not run", "reason": NO_BASE_REASON}
-    unknown = [s for s in o.sets if s not in EVAL_SETS]
-    if unknown:
-        raise ConfigError(f"origin.sets: unknown set {unknown[0]!r}; choose from {', '.join(EVAL_SETS)}")
+    EVAL_SETS.check(o.sets, "origin.sets")
     scope = o.drift_scope
     files = _files(ctx)
     from hneurons.probe.estimator import HNeuronProbe
