@@ -133,3 +133,38 @@ def test_hub_id_in_the_cli(hub_cache, tmp_path, monkeypatch, capsys):
     assert "tiny-llama" in capsys.readouterr().out
     msg = _cli_error(monkeypatch, capsys, "info", "nobody/nothing")
     assert "huggingface-cli download nobody/nothing" in msg
+
+
+def test_dequantized_gguf_cache(tmp_path, monkeypatch):
+    """First load builds the float32 safetensors copy; later loads read it (bit-identical, cast as asked)."""
+    import torch
+
+    from hneurons.core import gguf_cache
+
+    monkeypatch.setenv("HNEURONS_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "m.gguf"
+    source.write_bytes(b"GGUF")
+    tok = bpe_tokenizer()
+    calls = []
+
+    def from_gguf(src, kwargs):
+        calls.append(kwargs["dtype"])
+        return tok, tiny_llama(tok).to(kwargs["dtype"])
+
+    monkeypatch.setattr(gguf_cache, "_from_gguf", from_gguf)
+    _, first = gguf_cache.load_gguf(source, "fp1", {"dtype": torch.bfloat16})
+    assert calls == [torch.float32] and first.dtype == torch.bfloat16  # de-quantised in float32, then cast
+    folder = gguf_cache.cache_path(source, "fp1")
+    assert (folder / gguf_cache.MARKER).is_file() and (folder / "model.safetensors").is_file()
+    tok2, second = gguf_cache.load_gguf(source, "fp1", {"dtype": torch.bfloat16})
+    assert calls == [torch.float32] and second.dtype == torch.bfloat16
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert tok2("Who wrote Hamlet?")["input_ids"] == tok("Who wrote Hamlet?")["input_ids"]
+    (folder / "model.safetensors").write_bytes(b"damaged")  # a damaged cache is rebuilt, not used
+    gguf_cache.load_gguf(source, "fp1", {"dtype": torch.float32})
+    assert len(calls) == 2
+    gguf_cache.load_gguf(source, "fp2", {"dtype": torch.float32})  # another file version: its own folder
+    assert len(calls) == 3
+    monkeypatch.setenv("HNEURONS_DEQUANT_CACHE", "0")
+    gguf_cache.load_gguf(source, "fp1", {"dtype": torch.float32})
+    assert len(calls) == 4

@@ -58,7 +58,7 @@ def _from_cache(path: Path, kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError):  # a damaged cache is rebuilt, never trusted
+    except Exception:  # noqa: BLE001 - safetensors and transformers raise many types; a damaged cache is rebuilt
         shutil.rmtree(path, ignore_errors=True)
         return None
     return tok, model

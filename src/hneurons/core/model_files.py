@@ -201,6 +201,16 @@ def looks_like_hub_id(name: str) -> bool:
             and all(c.isalnum() or c in "-_." for c in name.replace("/", "")))
 
 
+def display_name(source: Path) -> str:
+    """A model's short name: the embedded ones by name, a hub snapshot by its id, else the file or folder."""
+    known = {EMBEDDED_FILE: EMBEDDED_NAME, "gemma-3-270m-q4_k_m.gguf": BASE_NAME}
+    if source.name in known:
+        return known[source.name]
+    if source.parent.name == "snapshots" and source.parent.parent.name.startswith("models--"):
+        return source.parent.parent.name.removeprefix("models--").replace("--", "/")
+    return source.stem if source.is_file() else source.name
+
+
 def hub_snapshot(repo_id: str) -> Path:
     """The local snapshot of a hub model (``$HF_HUB_CACHE``, else the default cache); never downloads."""
     from huggingface_hub import snapshot_download

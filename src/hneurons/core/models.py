@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from hneurons.core.arch import Layout, resolve  # noqa: E402
 from hneurons.core.model_files import (BASE_ALIASES, BASE_NAME, BASE_PACKAGE, BASE_PIP, CACHE_ENV,  # noqa: E402,F401
                                        EMBEDDED_FILE, EMBEDDED_NAME, EMBEDDED_PACKAGE, MODEL_ENV, cache_dir,
-                                       embedded_base_model_path, embedded_model_path, resolve_model_source,
+                                       display_name, embedded_base_model_path, embedded_model_path, resolve_model_source,
                                        source_has_chat_template)
 from hneurons.core.model_files import gguf_keys as _gguf_keys  # noqa: E402,F401 - the name tests and callers use
 from hneurons.errors import ConfigError, ModelLoadError  # noqa: E402
@@ -196,8 +196,7 @@ def load_model(
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     layout = resolve(model)
-    known = {EMBEDDED_FILE: EMBEDDED_NAME, "gemma-3-270m-q4_k_m.gguf": BASE_NAME}
-    display = known.get(source.name) or (source.stem if source.is_file() else source.name)
+    display = display_name(source)
     return LoadedModel(
         model=model,
         tokenizer=tok,
