@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hneurons.core import models
+from hneurons.core import model_files, models
 from hneurons.config import load_config
 from hneurons.errors import ModelLoadError
 from hneurons.pipeline import resolve_prompt_format
@@ -102,6 +102,7 @@ def fake_base_package(tmp_path, monkeypatch):
                           chunk_paths=lambda: list(chunks))
     monkeypatch.setitem(sys.modules, models.BASE_PACKAGE, pkg)
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(model_files, "check_source", lambda p: p)  # the fake chunks are no real GGUF file
     return SimpleNamespace(pkg=pkg, chunks=chunks, whole=whole, cache=tmp_path / "cache")
 
 

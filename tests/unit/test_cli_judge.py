@@ -69,7 +69,7 @@ def test_cli_output_file_and_exit_0(tmp_path: Path) -> None:
 def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", QA_ROWS[:1])
     for args, words in ((["nonsense", "--input", str(src)], "unknown judge task 'nonsense'"),
-                        (["triviaqa", "--input", str(tmp_path / "missing.jsonl")], "cannot read"),
+                        (["triviaqa", "--input", str(tmp_path / "missing.jsonl")], "does not exist"),
                         (["triviaqa", "--input", str(src), "--judge", "llm"], "--judge llm needs --judge-url")):
         out = cli(*args)
         lines = [ln for ln in out.stderr.splitlines() if ln.strip()]

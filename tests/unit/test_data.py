@@ -99,22 +99,24 @@ def test_env_data_dir_overrides(tmp_path, monkeypatch):
 def test_malformed_files_name_line_and_field(tmp_path):
     bad = _write_jsonl(tmp_path / "t.jsonl", [{"id": "a", "question": "Q1", "answers": ["x"]},
                                               {"id": "b", "question": "Q2"}])
-    with pytest.raises(DataError, match=r"line 2: missing field 'answers'"):
+    with pytest.raises(DataError, match=r":2: field 'answers' is missing"):
         load_dataset("triviaqa_test", path=bad)
     bad = _write_jsonl(tmp_path / "t2.jsonl.gz", [{"id": "a", "question": "Q1", "answers": ["x"]}, "{not json"])
-    with pytest.raises(DataError, match=r"t2\.jsonl\.gz: line 2: invalid JSON"):
+    with pytest.raises(DataError, match=r"t2\.jsonl\.gz:2: not valid JSON"):
         load_dataset("nq_open", path=bad)
     bad = _write_jsonl(tmp_path / "t3.jsonl", [{"id": "a", "question": "Q1", "answers": ["x", 3]}])
-    with pytest.raises(DataError, match=r"line 1: field 'answers\[1\]' should be str"):
+    with pytest.raises(DataError, match=r":1: field 'answers\[1\]' should be str"):
         load_dataset("nq_open", path=bad)
     bad = _write_jsonl(tmp_path / "t4.jsonl", [{"id": "a", "question": "Q", "answer": "x", "label": 7}])
-    with pytest.raises(DataError, match=r"line 1: field 'label' must be 0 or 1"):
+    with pytest.raises(DataError, match=r":1: field 'label' must be 0 or 1"):
         load_dataset("falseqa", path=bad)
     with pytest.raises(DataError, match="does not exist"):
         load_dataset("nq_open", path=tmp_path / "missing.jsonl")
-    (tmp_path / "t.csv").write_text("a,b\n")
-    with pytest.raises(DataError, match="unsupported file type"):
-        load_dataset("nq_open", path=tmp_path / "t.csv")
+    (tmp_path / "t.txt").write_text("a,b\n")
+    with pytest.raises(DataError, match="unsupported file type; choose one of .jsonl, .json, .csv, .parquet"):
+        load_dataset("nq_open", path=tmp_path / "t.txt")
+    with pytest.raises(DataError, match="is a directory, not a file"):
+        load_dataset("nq_open", path=tmp_path)
     with pytest.raises(DataError, match="unknown dataset"):
         load_dataset("nope")
 
@@ -140,7 +142,7 @@ def test_rc_nocontext_parquet_and_json_accepted(tmp_path):
     assert load_dataset("triviaqa_dev", path=tmp_path / "rc.json") == recs
     bad = [dict(rows[0], answer={"value": "x"})]
     _write_jsonl(tmp_path / "bad.jsonl", bad)
-    with pytest.raises(DataError, match=r"line 1: missing field 'answer\.aliases'"):
+    with pytest.raises(DataError, match=r":1: field 'answer\.aliases' is missing"):
         load_dataset("triviaqa_dev", path=tmp_path / "bad.jsonl")
 
 
@@ -160,11 +162,11 @@ def test_faitheval_not_shipped_then_validated(tmp_path):
     assert len(recs) == 3 and recs[0].answers == ("x",)
     assert recs[0].extra["answerKey"] == "B" and recs[0].extra["choices"]["text"] == ["w", "x", "y", "z"]
     cases = [
-        (_faitheval_row(1, answerKey="E"), r"line 2: field 'answerKey' 'E' is not one of"),
-        (_faitheval_row(1, choices={"label": ["A", "B"], "text": ["x", "y"]}), r"line 2: field 'choices' has 2 options"),
-        (_faitheval_row(1, choices={"label": ["A", "B", "C"], "text": ["x", "y"]}), r"line 2: field 'choices' has 3 labels but 2"),
-        (_faitheval_row(0), r"line 2: field 'id' repeats"),
-        ({k: v for k, v in _faitheval_row(1).items() if k != "context"}, r"line 2: missing field 'context'"),
+        (_faitheval_row(1, answerKey="E"), r":2: field 'answerKey' 'E' is not one of"),
+        (_faitheval_row(1, choices={"label": ["A", "B"], "text": ["x", "y"]}), r":2: field 'choices' has 2 options"),
+        (_faitheval_row(1, choices={"label": ["A", "B", "C"], "text": ["x", "y"]}), r":2: field 'choices' has 3 labels but 2"),
+        (_faitheval_row(0), r":2: field 'id' repeats"),
+        ({k: v for k, v in _faitheval_row(1).items() if k != "context"}, r":2: field 'context' is missing"),
     ]
     for bad_row, msg in cases:
         path = _write_jsonl(tmp_path / "bad.jsonl", [_faitheval_row(0), bad_row])

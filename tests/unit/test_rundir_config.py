@@ -73,3 +73,23 @@ def test_presets_and_overrides(tmp_path) -> None:
                        (["detect.nonexist_questions=0"], "detect.nonexist_questions")]:
         with pytest.raises(ConfigError, match=words):
             load_config("default", overrides=bad)
+
+
+def test_atomic_writes_get_the_ordinary_file_mode(tmp_path):
+    """mkstemp makes 0600 files; a run's files get 0666 less the umask (0644 by default), as open() would."""
+    import os
+
+    from hneurons.data.registry import Record, save_records
+    from hneurons.rundir import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        save_records([Record(id="1", question="Q?")], tmp_path / "r.jsonl.gz")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "r.jsonl.gz").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        write_json(tmp_path / "b.json", {"x": 1})
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

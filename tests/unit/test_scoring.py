@@ -9,6 +9,7 @@ computable over the same tokens, and the test checks they agree.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -210,17 +211,17 @@ def test_guarded_alpha_must_be_finite_and_non_negative(state):
 def test_read_items_errors_name_line_and_field(tmp_path):
     p = tmp_path / "in.jsonl"
     p.write_text('{"question": "Q1?", "answer": "a"}\n{"answer": "b"}\n')
-    with pytest.raises(DataError, match=r"line 2: field 'question'"):
+    with pytest.raises(DataError, match=r":2: field 'question'"):
         read_items(p)
     p.write_text('{"question": "Q1?"}\n\n{"question": "Q2?", "answer": "  "}\n')
-    with pytest.raises(DataError, match=r"line 3: field 'answer'"):
+    with pytest.raises(DataError, match=r":3: field 'answer'"):
         read_items(p)
     p.write_text('{"id": 1, "question": "Q1?"}\n{"id": "1", "question": "Q2?"}\n')
-    with pytest.raises(DataError, match=r"line 2: field 'id'"):
+    with pytest.raises(DataError, match=r":2: field 'id'"):
         read_items(p)
     c = tmp_path / "in.csv"
     c.write_text("id,question,answer\nx,Q1?,paris\ny,Q2?,\n")
-    with pytest.raises(DataError, match=r"in.csv line 3: field 'answer'"):
+    with pytest.raises(DataError, match=r"in.csv:3: field 'answer'"):
         read_items(c)
     c.write_text("id,prompt\nx,Q1?\n")
     with pytest.raises(DataError, match="'question' column"):
@@ -241,6 +242,24 @@ def test_score_file_is_resumable(tmp_path, state):
     assert score_file(state, inp, out, batch_size=2, progress=False) == {"items": 4, "scored": 1, "skipped": 3}
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in lines] == ["q0", "q1", "q2", "q3"] and lines[:3] == first
+
+
+def test_score_file_never_resumes_from_another_input_or_probe(tmp_path, state):
+    """Ids default to line numbers, so a second file into the same -o used to print "scored 0 item(s)"."""
+    a, b, out = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "out.jsonl"
+    a.write_text(json.dumps({"question": QUESTIONS[0], "answer": "paris"}) + "\n")
+    b.write_text(json.dumps({"question": QUESTIONS[1], "answer": "rome"}) + "\n")
+    assert score_file(state, a, out, progress=False)["scored"] == 1
+    with pytest.raises(DataError, match=r"out.jsonl already holds 1 row\(s\) scored from another input file.*--force"):
+        score_file(state, b, out, progress=False)
+    other = dataclasses.replace(state, suffix="Answer briefly.")  # another run's scoring settings
+    with pytest.raises(DataError, match="from another probe or model"):
+        score_file(other, a, out, progress=False)
+    assert score_file(state, b, out, force=True, progress=False) == {"items": 1, "scored": 1, "skipped": 0}
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["question"] for r in rows] == [QUESTIONS[1]]
+    with pytest.raises(DataError, match="is a directory; give a file path"):
+        score_file(state, a, tmp_path, progress=False)
 
 
 def test_long_inputs_truncate_or_refuse(state, loaded):

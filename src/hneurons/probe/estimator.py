@@ -51,6 +51,7 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import ThreadpoolController
 
 from hneurons.errors import ConfigError, DataError, NotFittedError
+from hneurons.rundir.files import default_file_mode
 
 __all__ = [
     "HNeuronProbe",
@@ -733,6 +734,7 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata={"hneurons": json.dumps(meta)})
+            os.chmod(tmp, default_file_mode())  # not mkstemp's 0600: colleagues read a run's files
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
