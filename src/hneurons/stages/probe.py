@@ -16,15 +16,10 @@ from hneurons.core.store import FeatureStore, check_finite
 from hneurons.data import load_dataset
 from hneurons.errors import DataError
 from hneurons.pipeline import Context
-from hneurons.probe.estimator import (
-    HNeuronProbe,
-    PathPoint,
-    build_rows,
-    default_C_grid,
-    fit_path,
-    select_C,
-    selection_stability,
-)
+from hneurons.probe.design import build_rows
+from hneurons.probe.estimator import HNeuronProbe
+from hneurons.probe.path import PathPoint, default_C_grid, fit_path, select_C
+from hneurons.probe.stability import selection_stability
 from hneurons.probe.suppression import suppression_accuracy
 from hneurons.rundir import file_fingerprint, write_json
 from hneurons.stats import accuracy, auroc
