@@ -7,14 +7,26 @@ few columns. Standardisation is applied algebraically, never materialised.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from hneurons.errors import ConfigError, DataError
 
 MODES = ("3-vs-1", "1-vs-1")
 CHUNK_BYTES = 64 << 20  # row chunks for float16 / memmap passes: bounded extra memory
+_WORKERS = 2  # threads converting float16 row chunks: numpy's astype is single-threaded and the bottleneck
+_BLAS: ThreadpoolController | None = None
+
+
+def single_thread_blas() -> Any:
+    """Context limiting BLAS to one thread (controller built once: inspecting libraries is slow)."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def row_chunk(X: np.ndarray) -> int:
@@ -45,14 +57,36 @@ class Design:
         if direct_blas(X):
             g = (X.T @ v.astype(np.float32)).astype(np.float64)
         else:
-            g = np.zeros(self.p)
-            step = row_chunk(X)
-            v32 = v.astype(np.float32)
-            for s in range(0, self.n, step):
-                g += X[s : s + step].astype(np.float32, copy=False).T @ v32[s : s + step]
+            g = self._chunked_rmatvec(v.astype(np.float32))
         if self.mean is not None:
             g = (g - self.mean * v.sum()) / self.scale
         return g
+
+    def _chunked_rmatvec(self, v32: np.ndarray) -> np.ndarray:
+        """``X^T v`` over float32 row chunks of a float16 / float64 / memmapped ``X``.
+
+        Why: converting the whole matrix would double (float16) its memory. Each worker converts its
+        chunks into one reused buffer and runs a float32 GEMV on it, accumulating in float64; two
+        workers because the conversion, not the GEMV, bounds the speed.
+        """
+        X, n, p = self.X, self.n, self.p
+        step = row_chunk(X)
+        starts = list(range(0, n, step))
+
+        def work(part: list[int]) -> np.ndarray:
+            acc = np.zeros(p)
+            buf = np.empty((min(step, n), p), dtype=np.float32) if part else None
+            for s in part:
+                e = min(n, s + step)
+                np.copyto(buf[: e - s], X[s:e], casting="unsafe")
+                acc += buf[: e - s].T @ v32[s:e]
+            return acc
+
+        if len(starts) == 1:
+            return work(starts)
+        with single_thread_blas(), ThreadPoolExecutor(_WORKERS) as pool:
+            parts = list(pool.map(work, [starts[i::_WORKERS] for i in range(_WORKERS)]))
+        return np.sum(parts, axis=0)
 
     def cols(self, idx: np.ndarray) -> np.ndarray:
         """Dense float64 ``[n, k]`` block of (standardised) columns ``idx``."""
@@ -62,12 +96,19 @@ class Design:
         return block
 
 
+def nonfinite_mask(block: np.ndarray) -> np.ndarray:
+    """``~isfinite`` that is fast on float16 (exponent bits all ones), where numpy's is not."""
+    if block.dtype == np.float16:
+        return (np.ascontiguousarray(block).view(np.uint16) & 0x7C00) == 0x7C00
+    return ~np.isfinite(block)
+
+
 def check_finite_matrix(X: np.ndarray, what: str = "X") -> None:
     """Scan in row chunks (memmap-friendly) and name the first non-finite cell."""
     step = row_chunk(X)
     for s in range(0, X.shape[0], step):
         block = np.asarray(X[s : s + step])
-        bad = ~np.isfinite(block)
+        bad = nonfinite_mask(block)
         if bad.any():
             r, c = np.argwhere(bad)[0]
             raise DataError(
@@ -158,3 +199,30 @@ def build_rows(answer: np.ndarray, other: np.ndarray, labels: np.ndarray, mode: 
 
 
 build_rows.last_dropped = 0
+
+
+def rows_from_stack(stack: np.ndarray, labels: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`build_rows` for a matrix already stacked as ``[answer rows; other rows]`` (``FeatureStore.load_rows``).
+
+    The result is ``stack`` itself (1-vs-1: its answer half, a view) unless some other rows are
+    all-NaN (an empty "other" region), which are dropped as :func:`build_rows` drops them (a copy).
+    """
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r} is not one of {MODES}")
+    lab = np.asarray(labels).astype(np.int64)
+    n = lab.size
+    q = np.arange(n)
+    build_rows.last_dropped = 0
+    if mode == "1-vs-1":
+        return stack[:n], lab, q
+    if stack.shape[0] != 2 * n:
+        raise DataError(f"stacked rows: {stack.shape[0]} rows for {n} questions; expected answer + other rows (2 x {n})")
+    empty = np.zeros(n, dtype=bool)
+    step = row_chunk(stack)
+    for s in range(0, n, step):
+        empty[s : s + step] = np.isnan(np.asarray(stack[n + s : n + s + step], dtype=np.float32)).all(axis=1)
+    keep = np.flatnonzero(~empty)
+    build_rows.last_dropped = int(empty.sum())
+    X = stack if keep.size == n else stack[np.r_[q, n + keep]]
+    y = np.concatenate([lab, np.zeros(keep.size, dtype=np.int64)])
+    return X, y, np.concatenate([q, q[keep]])

@@ -23,6 +23,7 @@ from hneurons.errors import ConfigError, DataError, NotFittedError
 from hneurons.probe.design import MODES, Design, as_labels, as_matrix, build_rows, check_finite_matrix, feature_stats, row_chunk
 from hneurons.probe.objective import l1_logistic_objective, sigmoid
 from hneurons.probe.solver import solve, solve_cold
+from hneurons.probe.torch_design import BACKENDS, make_design
 
 __all__ = ["HNeuronProbe", "build_rows", "l1_logistic_objective", "liblinear_l1", "MODES", "SOLVERS"]
 
@@ -64,6 +65,7 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
         max_iter: int = 1000,
         random_state: int = 42,
         d_ff: int | None = None,
+        backend: str = "numpy",
     ):
         self.C = C
         self.mode = mode
@@ -73,6 +75,7 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
         self.d_ff = d_ff
+        self.backend = backend
 
     # ----------------------------------------------------------------- fitting
 
@@ -89,13 +92,16 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"probe max_iter={self.max_iter!r} must be >= 1")
         if self.d_ff is not None and int(self.d_ff) < 1:
             raise ConfigError(f"probe d_ff={self.d_ff!r} must be a positive integer or None")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"probe backend={self.backend!r} is not one of {BACKENDS}")
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None, *, warm_start: tuple[np.ndarray, float] | None = None,
-            _path_state: tuple[np.ndarray, float] | None = None) -> "HNeuronProbe":
+            _path_state: tuple[np.ndarray, float] | None = None, _design: Design | None = None) -> "HNeuronProbe":
         """Fit on rows ``X`` (float16/32 arrays or memmaps are read, never copied to float64).
 
         ``sample_weight`` multiplies each row's loss (used for bootstrap resampling without copying
-        rows). ``warm_start=(coef, intercept)`` starts the solver there (used by :func:`fit_path`).
+        rows). ``warm_start=(coef, intercept)`` starts the solver there (used by :func:`fit_path`),
+        which also hands over ``_design``: the matrix it already checked (and uploaded, on torch).
         """
         self._check_params()
         X = as_matrix(X)
@@ -114,11 +120,13 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
             sw = np.asarray(sample_weight, dtype=np.float64)
             if sw.shape != (n,) or not np.all(np.isfinite(sw)) or np.any(sw < 0):
                 raise DataError(f"sample_weight must be {n} finite non-negative numbers, got shape {sw.shape}")
-        check_finite_matrix(X)
-
-        mean = scale = None
-        if self.standardize:
-            mean, scale = feature_stats(X)
+        if _design is None:
+            check_finite_matrix(X)
+            mean = scale = None
+            if self.standardize:
+                mean, scale = feature_stats(X)
+        else:
+            mean, scale = _design.mean, _design.scale
         t0 = time.perf_counter()
         if self.solver == "liblinear":
             coef, b, n_iter = self._fit_liblinear(X, y01, sw, mean, scale)
@@ -128,7 +136,7 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
         else:
             w0, b0 = (None, 0.0) if warm_start is None else (np.asarray(warm_start[0], dtype=np.float64), float(warm_start[1]))
             gprev, cprev = (None, None) if _path_state is None else _path_state
-            design = Design(X, mean, scale)
+            design = _design if _design is not None else make_design(X, self.backend, mean, scale)
             if w0 is None:
                 res = solve_cold(design, y01, float(self.C), float(self.tol), int(self.max_iter), sw)
             else:

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from hneurons.errors import ConfigError, DataError
-from hneurons.probe.design import Design, as_labels, as_matrix
+from hneurons.probe.design import Design, as_labels, as_matrix, check_finite_matrix, feature_stats
 from hneurons.probe.estimator import HNeuronProbe
+from hneurons.probe.torch_design import make_design
 
 
 def default_C_grid(X: np.ndarray, y: np.ndarray, n: int = 10, span: float = 1e3) -> np.ndarray:
@@ -55,13 +56,18 @@ def fit_path(X: Any, y: Any, Cs: Sequence[float], sample_weight: Any = None, **p
         raise ConfigError("fit_path needs at least one C value")
     X = as_matrix(X)
     Cs = sorted(float(c) for c in Cs)
+    template = HNeuronProbe(**probe_kwargs)
+    template._check_params()
+    check_finite_matrix(X)  # once for the path, not once per C (a full pass over millions of columns)
+    mean, scale = feature_stats(X) if template.standardize else (None, None)
+    design = make_design(X, template.backend, mean, scale)
     points: list[PathPoint] = []
     warm = None
     state = None
     for C in Cs:
         t0 = time.perf_counter()
         probe = HNeuronProbe(C=C, **probe_kwargs)
-        probe.fit(X, y, sample_weight, warm_start=warm, _path_state=state)
+        probe.fit(X, y, sample_weight, warm_start=warm, _path_state=state, _design=design)
         secs = time.perf_counter() - t0
         train_acc = float((probe.predict(X) == np.asarray(y)).mean())
         points.append(PathPoint(C, probe.coef_.copy(), probe.intercept_, probe.n_nonzero_, probe.n_positive_,

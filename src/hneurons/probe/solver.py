@@ -24,26 +24,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import ThreadpoolController
 
-from hneurons.probe.design import Design
+from hneurons.probe.design import Design, single_thread_blas
 from hneurons.probe.objective import log1pexp, sigmoid, xlogx
 
 _EXACT_TOP = 64  # gradient entries recomputed in float64 for the duality-gap certificate
 _MAX_STALL = 5  # outer iterations without 1 % gap progress before giving up (float rounding floor)
-_BLAS: ThreadpoolController | None = None
-
-
-def _single_thread_blas() -> Any:
-    """Context limiting BLAS to one thread (controller built once: inspecting libraries is slow)."""
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
 
 
 @dataclass
@@ -298,7 +287,7 @@ def _solve_ws(
             break
         H = A.T @ (A * (C * s * prob * (1.0 - prob))[:, None])
         H[np.diag_indices_from(H)] += 1e-12 * max(float(np.trace(H)) / (k + 1), 1e-300)
-        with _single_thread_blas():  # k x k algebra in a Python loop: BLAS threads only contend
+        with single_thread_blas():  # k x k algebra in a Python loop: BLAS threads only contend
             d = _newton_direction(H, g, beta)
         if not np.any(d):
             break

@@ -16,7 +16,7 @@ from hneurons.core.store import FeatureStore, check_finite
 from hneurons.data import load_dataset
 from hneurons.errors import DataError
 from hneurons.pipeline import Context
-from hneurons.probe.design import build_rows
+from hneurons.probe.design import build_rows, rows_from_stack
 from hneurons.probe.estimator import HNeuronProbe
 from hneurons.probe.path import PathPoint, default_C_grid, fit_path, select_C
 from hneurons.probe.stability import selection_stability
@@ -42,6 +42,24 @@ def load_split(ctx: Context, split: str, fingerprint: str | None = None) -> tupl
     return qids, feats, np.array([label_of[q] for q in qids], dtype=np.int64)
 
 
+def _training_rows(ctx: Context, mode: str, fp: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Probe rows read in the store's dtype (float16: no float32 copy, no concatenation) and their labels."""
+    store = FeatureStore(ctx.rundir.path("features", "train"))
+    idx = store.index()
+    if mode == "3-vs-1" and "other" not in idx["regions"]:  # answer rows stand in for the missing region
+        qids, feats, labels = load_split(ctx, "train", fp)
+        check_finite(feats, qids, int(idx["d_ff"]), regions=("answer",))
+        X, y, groups = build_rows(feats["answer"], feats["answer"], labels, mode)
+        return X, y, groups, labels, idx
+    regions = ["answer"] if mode == "1-vs-1" else ["answer", "other"]
+    qids, stack = store.load_rows(regions, expect_fingerprint=fp)
+    table = pq.read_table(ctx.rundir.path("responses", "labelled.parquet"), columns=["qid", "label"]).to_pydict()
+    label_of = dict(zip(table["qid"], table["label"]))
+    labels = np.array([label_of[q] for q in qids], dtype=np.int64)
+    X, y, groups = rows_from_stack(stack, labels, mode)
+    return X, y, groups, labels, idx
+
+
 def _probe_from_point(pt: PathPoint, cfg: Any, d_ff: int, n_features: int) -> HNeuronProbe:
     probe = HNeuronProbe(C=pt.C, mode=cfg.mode, solver=cfg.solver, standardize=cfg.standardize, d_ff=d_ff)
     probe.coef_ = pt.coef.astype(np.float64)
@@ -55,12 +73,8 @@ def _probe_from_point(pt: PathPoint, cfg: Any, d_ff: int, n_features: int) -> HN
 def run(ctx: Context) -> dict[str, Any]:
     p = ctx.cfg.probe
     fp = ctx.model_fingerprint
-    qids, feats, labels = load_split(ctx, "train", fp)
-    idx = FeatureStore(ctx.rundir.path("features", "train")).index()
+    X, y, groups, labels, idx = _training_rows(ctx, p.mode, fp)
     d_ff, n_layers = int(idx["d_ff"]), int(idx["n_layers"])
-    check_finite(feats, qids, d_ff, regions=("answer",))
-    X, y, groups = build_rows(feats["answer"], feats.get("other", feats["answer"]), labels, p.mode)
-    del feats
     if len(np.unique(y)) < 2:
         raise DataError("the probe's training rows have one class only; the responses stage kept too few questions")
     Cs = list(p.Cs) if p.Cs else default_C_grid(X, y, n=p.n_Cs).tolist()
