@@ -115,7 +115,11 @@ def heldout(shape: tuple[int, int], n_q: int, k: int, seed: int) -> tuple[np.nda
     planted, effect = planted_set(p, k, seed)
     mu, sd = marginals(p, planted, seed)
     lab = question_labels(n_q, seed + 7)
-    return gen_rows(np.random.default_rng([seed, 10**6]), lab, mu, sd, planted, effect, True).astype(np.float16), lab
+    rng = np.random.default_rng([seed, 10**6])
+    out = np.empty((n_q, p), dtype=np.float16)
+    for s in range(0, n_q, 64):  # in blocks: a float32 copy of 400 x 2M would cost more than the fit
+        out[s : s + 64] = gen_rows(rng, lab[s : s + 64], mu, sd, planted, effect, True)
+    return out, lab
 
 
 def welch_top(X: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:
