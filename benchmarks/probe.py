@@ -31,7 +31,8 @@ import warnings
 
 import numpy as np
 
-from hneurons.probe.estimator import HNeuronProbe, build_rows, default_C_grid, fit_path, l1_logistic_objective, liblinear_l1
+from hneurons.probe.estimator import HNeuronProbe, build_rows, l1_logistic_objective, liblinear_l1
+from hneurons.probe.path import default_C_grid, fit_path
 
 
 def synthetic_cett(n_questions: int, n_features: int, n_informative: int, seed: int = 0):

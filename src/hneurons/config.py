@@ -88,6 +88,16 @@ class ProbeConfig:
     suppression_max_new_tokens: int = 32
     stability_resamples: int = 10
     solver: str = "auto"
+    # C rules beside the paper's (issue 31 item 5): which one picks the H-Neurons, and whether the others are
+    # computed too (recorded in probe/rules.json); the suppression term counts in cv1se only with enough correct answers
+    c_rule: str = "paper"  # paper | cv1se | stability
+    compare_rules: bool = True
+    cv_folds: int = 5
+    stability_subsamples: int = 20
+    stability_pi: float = 0.6
+    stability_ev_max: float = 1.0
+    suppression_min_correct: int = 10
+    backend: str = "auto"  # numpy | torch | torch-cpu | auto (torch on CUDA when present and the matrix fits, else numpy)
 
 
 @dataclass
@@ -378,6 +388,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"features.store_dtype must be float16 or float32, got {cfg.features.store_dtype!r}")
     if cfg.probe.mode not in {"3-vs-1", "1-vs-1"}:
         raise ConfigError(f"probe.mode must be 3-vs-1 or 1-vs-1, got {cfg.probe.mode!r}")
+    if cfg.probe.c_rule not in {"paper", "cv1se", "stability"}:
+        raise ConfigError(f"probe.c_rule must be paper, cv1se or stability, got {cfg.probe.c_rule!r}")
+    if cfg.probe.backend not in {"numpy", "torch", "torch-cpu", "auto"}:
+        raise ConfigError(f"probe.backend must be numpy, torch, torch-cpu or auto, got {cfg.probe.backend!r}")
     d = cfg.detect
     if d.risk_coverage_items < 0:
         raise ConfigError(f"detect.risk_coverage_items must be ≥ 0 (0 = every judged item), got {d.risk_coverage_items}")

@@ -8,17 +8,9 @@ import numpy as np
 import pytest
 
 from hneurons.errors import ConfigError, DataError, HNeuronsError, NotFittedError
-from hneurons.probe.estimator import (
-    HNeuronProbe,
-    PathPoint,
-    build_rows,
-    default_C_grid,
-    fit_path,
-    l1_logistic_objective,
-    liblinear_l1,
-    select_C,
-    selection_stability,
-)
+from hneurons.probe.estimator import HNeuronProbe, build_rows, l1_logistic_objective, liblinear_l1
+from hneurons.probe.path import PathPoint, default_C_grid, fit_path, select_C
+from hneurons.probe.stability import selection_stability
 
 PLANTED_UP = [3, 17, 42, 77, 150]  # higher mean in hallucinated answer rows
 PLANTED_DOWN = [8, 99]  # lower mean in hallucinated answer rows

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,51 @@ def check_finite(features: dict[str, np.ndarray], qids: Sequence[str], d_ff: int
                 f"features region {region!r} has {int(bad.sum())} NaN/inf values, first for question "
                 f"{qids[row]!r} at layer {col // d_ff}, neuron {col % d_ff}; check that its answer span is not empty"
             )
+
+
+@dataclass(frozen=True)
+class StoreShape:
+    """What a store's index says about its matrix, for :meth:`FeatureStore.write`."""
+
+    n_layers: int
+    d_ff: int
+    model_fingerprint: str
+    regions: tuple[str, ...] = ("answer", "other")
+    dtype: str = "float16"
+    other_scope: str = "full_sequence"
+
+
+def _check_block_finite(block: np.ndarray, path: Path, region: str, row0: int, d_ff: int, qids: list[str]) -> None:
+    """One line naming the chunk, question and (layer, neuron) of the first NaN/inf cell."""
+    bits = block.view(np.uint16) if block.dtype == np.float16 else None
+    bad = (bits & 0x7C00) == 0x7C00 if bits is not None else ~np.isfinite(block)
+    if bad.any():
+        r, c = map(int, np.argwhere(bad)[0])
+        raise DataError(f"{path}: region {region!r} row {r} (question {qids[row0 + r]!r}), column {c} (layer {c // d_ff}, "
+                        f"neuron {c % d_ff}) is {block[r, c]}; features must be finite: re-extract them")
+
+
+def _open_rows_memmap(folder: Path, shape: tuple[int, int], dtype: np.dtype, index_sha: str) -> tuple[np.memmap, bool]:
+    """The row matrix file in ``folder``: ``(map, True)`` when it is complete for this index, else a fresh one.
+
+    A file that its own ``rows.json`` says is complete but is shorter than that shape is refused
+    (one line) instead of mapped: reading past its end would crash or read garbage.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    data, meta = folder / "rows.bin", folder / "rows.json"
+    want = shape[0] * shape[1] * dtype.itemsize
+    if meta.is_file() and data.is_file():
+        rec = read_json(meta)
+        if isinstance(rec, dict) and rec.get("index_sha256") == index_sha and rec.get("dtype") == dtype.name \
+                and list(rec.get("shape") or []) == list(shape):
+            have = data.stat().st_size
+            if have < want:
+                raise DataError(f"{data} holds {have} bytes but {meta} says {shape[0]} x {shape[1]} {dtype.name} "
+                                f"({want} bytes); delete {folder} and map the store again")
+            return np.memmap(data, dtype=dtype, mode="r", shape=shape), True
+    if meta.is_file():
+        meta.unlink()
+    return np.memmap(data, dtype=dtype, mode="w+", shape=shape), False
 
 
 class FeatureStore:
@@ -140,9 +186,7 @@ class FeatureStore:
             arrays = {r: feats[r].astype(np_dtype) for r in regions}
             if stats_layer is not None:
                 arrays.update({f"stat_{k}": feats[k] for k in STATS})
-            with atomic_path(chunk_path) as tmp:
-                save_file(arrays, str(tmp), metadata=want)
-            hashes[name] = file_sha256(chunk_path)
+            hashes[name] = self._save_chunk(chunk_path, arrays, want)
             chunks.append(name)
             # hashes of chunks not reached yet are kept, so an interruption here loses nothing
             write_json(self.index_path, {"complete": False, "sha256": {**recorded, **hashes}})
@@ -151,6 +195,40 @@ class FeatureStore:
             "n_layers": layout.n_layers, "regions": list(regions), "dtype": dtype,
             "model_fingerprint": model_fingerprint, "other_scope": other_scope, "chunks": chunks,
             "stats_layer": stats_layer, "sha256": hashes, "complete": True,
+        })
+        return self
+
+    @staticmethod
+    def _save_chunk(chunk_path: Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> str:
+        """Write one chunk atomically; returns its sha256 for the index."""
+        with atomic_path(chunk_path) as tmp:
+            save_file(arrays, str(tmp), metadata=meta)
+        return file_sha256(chunk_path)
+
+    def write(self, chunks: Iterable[tuple[Sequence[str], dict[str, np.ndarray]]], shape: StoreShape) -> "FeatureStore":
+        """Write features computed elsewhere (synthetic benchmarks, imports) in the layout :meth:`extract` writes.
+
+        ``chunks`` yields ``(qids, {region: [rows, n_neurons]})``; arrays are cast to ``shape.dtype``.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        np_dtype = np.float16 if shape.dtype == "float16" else np.float32
+        qids: list[str] = []
+        names: list[str] = []
+        hashes: dict[str, str] = {}
+        for c, (part, arrays) in enumerate(chunks):
+            name = f"chunk_{c:05d}.safetensors"
+            meta = {"model_fingerprint": shape.model_fingerprint, "regions": json.dumps(list(shape.regions)),
+                    "dtype": shape.dtype, "other_scope": shape.other_scope, "stats_layer": json.dumps(None),
+                    "qids": json.dumps(list(part))}
+            hashes[name] = self._save_chunk(self.path / name, {r: arrays[r].astype(np_dtype, copy=False)
+                                                               for r in shape.regions}, meta)
+            names.append(name)
+            qids.extend(part)
+        write_json(self.index_path, {
+            "qids": qids, "n": len(qids), "n_neurons": shape.n_layers * shape.d_ff, "d_ff": shape.d_ff,
+            "n_layers": shape.n_layers, "regions": list(shape.regions), "dtype": shape.dtype,
+            "model_fingerprint": shape.model_fingerprint, "other_scope": shape.other_scope, "chunks": names,
+            "stats_layer": None, "sha256": hashes, "complete": True,
         })
         return self
 
@@ -211,6 +289,76 @@ class FeatureStore:
             raise StageError(f"{self.path}: chunks hold {row} rows but the index says {idx['n']}; "
                              f"rebuild it with `{self.rebuild_command}`")
         return list(idx["qids"]), out
+
+    def load_rows(self, regions: Sequence[str], *, expect_fingerprint: str | None = None,
+                  memmap: str | Path | None = None, finite: Sequence[str] = ("answer",)) -> tuple[list[str], np.ndarray]:
+        """All ``regions`` stacked in one float16/32 matrix ``[len(regions) * n, n_neurons]`` (region r at rows r*n…).
+
+        Why: the probe's 3-vs-1 rows are answer rows then other rows, so stacking them here means the
+        probe reads the store's own dtype with no float32 copy and no concatenation (peak RAM ≈ the
+        matrix + one chunk). With ``memmap`` the matrix is a file in that folder instead (reused while
+        it matches this index), for shapes that do not fit in memory. Each chunk is hash-checked and
+        must have the index's dtype and width; ``finite`` regions must hold no NaN/inf. Either
+        failure is one line naming the chunk, row and column.
+        """
+        idx = self.index()
+        if expect_fingerprint is not None and idx["model_fingerprint"] != expect_fingerprint:
+            raise FingerprintMismatch(f"{self.path} holds features of model {idx['model_fingerprint']}, not "
+                                      f"{expect_fingerprint}; re-run `{self.rebuild_command}`")
+        missing = [r for r in regions if r not in idx["regions"]]
+        if missing:
+            raise StageError(f"{self.path} has no region(s) {missing}; re-run features with them enabled")
+        n, p = int(idx["n"]), int(idx["n_neurons"])
+        dtype = np.dtype(np.float16 if idx.get("dtype") == "float16" else np.float32)
+        shape = (len(regions) * n, p)
+        if memmap is None:
+            out = np.empty(shape, dtype=dtype)
+        else:
+            out, ready = _open_rows_memmap(Path(memmap), shape, dtype, file_sha256(self.index_path))
+            if ready:
+                return list(idx["qids"]), out
+        row = 0
+        for name in idx["chunks"]:
+            block_rows = self._copy_chunk(idx, name, regions, out, row, finite)
+            row += block_rows
+        if row != n:
+            raise DataError(f"{self.path}: chunks hold {row} rows but the index says {n}; "
+                            f"rebuild it with `{self.rebuild_command}`")
+        if memmap is not None:
+            out.flush()
+            write_json(Path(memmap) / "rows.json", {"shape": list(shape), "dtype": dtype.name,
+                                                    "index_sha256": file_sha256(self.index_path)})
+        return list(idx["qids"]), out
+
+    def _copy_chunk(self, idx: dict[str, Any], name: str, regions: Sequence[str], out: np.ndarray, row: int,
+                    finite: Sequence[str]) -> int:
+        """Copy one checked chunk into ``out`` at ``row`` (per region); returns its row count."""
+        path = self._verified(idx, name)
+        n, p, d_ff = int(idx["n"]), out.shape[1], int(idx["d_ff"])
+        rows = None
+        try:
+            with safe_open(str(path), framework="np") as fh:
+                for r_i, region in enumerate(regions):
+                    block = fh.get_tensor(region)
+                    if block.ndim != 2 or block.shape[1] != p or (rows is not None and block.shape[0] != rows):
+                        raise DataError(f"{path}: region {region!r} has shape {tuple(block.shape)}, not [rows, {p}] "
+                                        f"like the rest of the store; rebuild it with `{self.rebuild_command}`")
+                    if block.dtype != out.dtype:
+                        raise DataError(f"{path}: region {region!r} is {block.dtype} but the index says {out.dtype}; "
+                                        f"rebuild it with `{self.rebuild_command}`")
+                    rows = block.shape[0]
+                    if row + rows > n:
+                        raise DataError(f"{path}: chunks hold more than the {n} rows the index says; "
+                                        f"rebuild it with `{self.rebuild_command}`")
+                    if region in finite:
+                        _check_block_finite(block, path, region, row, d_ff, list(idx["qids"]))
+                    out[r_i * n + row: r_i * n + row + rows] = block
+        except DataError:
+            raise
+        except (OSError, ValueError, RuntimeError) as exc:  # unreadable although the hash matched
+            raise StageError(f"{path}: cannot read its features ({type(exc).__name__}); "
+                             f"rebuild it with `{self.rebuild_command}`") from None
+        return rows or 0
 
     def load_stats(self) -> tuple[int, dict[str, np.ndarray]]:
         """``(stats_layer, {stat: array})`` of a store extracted with ``stats_layer``, hash-checked.
