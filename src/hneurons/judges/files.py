@@ -46,7 +46,7 @@ class JudgeFileResult:
     bad: list[tuple[int, str]] = field(default_factory=list)
 
 
-def _check(task: str, row: Any) -> str | None:
+def check_row(task: str, row: Any) -> str | None:
     """Why ``row`` cannot be judged for ``task``, or None when it can."""
     if not isinstance(row, dict):
         return "a row must be a JSON object"
@@ -126,7 +126,7 @@ def judge_file(task: str, input: Path, output: TextIO, judge: Judge | None = Non
             except ValueError as e:
                 res.bad.append((lineno, f"not valid JSON ({e.msg})"))
                 continue
-            why = _check(task, row)
+            why = check_row(task, row)
             if why is not None:
                 res.bad.append((lineno, why))
                 continue

@@ -282,7 +282,7 @@ class LLMSpanLocator:
     Asks for the answer as a verbatim substring of the response in a JSON object (double quotes:
     no apostrophe bug), validates that it occurs contiguously in the response, re-asks on empty or
     invalid replies, and falls back to the ``phrase`` rule after ``max_attempts``; ``fallbacks``
-    counts those. Replies are cached through :class:`hneurons.judges.rules.LLMJudge`'s request cache.
+    counts those. Replies are cached through :class:`hneurons.llm_client.ChatClient`'s reply cache.
     """
 
     PROMPT = (
@@ -295,9 +295,10 @@ class LLMSpanLocator:
 
     def __init__(self, base_url: str, model: str, cache_dir: Path | None = None, max_attempts: int = 3,
                  **client_kwargs: Any) -> None:
-        from hneurons.judges.rules import LLMJudge
+        from hneurons.llm_client import ChatClient
 
-        self._client = LLMJudge(base_url, model, cache_dir=cache_dir, **client_kwargs)
+        self._client = ChatClient(base_url, model, "LLM requests (the questions and responses are sent)",
+                                  cache_dir=cache_dir, **client_kwargs)
         self.max_attempts = max(1, max_attempts)
         self.fallbacks = 0
 
@@ -309,14 +310,14 @@ class LLMSpanLocator:
         prompt = self.PROMPT.format(question=question.strip(), response=response)
         key = hashlib.sha256(("span\0" + prompt).encode("utf-8")).hexdigest()
         for attempt in range(self.max_attempts):
-            reply = self._client._cache_get(key) if attempt == 0 else None
+            reply = self._client.cached(key) if attempt == 0 else None
             fresh = reply is None
             if fresh:
-                reply = self._client._post(prompt)
+                reply = self._client.complete(prompt)
             got = _parse_llm_span(reply or "", response)
             if got is not None:
                 if fresh:
-                    self._client._cache_put(key, reply or "")
+                    self._client.remember(key, reply or "")
                 return got
         self.fallbacks += 1
         return answer_phrase(question, response)
