@@ -102,10 +102,9 @@ class LLMJudge:
         cached = self.client.cached(key)
         if cached in allowed:
             return cached
-        for attempt in range(self.client.max_retries):
+        for _ in range(self.client.max_retries):  # re-asked at once: a bad reply is no overload
             reply = self.client.complete(prompt).strip().strip(".'\"*` ").lower()
             if reply in allowed:
                 self.client.remember(key, reply)
                 return reply
-            self.client.wait(attempt, None)
         return None
