@@ -88,14 +88,31 @@ def test_alias_echo_rule_allows_offered_options():
     assert not rule_judge("Diane Keaton", ["Diane Keaton"], question="What was Diane Keaton's real name?")
 
 
+@pytest.mark.parametrize(("response", "aliases", "correct"), [
+    ("A silk moth.", ["Silkmoth"], True),  # spaces dropped or added (7+ letters joined)
+    ("Online", ["On Line"], False),  # too short to join safely
+    ("Thomas More", ["SIR THOMAS MOORE"], True),  # title dropped, one letter off in a 4+ letter word
+    ("Thomas Mare", ["Thomas Moore"], False),  # two letters off
+    ("Saint Maximilian Kolbe", ["Fr. Maximilian Kolbe"], True),
+    ("Paul McCartney", ["Saint Paul"], False),  # a title is dropped only when two words remain
+    ("Sunshine Cab Company", ["Sunshine Cab Co"], True),
+    ("Symphony No. 2", ["Second"], True), ("The third one", ["3rd"], True),
+    ("Sikhs.", ["Sikhism"], True), ("Buddhists", ["Buddhism"], True),
+    ("q, w, x, y", ["Q, W and X"], False), ("x, w and q", ["Q, W and X"], True),
+    ("1905", ["1906"], False),  # digits are never "one letter off"
+])
+def test_alias_matcher_spelling_and_list_rules(response, aliases, correct):
+    assert rule_judge(response, aliases) is correct
+
+
 def test_rule_judge_agreement_with_gpt4o():
     rows = load_dataset("judge_validation_triviaqa")
     pred = [rule_judge(r.extra["response"], r.answers, r.question) for r in rows]
     agree = sum(p == bool(r.label) for p, r in zip(pred, rows))
     false_correct = sum(p and not r.label for p, r in zip(pred, rows))
     assert len(rows) == 573
-    assert agree == 557  # 97.2%; the paper rule: 548 (SOURCE.md), the earlier echo rule: 546
-    assert false_correct <= 3  # of 297 GPT-4o "wrong" responses (1.0%)
+    assert agree == 564  # 98.4%; before issue 30: 557, the paper rule: 548 (SOURCE.md)
+    assert false_correct <= 2  # of 297 GPT-4o "wrong" responses (0.7%)
     card = judge_card()["triviaqa"]
     assert (card["n"], card["agree"], card["false_correct"]) == (573, agree, false_correct)
 

@@ -47,6 +47,13 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "sixteen seventeen eighteen nineteen twenty".split())}
 _NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
                       "eighty": "80", "ninety": "90"})
+_NUMBER_WORDS.update({w: str(i) for i, w in enumerate(
+    "zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split()) if i})
+# Abbreviations that name the same thing as the word ("Sunshine Cab Co" = "Sunshine Cab Company").
+_WORD_ABBREVIATIONS = {"co": "company", "corp": "corporation", "bros": "brothers", "mt": "mount", "jr": "junior"}
+# Titles an alias may carry that a correct answer often leaves out ("Sir Thomas More", "Fr. Maximilian Kolbe").
+_TITLES = frozenset("sir dame saint st fr father dr doctor lord lady king queen prince princess pope president "
+                    "general captain mr mrs ms rev reverend".split())
 _MONTH_ABBREVIATIONS = {"jan": "january", "feb": "february", "mar": "march", "apr": "april", "jun": "june",
                         "jul": "july", "aug": "august", "sep": "september", "sept": "september",
                         "oct": "october", "nov": "november", "dec": "december"}
@@ -60,23 +67,56 @@ def answer_tokens(text: str) -> tuple[str, ...]:
     """The alias matcher's canonical tokens: :func:`normalize_answer`, then formats unified.
 
     Remaining symbols ("£", "–") become spaces, digit groups are joined ("10 000" → "10000"),
-    ordinals lose their suffix ("6th" → "6"), number words up to twenty and the tens become
-    digits ("three" → "3"), month abbreviations are spelled out ("Dec" → "december") and leading
-    zeros go ("06" → "6"), so "December 6th" and "6 Dec" compare equal as token sets.
+    ordinals lose their suffix ("6th" → "6"), number words up to twenty, the tens and the ordinal
+    words to twelfth become digits ("three", "third" → "3"), month and a few word abbreviations are
+    spelled out ("Dec" → "december", "Co" → "company") and leading zeros go ("06" → "6"), so
+    "December 6th" and "6 Dec" compare equal as token sets.
     """
     s = _digit_groups_joined(re.sub(r"[^\w\s]|_", " ", normalize_answer(text)))
     out = []
     for t in s.split():
         t = re.sub(r"^(\d+)(?:st|nd|rd|th)$", r"\1", t)
-        t = _NUMBER_WORDS.get(t, _MONTH_ABBREVIATIONS.get(t, t))
+        t = _NUMBER_WORDS.get(t) or _MONTH_ABBREVIATIONS.get(t) or _WORD_ABBREVIATIONS.get(t, t)
         out.append(re.sub(r"^0+(?=\d)", "", t))
     return tuple(out)
 
 
 def _alias_forms(alias: str) -> set[tuple[str, ...]]:
-    """An alias's token forms: as written and without parenthesised qualifiers ("Clue (board game)")."""
+    """An alias's token forms: as written, without parenthesised qualifiers ("Clue (board game)") and
+    without a leading title when two or more words remain ("Sir Thomas More" → "Thomas More")."""
     forms = {answer_tokens(alias), answer_tokens(re.sub(r"\s*\([^)]*\)", " ", alias))}
+    forms |= {f[1:] for f in forms if len(f) >= 3 and f[0] in _TITLES}
     return {f for f in forms if f}
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """``a`` and ``b`` differ by one inserted, deleted or replaced letter ("More" / "Moore")."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = next((k for k in range(len(a)) if a[k] != b[k]), len(a))
+    return a[i + (len(a) == len(b)):] == b[i + 1:]
+
+
+def _has_near_run(tokens: Sequence[str], alias: Sequence[str]) -> bool:
+    """A run of ``tokens`` is the alias written differently: spaces dropped or added ("silk moth" /
+    "Silkmoth", joined text of 7+ letters), or, for an alias of two or more words, one word of 4+
+    letters misspelled by one letter ("Thomas More" / "Thomas Moore")."""
+    joined = "".join(alias)
+    for k in range(1, 4):
+        for i in range(len(tokens) - k + 1):
+            w = tokens[i:i + k]
+            if (k != len(alias) or len(alias) == 1) and len(joined) >= 7 and "".join(w) == joined:
+                return True
+    if len(alias) < 2:
+        return False
+    for i in range(len(tokens) - len(alias) + 1):
+        w = tokens[i:i + len(alias)]
+        diff = [(a, b) for a, b in zip(w, alias) if a != b]
+        if len(diff) == 1 and min(map(len, diff[0])) >= 4 and not diff[0][1].isdigit() and _one_edit(*diff[0]):
+            return True
+    return False
 
 
 def _has_run(tokens: Sequence[str], run: Sequence[str]) -> bool:
@@ -126,12 +166,15 @@ def match_alias(response: str, aliases: Sequence[str], question: str | None = No
     matter), an alias counts when, longest first:
 
     1. its tokens occur consecutively in the response (the paper's rule, on whole words);
-    2. a window of the response holds its content words in another order ("26 June 1945");
+    2. a window of the response holds its content words in another order ("26 June 1945"), or
+       spells it with spaces dropped or added or one letter off (:func:`_has_near_run`);
     3. the whole response (at most four words, not only function words or digits, not copied
        from the question) is the end of the alias ("Plague" for "Bubonic plague") and every alias
        ending that way agrees on the missing words — "Bladder" for "Swim bladder" / "Gas
        bladder" is ambiguous and does not count.
 
+    A short answer listing more items than a gold list ("q, w, x, y" for "Q, W and X") does not
+    count; followers named for a one-word "-ism" alias do ("Sikhs" for "Sikhism").
     Aliases also count without a parenthesised qualifier ("Clue (board game)" → "Clue"). An alias
     occurring in ``question`` is ignored unless the question offers it as one of a list of options:
     a model restating the question ("Diane Keaton's real name is ...") has not answered it.
@@ -145,13 +188,36 @@ def match_alias(response: str, aliases: Sequence[str], question: str | None = No
     usable = [(f, a) for f, a in forms
               if not (q and _has_run(q, f) and not _offered_in_question(question or "", f))]
     for f, alias in usable:
-        if _has_run(resp, f) or _has_reordered_run(resp, f):
+        if (_has_run(resp, f) or _has_reordered_run(resp, f) or _has_near_run(resp, f)) \
+                and not _names_more_items(resp, f, alias):
+            return alias
+    followers = _ism_forms(resp)
+    for f, alias in usable:
+        if len(f) == 1 and f[0] in followers:
             return alias
     if len(resp) <= 4 and not all(t in _FUNCTION_WORDS or t.isdigit() for t in resp) and not _has_run(q, resp):
         ending = [(f, a) for f, a in usable if len(f) > len(resp) and f[-len(resp):] == resp]
         if len({f[:-len(resp)] for f, _ in ending}) == 1:
             return ending[0][1]
     return None
+
+
+def _names_more_items(resp: Sequence[str], form: Sequence[str], alias: str) -> bool:
+    """A short answer lists more items than the gold list ("q, w, x, y" for "Q, W and X"): not correct."""
+    if "," not in alias or "and" not in form:
+        return False
+    extra = [t for t in resp if t not in form and t not in _FUNCTION_WORDS]
+    return len(resp) <= 2 * len(form) and bool(extra)
+
+
+def _ism_forms(resp: Sequence[str]) -> set[str]:
+    """A one- or two-word answer naming followers, as the "-ism" they follow ("Sikhs" → "sikhism",
+    "Buddhists" → "buddhism"), so it matches a gold alias naming the faith or doctrine."""
+    if not resp or len(resp) > 2 or len(resp[-1]) < 4:
+        return set()
+    t = resp[-1]
+    stems = {t[:-1] if t.endswith("s") else t, t[:-4] if t.endswith("ists") else t[:-3] if t.endswith("ist") else ""}
+    return {x + "ism" for x in stems if len(x) >= 3}
 
 
 def rule_judge(response: str, aliases: Sequence[str], question: str | None = None) -> bool:
