@@ -2,10 +2,12 @@
 
 Usage::
 
-    python benchmarks/judges.py --data ../shared/data/judge_validation [--out src/hneurons/judges/data]
+    python benchmarks/judges.py --data ../shared/data/judge_validation [--out DIR] [--card FILE]
 
 ``--data`` (default: the packaged copy) holds ``triviaqa_official_dev.jsonl.gz``,
-``falseqa_gpt4o_dev.jsonl.gz`` and ``jailbreak_jbb_dev.jsonl.gz`` (see their SOURCE.md). Writes into ``--out``:
+``falseqa_gpt4o_dev.jsonl.gz`` and ``jailbreak_jbb_dev.jsonl.gz`` (see their SOURCE.md). Writes
+the weights into ``--out`` (default ``src/hneurons/judges/data``) and the card to ``--card``
+(default the packaged ``judge_validation/judge_card.json``, where the report reads it):
 
 * ``falseqa_classifier.json`` and ``jailbreak_classifier.json``: text classifiers over
   :func:`hneurons.judges.falseqa.falseqa_features` / :func:`hneurons.judges.harmful.harmful_features`
@@ -38,6 +40,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
+from hneurons.judges.card import JUDGE_CARD
 from hneurons.judges.classifier import JUDGE_DATA, TextClassifier
 from hneurons.judges.evaluate import agreement
 from hneurons.judges.falseqa import FALSEQA_OPENING_CHARS, falseqa_features
@@ -175,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
     packaged = Path(__file__).resolve().parents[1] / "src/hneurons/data/files/judge_validation"
     ap.add_argument("--data", type=Path, default=packaged,
                     help="folder with the judge-validation dev files (default: the packaged copy)")
-    ap.add_argument("--out", type=Path, default=JUDGE_DATA)
+    ap.add_argument("--out", type=Path, default=JUDGE_DATA, help="where the trained weights go")
+    ap.add_argument("--card", type=Path, default=JUDGE_CARD, help="where the judge card goes")
     ap.add_argument("--json", action="store_true", help="accepted for `make bench`; the last line is always JSON")
     args = ap.parse_args(argv)
     tq, fq, jb = (args.data / f for f in ("triviaqa_official_dev.jsonl.gz", "falseqa_gpt4o_dev.jsonl.gz",
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not p.is_file():
             sys.exit(f"{p} not found; pass --data the judge_validation folder")
     try:
-        old = json.loads((args.out / "judge_card.json").read_text(encoding="utf-8"))["judges"]
+        old = json.loads(args.card.read_text(encoding="utf-8"))["judges"]
     except (OSError, ValueError, KeyError):
         old = {}
     judges = {"triviaqa": measure_triviaqa(tq), "falseqa": falseqa_entry(fq, args.out)}
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     judges["mc"] = {"judge": "hneurons.judges.choice.parse_choice", "n": 0,
                     "note": "no labelled set here; a tester's check (issue 16) found 25/25 right"}
     card = {"built_by": "benchmarks/judges.py", "judges": judges}
-    (args.out / "judge_card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    args.card.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(card))
     return card
 
