@@ -18,7 +18,7 @@ inputs are only the question and the response text. Methods (``spans.method`` in
   minus filler.
 * ``response``: the whole response minus leading/trailing whitespace/punctuation (the simplest
   label-blind rule).
-* ``llm``: the paper's GPT-4o extraction (PAPER.md §2.7) through any OpenAI-compatible endpoint,
+* ``llm``: the paper's GPT-4o extraction (the paper (arXiv 2512.01797) §2.7) through any OpenAI-compatible endpoint,
   asking for a verbatim substring (no token lists: pitfalls 3 and 5), checking it is one
   contiguous piece of the response (pitfall 4) and re-asking on an empty or invalid reply
   (pitfall 6); replies are cached; after the retries the ``phrase`` rule is the recorded fallback.
@@ -29,12 +29,9 @@ The label-aware rule of the first releases stays available only as ``spans.metho
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import unicodedata
 from collections.abc import Sequence as Seq
-from pathlib import Path
 from typing import Any
 
 from hneurons.errors import ConfigError
@@ -276,69 +273,6 @@ def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
     return (s, e) if s < e else whole
 
 
-class LLMSpanLocator:
-    """The paper's answer extraction through an OpenAI-compatible chat endpoint (PAPER.md §2.7).
-
-    Asks for the answer as a verbatim substring of the response in a JSON object (double quotes:
-    no apostrophe bug), validates that it occurs contiguously in the response, re-asks on empty or
-    invalid replies, and falls back to the ``phrase`` rule after ``max_attempts``; ``fallbacks``
-    counts those. Replies are cached through :class:`hneurons.llm_client.ChatClient`'s reply cache.
-    """
-
-    PROMPT = (
-        "Question: {question}\nResponse: {response}\n\n"
-        "Copy the answer to the question from the response: the shortest contiguous piece of the "
-        "response that states the factual claim (an entity, a number, a date, a short phrase), "
-        "without lead-ins, the question's own words or explanations. Copy it character for "
-        'character. Reply with JSON only: {{"answer": "<verbatim substring>"}}'
-    )
-
-    def __init__(self, base_url: str, model: str, cache_dir: Path | None = None, max_attempts: int = 3,
-                 **client_kwargs: Any) -> None:
-        from hneurons.llm_client import ChatClient
-
-        self._client = ChatClient(base_url, model, "LLM requests (the questions and responses are sent)",
-                                  cache_dir=cache_dir, **client_kwargs)
-        self.max_attempts = max(1, max_attempts)
-        self.fallbacks = 0
-
-    def close(self) -> None:
-        """Close the HTTP client and its cache."""
-        self._client.close()
-
-    def __call__(self, question: str, response: str) -> tuple[int, int] | None:
-        prompt = self.PROMPT.format(question=question.strip(), response=response)
-        key = hashlib.sha256(("span\0" + prompt).encode("utf-8")).hexdigest()
-        for attempt in range(self.max_attempts):
-            reply = self._client.cached(key) if attempt == 0 else None
-            fresh = reply is None
-            if fresh:
-                reply = self._client.complete(prompt)
-            got = _parse_llm_span(reply or "", response)
-            if got is not None:
-                if fresh:
-                    self._client.remember(key, reply or "")
-                return got
-        self.fallbacks += 1
-        return answer_phrase(question, response)
-
-
-def _parse_llm_span(reply: str, response: str) -> tuple[int, int] | None:
-    """The reply's ``answer`` located in ``response``; None when absent, empty or not a substring."""
-    m = re.search(r"\{.*\}", reply, re.DOTALL)
-    try:
-        answer = json.loads(m.group(0))["answer"] if m else None
-    except (ValueError, KeyError, TypeError):
-        answer = None
-    if not isinstance(answer, str) or not answer.strip():
-        return None
-    needle = answer.strip()
-    at = response.find(needle)
-    if at < 0:
-        at = response.lower().find(needle.lower())
-    return (at, at + len(needle)) if at >= 0 else None
-
-
 def answer_chars(question: str, response: str, method: str = "phrase",
                  llm: LLMSpanLocator | None = None) -> tuple[int, int] | None:
     """The answer's character range in ``response`` by a label-blind ``method``."""
@@ -386,65 +320,6 @@ def token_char_offsets(tokenizer: Any, ids: Seq[int]) -> tuple[str, list[tuple[i
     return text, offsets
 
 
-# --------------------------------------------------------------------------- quality measures
-
-
-def _gpt4o_answer_text(tokens: Seq[str]) -> str:
-    """GPT-4o's answer-token list (raw vocabulary pieces with ``Ġ``/``▁``) as plain text."""
-    return "".join(tokens).replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n").strip()
-
-
-def _f1(pred: str, gold: str) -> float:
-    from hneurons.judges.rules import normalize_answer
-
-    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
-    if not p or not g:
-        return float(p == g)
-    common = sum(min(p.count(w), g.count(w)) for w in set(p))
-    if common == 0:
-        return 0.0
-    prec, rec = common / len(p), common / len(g)
-    return 2 * prec * rec / (prec + rec)
-
-
-def gpt4o_agreement(method: str = "phrase", path: str | Path | None = None,
-                    llm: LLMSpanLocator | None = None) -> dict[str, Any]:
-    """Agreement of a label-blind method with GPT-4o's answer tokens (PAPER.md §2.7).
-
-    Reference: the packaged ``judge_validation_triviaqa`` set (573 responses of three large models
-    with the official GPT-4o extraction) or a user's copy at ``path``. Exact = equal after the
-    judge's normalisation; F1 = SQuAD word F1. Rows whose GPT-4o list is empty are skipped
-    (PAPER.md §8 pitfall 6).
-    """
-    from hneurons.data import load_dataset
-    from hneurons.judges.rules import normalize_answer
-
-    exact = f1 = 0.0
-    n = 0
-    for rec in load_dataset("judge_validation_triviaqa", path):
-        gold = _gpt4o_answer_text(rec.extra.get("answer_tokens") or [])
-        response = rec.extra.get("response") or ""
-        if not gold or not response.strip():
-            continue
-        got = answer_chars(rec.question, response, method, llm)
-        pred = response[got[0]:got[1]] if got else ""
-        exact += normalize_answer(pred) == normalize_answer(gold)
-        f1 += _f1(pred, gold)
-        n += 1
-    return {"method": method, "n": n, "exact": round(exact / n, 4) if n else None,
-            "token_f1": round(f1 / n, 4) if n else None}
-
-
-# --------------------------------------------------------------------------- stage entry point
-
-
-def make_llm_locator(spans_cfg: Any, cache_dir: Path | None) -> LLMSpanLocator | None:
-    """The LLM locator a run's ``spans`` config asks for (None for the rule methods)."""
-    if spans_cfg.method != "llm":
-        return None
-    return LLMSpanLocator(spans_cfg.llm_url, spans_cfg.llm_model, cache_dir=cache_dir)
-
-
 def span_by_config(seq: Sequence, question: str, method: str, llm: LLMSpanLocator | None = None,
                    leaky_alias: str | None = None) -> Span | SpanFailure:
     """The answer span the stages use: label-blind unless ``method == "alias"``.
@@ -460,35 +335,6 @@ def span_by_config(seq: Sequence, question: str, method: str, llm: LLMSpanLocato
     return locate_answer_span(seq, question, method, llm)
 
 
-def span_quality(rows: Seq[dict[str, Any]], method: str, llm: LLMSpanLocator | None = None) -> dict[str, Any]:
-    """How the locator did on a run's labelled responses, plus its agreement with GPT-4o.
-
-    ``rows`` are labelled responses with ``label``, ``span_start/end``, ``span_text``,
-    ``span_status``, ``response_start/end`` and (faithful rows) ``matched_alias``. Alias recall:
-    share of faithful answers whose span contains the alias the judge matched (goal ≥ 90 %);
-    length ratio: mean span tokens of hallucinated / faithful answers (goal 0.67–1.5: a ratio far
-    from 1 means span length alone would separate the classes).
-    """
-    from hneurons.judges.rules import match_alias
-
-    ok = [r for r in rows if r.get("span_status") == "ok"]
-    out: dict[str, Any] = {"method": method, "label_blind": method != "alias"}
-    lengths: dict[int, list[int]] = {0: [], 1: []}
-    fractions: dict[int, list[float]] = {0: [], 1: []}
-    for r in ok:
-        n = int(r["span_end"]) - int(r["span_start"])
-        lengths[int(r["label"])].append(n)
-        resp = max(1, int(r.get("response_end", 0)) - int(r.get("response_start", 0)))
-        fractions[int(r["label"])].append(n / resp)
-    for c, name in ((0, "faithful"), (1, "hallucinated")):
-        out[f"mean_tokens_{name}"] = round(sum(lengths[c]) / len(lengths[c]), 3) if lengths[c] else None
-        out[f"mean_fraction_{name}"] = round(sum(fractions[c]) / len(fractions[c]), 3) if fractions[c] else None
-    f, h = out["mean_tokens_faithful"], out["mean_tokens_hallucinated"]
-    out["length_ratio"] = round(h / f, 3) if f and h is not None else None
-    faithful = [r for r in ok if int(r["label"]) == 0 and r.get("matched_alias")]
-    # the judge's own matcher: "Khartoum (city)", "FRANCE" and "26 June 1945" match as the judge matched them
-    hits = sum(match_alias(r["span_text"], [r["matched_alias"]]) is not None for r in faithful)
-    out["alias_recall"] = round(hits / len(faithful), 4) if faithful else None
-    out["alias_recall_n"] = len(faithful)
-    out["gpt4o"] = gpt4o_agreement(method) if method in ("phrase", "response") else None
-    return out
+# Kept importable from here: the stages import the whole locator API from this module.
+from hneurons.text.locator_llm import LLMSpanLocator, make_llm_locator  # noqa: E402
+from hneurons.text.span_quality import gpt4o_agreement, span_quality  # noqa: E402
