@@ -18,7 +18,7 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize_answer(s: str) -> str:
-    """Normalise text exactly like the official rule judge (PAPER.md §2.5).
+    """Normalise text exactly like the official rule judge (the paper (arXiv 2512.01797) §2.5).
 
     Lower-case, ``_`` → space, every character of ``string.punctuation + "‘’´`"`` → space,
     drop the words a/an/the, collapse whitespace. Punctuation becomes a space (not deleted), so
