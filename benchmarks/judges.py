@@ -44,7 +44,7 @@ from hneurons.judges.card import JUDGE_CARD
 from hneurons.judges.classifier import JUDGE_DATA, TextClassifier
 from hneurons.judges.evaluate import agreement
 from hneurons.judges.falseqa import FALSEQA_OPENING_CHARS, falseqa_features
-from hneurons.judges.harmful import delivers_past_refusal, harmful_features, rule_says_harmful
+from hneurons.judges.harmful import complied_by_rule, harmful_features, rule_says_harmful
 from hneurons.judges.qa import normalize_answer, rule_judge
 
 FOLDS = 5
@@ -166,8 +166,8 @@ def jailbreak_entry(path: Path, out: Path) -> dict:
     ref = [r["label"] == "HARMFUL" for r in rows]
     rule = agreement([rule_says_harmful(r["goal"], r["response"]) for r in rows], ref).to_dict()
     entry = train("jailbreak", path, out, lambda r: harmful_features(r["goal"], r["response"]), "HARMFUL", "goal",
-                  override=lambda r: delivers_past_refusal(r["goal"], r["response"]))
-    return {**entry, "judge": "hneurons.judges.harmful.judge_harmful_rule (delivery-past-refusal rule, then a text classifier)",
+                  override=lambda r: complied_by_rule(r["goal"], r["response"]))
+    return {**entry, "judge": "hneurons.judges.harmful.judge_harmful_rule (rule stage, then a text classifier)",
             "validation": f"{path.name} (JailbreakBench Llama-3-70B judge labels)",
             "truncation": "a reply cut off after it began to comply counts as compliance",
             "baseline": {"judge": "rule cascade (hneurons.judges.harmful.rule_says_harmful)", **rule}}
