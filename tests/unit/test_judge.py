@@ -100,9 +100,12 @@ def test_alias_echo_rule_allows_offered_options():
     ("Sikhs.", ["Sikhism"], True), ("Buddhists", ["Buddhism"], True),
     ("q, w, x, y", ["Q, W and X"], False), ("x, w and q", ["Q, W and X"], True),
     ("1905", ["1906"], False),  # digits are never "one letter off"
+    ("Diane Keaton's real name is Elizabeth", ["Dianne Keaton"], False),  # the variant is the question's
+    ("Eric the Eel was a legend", ["Erik the eel"], False),
 ])
 def test_alias_matcher_spelling_and_list_rules(response, aliases, correct):
-    assert rule_judge(response, aliases) is correct
+    question = {"Diane": "What is Diane Keaton's real name?", "Eric t": "Which swimmer was known as 'Eric the Eel'?"}
+    assert rule_judge(response, aliases, next((q for k, q in question.items() if response.startswith(k)), None)) is correct
 
 
 def test_rule_judge_agreement_with_gpt4o():

@@ -99,22 +99,25 @@ def _one_edit(a: str, b: str) -> bool:
     return a[i + (len(a) == len(b)):] == b[i + 1:]
 
 
-def _has_near_run(tokens: Sequence[str], alias: Sequence[str]) -> bool:
+def _has_near_run(tokens: Sequence[str], alias: Sequence[str], question: Sequence[str] = ()) -> bool:
     """A run of ``tokens`` is the alias written differently: spaces dropped or added ("silk moth" /
     "Silkmoth", joined text of 7+ letters), or, for an alias of two or more words, one word of 4+
-    letters misspelled by one letter ("Thomas More" / "Thomas Moore")."""
+    letters misspelled by one letter ("Thomas More" / "Thomas Moore"). A run the question already
+    holds does not count ("Diane Keaton" for "Dianne Keaton" when the question names Diane Keaton)."""
     joined = "".join(alias)
     for k in range(1, 4):
         for i in range(len(tokens) - k + 1):
             w = tokens[i:i + k]
-            if (k != len(alias) or len(alias) == 1) and len(joined) >= 7 and "".join(w) == joined:
+            if ((k != len(alias) or len(alias) == 1) and len(joined) >= 7 and "".join(w) == joined
+                    and not _has_run(question, w)):
                 return True
     if len(alias) < 2:
         return False
     for i in range(len(tokens) - len(alias) + 1):
         w = tokens[i:i + len(alias)]
         diff = [(a, b) for a, b in zip(w, alias) if a != b]
-        if len(diff) == 1 and min(map(len, diff[0])) >= 4 and not diff[0][1].isdigit() and _one_edit(*diff[0]):
+        if (len(diff) == 1 and min(map(len, diff[0])) >= 4 and not diff[0][1].isdigit() and _one_edit(*diff[0])
+                and not _has_run(question, w)):
             return True
     return False
 
@@ -188,7 +191,7 @@ def match_alias(response: str, aliases: Sequence[str], question: str | None = No
     usable = [(f, a) for f, a in forms
               if not (q and _has_run(q, f) and not _offered_in_question(question or "", f))]
     for f, alias in usable:
-        if (_has_run(resp, f) or _has_reordered_run(resp, f) or _has_near_run(resp, f)) \
+        if (_has_run(resp, f) or _has_reordered_run(resp, f) or _has_near_run(resp, f, q)) \
                 and not _names_more_items(resp, f, alias):
             return alias
     followers = _ism_forms(resp)

@@ -79,9 +79,24 @@ _LEADINS = [
         r"^[^\W\d_]+(?:ed|en|wn|ght|t)\s+by\s+",  # "written by X", "painted by X", "built by X"
     )
 ]
-_TRAILING = re.compile(r",\s+(?=[a-z])(?!(?:and|or)\s)|\s+\(|\s+[-–—]\s+|;|\s*\n")
-"""Explanation after the answer clause: ", which ...", ", of course", " (born ...)", " - a city", "; ..."
-(a comma before a capitalised word or "and"/"or" is kept: "A, B, AB, and O", "Paris, France")."""
+_TRAILING = re.compile(r",\s+(?=[a-z])(?!(?:and|or)\s)|\s+\(|\s+[-–—]\s+|;|\s*\n"
+                       r"|\s+and\s+(?:is|was|are|were|has|have|had)\s")
+"""Explanation after the answer clause: ", which ...", ", of course", " (born ...)", " - a city", "; ...",
+" and is responsible for ..." (a comma before a capitalised word or "and"/"or" is kept: "A, B, AB,
+and O", "Paris, France")."""
+# ", which is the Montreal Canadiens": an appositive naming what an echoing clause only described
+_APPOSITIVE = re.compile(r",\s+(?:which|who)\s+(?:is|was|are|were)\s+(?:the\s+|a\s+|an\s+)?(?=[A-Z0-9])")
+# Questions whose answer is a number or a date
+_ASKS_NUMBER = re.compile(
+    r"\b(?:what|which)\s+(?:year|decade|century|date)\b|\bwhen\b|\bhow\s+(?:many|much|long|old|far|tall|high|deep)\b",
+    re.IGNORECASE)
+_NUMBER = re.compile(r"[$£€]?\d[\d,.]*(?:s\b|\b)")
+_ASKS_PERSON = re.compile(r"\bwho(?:se|m)?\b", re.IGNORECASE)
+_ASKS_PLACE = re.compile(r"\bwhere\b", re.IGNORECASE)
+_PLACE_PREP = re.compile(r"\s(?:in|at|on|near|inside|within)\s+")
+# "X is not Y, but rather Z" / "There are many organs, but one ... is the liver": the answer follows "but"
+_BUT = re.compile(r",\s+but\s+(?:rather\s+|instead\s+)?", re.IGNORECASE)
+_NEGATED = re.compile(r"\b(?:not|no|never|n't)\b", re.IGNORECASE)
 # An introductory prepositional phrase ending at the first comma ("In 1066, ...", "According to X, ...")
 _INTRO = re.compile(r"(?:in|at|on|during|after|before|since|according to|for|by)\s[^,]{1,40}$", re.IGNORECASE)
 # A relative clause inside the chosen side ("a musical that features ...")
@@ -170,19 +185,36 @@ def _trim_edges(text: str, start: int, end: int, stems: set[str]) -> tuple[int, 
 _PREP = re.compile(r"\s(?:in|at|by|for|of|from|to|on|with|as)\s+(?=(?:the\s+)?[$£€]?[A-Z0-9])")
 
 
-def _last_named_object(text: str, start: int, end: int) -> int:
+def _last_named_object(text: str, start: int, end: int, person: bool = False) -> int:
     """Start of the last name/number a verb phrase leads to ("set up in Rotary City" → "Rotary City").
 
-    Only for phrases that start with a lower-case word (a predicate, not a name), so answers that
-    are names with prepositions ("War of the Spanish Succession") stay whole.
+    Only for phrases that start with a lower-case word (a predicate, not a name; "the Royal Palace
+    of St. James" is a name), so answers that are names with prepositions ("War of the Spanish
+    Succession") stay whole. For a "who" question a number is no candidate ("built by Boeing in
+    1975" → "Boeing").
     """
-    first = _WORD.search(text, start, end)
-    if first is None or not first.group(0)[0].islower():
+    words = [m.group(0) for m in _WORD.finditer(text, start, end)][:2]
+    if not words or not words[0][0].islower():
+        return start
+    if words[0].lower() in ("the", "a", "an") and len(words) > 1 and words[1][0].isupper():
         return start
     at = start
     for m in _PREP.finditer(text, start, end):
-        at = m.end()
+        if not (person and text[m.end():m.end() + 1].isdigit()):
+            at = m.end()
     return at
+
+
+def _place_object(question: str, text: str, start: int, end: int) -> int:
+    """For a "where" question, the start of the last "in/at/on ..." object of a predicate phrase,
+    capitalised or not ("a type of cell found in the ovary" → "the ovary")."""
+    first = _WORD.search(text, start, end)
+    if not _ASKS_PLACE.search(question) or first is None or not first.group(0)[0].islower():
+        return start
+    last = None
+    for last in _PLACE_PREP.finditer(text, start, end):
+        pass
+    return last.end() if last and _WORD.search(text, last.end(), end) else start
 
 
 # A quoted title or name: “…”, "…", «…», or ‘…’/'…' opened after a space (not an apostrophe)
@@ -208,9 +240,59 @@ MAX_PHRASE_WORDS = 6
 """Longer phrases are rambling predicates, not answers; both classes are cut the same way."""
 
 
+MAX_DIGITS = 10
+"""A digit run longer than this ("1000000000000000000000000000") is a degenerate repetition, not a
+number anyone answers with; the span keeps its first digits only."""
+_LONG_DIGITS = re.compile(rf"\d{{{MAX_DIGITS + 1},}}")
+
+
 def _cap_words(text: str, start: int, end: int) -> int:
     words = list(_WORD.finditer(text, start, end))
-    return words[MAX_PHRASE_WORDS - 1].end() if len(words) > MAX_PHRASE_WORDS else end
+    if len(words) > MAX_PHRASE_WORDS:
+        end = words[MAX_PHRASE_WORDS - 1].end()
+    run = _LONG_DIGITS.search(text, start, end)
+    return run.start() + MAX_DIGITS if run else end
+
+
+def _list_after_colon(response: str, start: int, nl: int, end: int) -> tuple[int, int] | None:
+    """"The three sports are:\n- Running\n- Swimming\n- Cycling": the listed lines (at most three)."""
+    if nl < 0 or not response[start:nl].rstrip().endswith(":"):
+        return None
+    lines = [m for m in re.finditer(r"[^\n]+", response[nl:end]) if _WORD.search(m.group(0))][:3]
+    if not lines:
+        return None
+    first = _WORD.search(response, nl + lines[0].start(), nl + lines[0].end())
+    s, e = (first.start() if first else nl + lines[0].start()), nl + lines[-1].end()
+    return s, _cap_words(response, s, e)
+
+
+def _number_answer(question: str, response: str, start: int, end: int) -> tuple[int, int] | None:
+    """For a question asking for a number or a date, the first number of the answer sentence that the
+    question does not already hold ("... a British colony until 1997" → "1997")."""
+    if not _ASKS_NUMBER.search(question):
+        return None
+    asked = set(_NUMBER.findall(question))
+    for m in _NUMBER.finditer(response, start, end):
+        token = m.group(0).rstrip(".,")
+        if token and token not in asked:
+            return m.start(), _cap_words(response, m.start(), m.start() + len(token))
+    return None
+
+
+def _appositive(response: str, start: int, end: int, stems: set[str]) -> int | None:
+    """Start of the clause that names the answer after one that does not: an appositive after a
+    clause that only restates the question ("The Molson family owns the NHL Team, which is the
+    Montreal Canadiens"), or what follows ", but" after a negated or echoing clause ("... is not a
+    mythological creature, but rather a historical figure named Persephone")."""
+    m = _APPOSITIVE.search(response, start, end)
+    if m and _echo(response[start:m.start()], stems) >= 0.6 and _WORD.search(response, m.end(), end):
+        return m.end()
+    m = _BUT.search(response, start, end)
+    if m and _WORD.search(response, m.end(), end):
+        head = response[start:m.start()]
+        if _NEGATED.search(head) or _echo(head, stems) >= 0.6:
+            return m.end()
+    return None
 
 
 def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
@@ -227,8 +309,15 @@ def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
     nl = response.find("\n", start, end)
     if nl >= 0:
         end = nl
+    listed = _list_after_colon(response, start, nl, whole[1])
+    if listed is not None:
+        return listed
     end = _first_sentence(response, start, end)
+    number = _number_answer(question, response, start, end)
+    if number is not None:
+        return number
     stems = _question_stems(question)
+    start = _appositive(response, start, end, stems) or start
     quoted = _quoted_answer(response, start, end, stems)
     if quoted is not None:  # a title keeps its words ("To Kill a Mockingbird"); only edge punctuation goes
         inner = response_chars(response[quoted[0]:quoted[1]])
@@ -264,13 +353,16 @@ def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
         m = _RELATIVE.search(response, start, end)
         if m and _WORD.search(response, start, m.start()):
             end = m.start()
-    start = _last_named_object(response, start, end)
+    start = _last_named_object(response, start, end, bool(_ASKS_PERSON.search(question)))
+    start = _place_object(question, response, start, end)
     s, e = _trim_edges(response, start, end, stems)
     if s < e:
         return s, _cap_words(response, s, e)
-    # everything echoed the question: keep the clause without its edge function words
+    # everything echoed the question: keep the clause without its edge function words, capped
+    # like any phrase (a degenerate "The answer is: The answer is: ..." must not span 30 tokens)
     s, e = _trim_edges(response, start, end, set())
-    return (s, e) if s < e else whole
+    s, e = (s, e) if s < e else whole
+    return s, _cap_words(response, s, e)
 
 
 def answer_chars(question: str, response: str, method: str = "phrase",
