@@ -36,6 +36,18 @@ def phrase(question: str, response: str) -> str:
     # a "where" question: the place object, capitalised or not
     ("Where do the Graafian follicles develop?",
      "The Graafian follicle is a type of cell found in the ovary.", "ovary"),
+    # a date question keeps the month; emphasis marks the answer; a comma copied from the question is no cut
+    ("On which date is All Saints day celebrated?", "All Saints Day is celebrated on November 1st in the West.",
+     "November 1st"),
+    ("Which book by Harper Lee won the Pulitzer Prize?", "The prize went to Harper Lee's novel *To Kill a Mockingbird*.",
+     "To Kill a Mockingbird"),
+    ("What is the name of the mythical, multi-headed dog that guards the Underworld?",
+     "The name of the mythical, multi-headed dog that guards the Underworld is Cerberus.", "Cerberus"),
+    # "who": the copula side with a new name
+    ("Who wrote the 1884 novel 'The Adventures of Huckleberry Finn'?",
+     'The 1884 novel "The Adventures of Huckleberry Finn" by Mark Twain is a classic example of a novel.', "Mark Twain"),
+    # a label before a colon whose rest restates the question
+    ("The name of which Spanish newspaper translates as The Country?", "El Pais: The Country", "El Pais: The Country"),
     # a coordinated second predicate is explanation
     ("In the human body, what is the mandible?", "The mandible is the jawbone and is responsible for chewing.", "jawbone"),
 ])

@@ -189,7 +189,7 @@ def match_alias(response: str, aliases: Sequence[str], question: str | None = No
     q = answer_tokens(question) if question else ()
     forms = sorted(((f, a) for a in aliases for f in _alias_forms(a)), key=lambda t: -len(t[0]))
     usable = [(f, a) for f, a in forms
-              if not (q and _has_run(q, f) and not _offered_in_question(question or "", f))]
+              if not (q and _echoes(q, f) and not _offered_in_question(question or "", f))]
     for f, alias in usable:
         if (_has_run(resp, f) or _has_reordered_run(resp, f) or _has_near_run(resp, f, q)) \
                 and not _names_more_items(resp, f, alias):
@@ -203,6 +203,13 @@ def match_alias(response: str, aliases: Sequence[str], question: str | None = No
         if len({f[:-len(resp)] for f, _ in ending}) == 1:
             return ending[0][1]
     return None
+
+
+def _echoes(question: Sequence[str], form: Sequence[str]) -> bool:
+    """The question already holds the alias: as a run, or every content word of it ("River of
+    January" for "January River", "Rocco Francis Marchegiano" for "Rocco Marchegiano")."""
+    content = [t for t in form if t not in _FUNCTION_WORDS]
+    return _has_run(question, form) or (bool(content) and set(content) <= set(question))
 
 
 def _names_more_items(resp: Sequence[str], form: Sequence[str], alias: str) -> bool:

@@ -90,9 +90,13 @@ _APPOSITIVE = re.compile(r",\s+(?:which|who)\s+(?:is|was|are|were)\s+(?:the\s+|a
 _ASKS_NUMBER = re.compile(
     r"\b(?:what|which)\s+(?:year|decade|century|date)\b|\bwhen\b|\bhow\s+(?:many|much|long|old|far|tall|high|deep)\b",
     re.IGNORECASE)
-_NUMBER = re.compile(r"[$£€]?\d[\d,.]*(?:s\b|\b)")
+_NUMBER = re.compile(r"[$£€]?\d[\d,.]*(?:st|nd|rd|th|s)?\b")
+_MONTH = (r"(?:January|February|March|April|May|June|July|August|September|October|November|December|"
+          r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\.?")
+_WITH_MONTH = re.compile(rf"{_MONTH}\s+$|^\s*(?:of\s+)?{_MONTH}")
 _ASKS_PERSON = re.compile(r"\bwho(?:se|m)?\b", re.IGNORECASE)
 _ASKS_PLACE = re.compile(r"\bwhere\b", re.IGNORECASE)
+_ASKS_NAME = re.compile(r"\bwho(?:se|m)?\b|\b(?:called|named|name)\b", re.IGNORECASE)
 _PLACE_PREP = re.compile(r"\s(?:in|at|on|near|inside|within)\s+")
 # "X is not Y, but rather Z" / "There are many organs, but one ... is the liver": the answer follows "but"
 _BUT = re.compile(r",\s+but\s+(?:rather\s+|instead\s+)?", re.IGNORECASE)
@@ -218,7 +222,8 @@ def _place_object(question: str, text: str, start: int, end: int) -> int:
 
 
 # A quoted title or name: “…”, "…", «…», or ‘…’/'…' opened after a space (not an apostrophe)
-_QUOTED = re.compile(r"“([^”\n]+)”|\"([^\"\n]+)\"|«([^»\n]+)»|(?:(?<=\s)|^)[‘']([^’'\n]+)[’'](?=[\s.,;:!?)]|$)")
+_QUOTED = re.compile(r"“([^”\n]+)”|\"([^\"\n]+)\"|«([^»\n]+)»|(?:(?<=\s)|^)[‘']([^’'\n]+)[’'](?=[\s.,;:!?)]|$)"
+                     r"|\*\*([^*\n]+)\*\*|(?<![*\w])\*([^*\n]+)\*(?![*\w])")  # markdown emphasis marks it too
 
 
 def _quoted_answer(text: str, start: int, end: int, stems: set[str]) -> tuple[int, int] | None:
@@ -229,7 +234,7 @@ def _quoted_answer(text: str, start: int, end: int, stems: set[str]) -> tuple[in
     of Huckleberry Finn” was written by …") is the subject, not the answer, and is skipped.
     """
     for m in _QUOTED.finditer(text, start, end):
-        g = next(i for i in range(1, 5) if m.group(i) is not None)
+        g = next(i for i in range(1, 7) if m.group(i) is not None)
         s, e = m.span(g)
         if _WORD.search(text, s, e) and _echo(text[s:e], stems) < 0.5:
             return s, e
@@ -275,7 +280,12 @@ def _number_answer(question: str, response: str, start: int, end: int) -> tuple[
     for m in _NUMBER.finditer(response, start, end):
         token = m.group(0).rstrip(".,")
         if token and token not in asked:
-            return m.start(), _cap_words(response, m.start(), m.start() + len(token))
+            s, e = m.start(), m.start() + len(token)
+            before = _WITH_MONTH.search(response[max(start, s - 12):s])  # "November 1st", "1st of November"
+            after = _WITH_MONTH.match(response[e:min(end, e + 14)])
+            s = s - len(before.group(0)) if before and before.group(0).endswith(" ") else s
+            e = e + after.end() if after else e
+            return s, _cap_words(response, s, e)
     return None
 
 
@@ -293,6 +303,58 @@ def _appositive(response: str, start: int, end: int, stems: set[str]) -> int | N
         if _NEGATED.search(head) or _echo(head, stems) >= 0.6:
             return m.end()
     return None
+
+
+def _copied_from_question(question: str, response: str, at: int) -> bool:
+    """The words around position ``at`` of the response are copied from the question ("the
+    mythical, multi-headed dog" restated): a comma there is no end of the answer clause."""
+    before = [w.lower() for w in _WORD.findall(response[max(0, at - 30):at])][-2:]
+    after = [w.lower() for w in _WORD.findall(response[at:at + 30])][:2]
+    q = " ".join(w.lower() for w in _WORD.findall(question))
+    return len(before) == 2 and len(after) == 2 and " ".join(before + after) in q
+
+
+def _answer_clause(question: str, response: str, start: int, end: int) -> tuple[int, int]:
+    """The answer clause before any explanation (:data:`_TRAILING`), after an introductory phrase."""
+    at = start
+    while True:
+        m = _TRAILING.search(response, at, end)
+        if not (m and response[m.start()] == "," and _copied_from_question(question, response, m.start())):
+            break
+        at = m.end()
+    if m and _INTRO.match(response, start, m.start()) and response[m.start()] == ",":
+        start = m.end()  # "In humans, esotropia affects the eye": an introductory phrase, not the answer
+        m = _TRAILING.search(response, start, end)
+    if m and _WORD.search(response, start, m.start()):
+        end = m.start()
+    return start, end
+
+
+def _label_then_echo(response: str, start: int, cut: int, end: int, stems: set[str]) -> bool:
+    """"El País: The Country" for "Which newspaper translates as The Country?": what follows the
+    colon restates the question, so the part before it is the answer and stays."""
+    head = response[start:cut].rstrip()
+    return head.endswith(":") and _echo(response[cut:end], stems) >= 0.6 and _echo(head, stems) < 0.5
+
+
+def _names_something(text: str, stems: set[str]) -> bool:
+    """The text holds a capitalised word the question does not (a name it could be answering with)."""
+    words = list(_WORD.finditer(text))
+    return any(m.group(0)[0].isupper() and _stem(m.group(0)) not in stems for m in words[1:] or words)
+
+
+def _copula_side(question: str, response: str, left: tuple[int, int], right: tuple[int, int],
+                 stems: set[str]) -> tuple[int, int]:
+    """The side of a copula sentence that answers: the one that does not echo the question (ties →
+    the predicate); for a question asking for a name (who, what ... called / named) the side with a
+    new capitalised word when only that side has one ("... by Mark Twain is a classic example")."""
+    if not _WORD.search(response, *right):
+        return left if _WORD.search(response, *left) else right
+    if _ASKS_NAME.search(question) and _WORD.search(response, *left):
+        named_l, named_r = (_names_something(response[slice(*x)], stems) for x in (left, right))
+        if named_l != named_r:
+            return left if named_l else right
+    return right if _echo(response[slice(*right)], stems) <= _echo(response[slice(*left)], stems) else left
 
 
 def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
@@ -318,25 +380,22 @@ def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
         return number
     stems = _question_stems(question)
     start = _appositive(response, start, end, stems) or start
-    quoted = _quoted_answer(response, start, end, stems)
+    closing = len(response[end:]) - len(response[end:].lstrip("*\"”’'»"))  # a closing mark the filler trim cut off
+    quoted = _quoted_answer(response, start, end + closing, stems)
     if quoted is not None:  # a title keeps its words ("To Kill a Mockingbird"); only edge punctuation goes
         inner = response_chars(response[quoted[0]:quoted[1]])
         if inner is not None:
             s, e = quoted[0] + inner[0], quoted[0] + inner[1]
             return s, _cap_words(response, s, e)
-    m = _TRAILING.search(response, start, end)
-    if m and _INTRO.match(response, start, m.start()) and response[m.start()] == ",":
-        start = m.end()  # "In humans, esotropia affects the eye": an introductory phrase, not the answer
-        m = _TRAILING.search(response, start, end)
-    if m and _WORD.search(response, start, m.start()):
-        end = m.start()
+    start, end = _answer_clause(question, response, start, end)
     # lead-ins, repeatedly ("I think the answer is: X")
     changed = True
     while changed:
         changed = False
         for pat in _LEADINS:
             m = pat.match(response[start:end])
-            if m and m.end() and _WORD.search(response, start + m.end(), end):
+            if m and m.end() and _WORD.search(response, start + m.end(), end) \
+                    and not _label_then_echo(response, start, start + m.end(), end, stems):
                 start += m.end()
                 changed = True
     # a copula sentence: keep the side that does not echo the question (ties → the predicate);
@@ -345,11 +404,7 @@ def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
     for c in _COPULA.finditer(response, start, end):
         pass
     if c:
-        left, right = (start, c.start()), (c.end(), end)
-        if _WORD.search(response, *right) and _echo(response[slice(*right)], stems) <= _echo(response[slice(*left)], stems):
-            start, end = right
-        elif _WORD.search(response, *left):
-            start, end = left
+        start, end = _copula_side(question, response, (start, c.start()), (c.end(), end), stems)
         m = _RELATIVE.search(response, start, end)
         if m and _WORD.search(response, start, m.start()):
             end = m.start()
