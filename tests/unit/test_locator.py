@@ -174,10 +174,9 @@ def test_llm_locator_validates_and_caches(tmp_path):
         assert loc(FRANCE, resp) == (resp.index("Paris"), resp.index("Paris") + 5)  # cached
         assert len(server.requests) == 4
         loc.close()
-        fallback = LLMSpanLocator(server.url, "judge", cache_dir=None, backoff=0, max_attempts=1)
         replies_left = iter(['{"answer": "Berlin"}'])
         server2 = _FakeServer(lambda prompt, n: (200, next(replies_left)))
-        fallback._client.url = server2.url + "/chat/completions"
+        fallback = LLMSpanLocator(server2.url, "judge", cache_dir=None, backoff=0, max_attempts=1)
         assert fallback(FRANCE, resp) == answer_phrase(FRANCE, resp) and fallback.fallbacks == 1
         server2.close()
     finally:

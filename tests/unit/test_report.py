@@ -286,7 +286,7 @@ def test_judges_section_shows_agreement_and_sources(run_dir: Path, stub_figures:
     r = rows["TriviaQA correct / wrong (responses)"]
     assert r[2] == "573" and r[3] == f"{100 * tq['agreement']:.1f} [{100 * tq['ci95'][0]:.1f}, {100 * tq['ci95'][1]:.1f}]"
     assert rows["FalseQA accepted / refused (intervene)"][2].replace(",", "") == str(fq["n"]) == "1032"
-    assert "no labelled jailbreak set" in rows["jailbreak harmful / safe (intervene)"][4]
+    assert "grouped by goal" in rows["jailbreak harmful / safe (intervene)"][4]
     slopes = _parse(_section(text, "intervene")).tables[0]
     col = slopes[0].index("verdicts by judge")
     assert [r[col] for r in slopes[1:] if r[0] == "falseqa"] == ["classifier (llm fallback) 2, llm:gpt 7"]

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def judge(
         task: Annotated[str, typer.Argument(help="triviaqa (any QA with aliases) | falseqa | jailbreak | mc")],
-        input: Annotated[Path, typer.Option("--input", "-i", help=".jsonl with question, response (+ answers / choices)")],
+        input: Annotated[Optional[Path], typer.Option("--input", "-i", help=".jsonl with question, response (+ answers / choices)")] = None,
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write judged rows here (default: stdout)")] = None,
         judge_kind: Annotated[str, typer.Option("--judge", help="rule (offline judges) | llm (offline judge as fallback)")] = "rule",
         judge_url: Annotated[Optional[str], typer.Option("--judge-url", help="OpenAI-compatible server for --judge llm")] = None,
@@ -36,16 +36,23 @@ def register(app: typer.Typer) -> None:
         judge_api_key: Annotated[Optional[str], typer.Option("--judge-api-key", envvar="HNEURONS_JUDGE_API_KEY",
                                                              help="API key (or env HNEURONS_JUDGE_API_KEY)")] = None,
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LLM verdict cache (default ~/.cache/hneurons/llm_judge)")] = None,
+        eval_file: Annotated[Optional[Path], typer.Option("--eval", help="labelled .jsonl(.gz) (+ 'label'): print agreement, CI, confusion matrix")] = None,
     ) -> None:
         """Judge responses: add 'verdict' and 'judge' to every row (see README, "hneurons judge")."""
         from hneurons.data.readers import check_input_path, check_output_path
+        from hneurons.errors import ConfigError
         from hneurons.judges.files import judge_file, make_judge
 
-        check_input_path(input)
+        if (input is None) == (eval_file is None):
+            raise ConfigError("hneurons judge needs exactly one of --input FILE (judge it) or --eval FILE (validate the judge)")
+        check_input_path(input if input is not None else eval_file)
         if output is not None:
             check_output_path(output)  # before a judge (or an LLM endpoint) is set up
         j = make_judge(judge_kind, judge_url, judge_model, judge_api_key,
                        (cache_dir or _default_cache()) if judge_kind == "llm" else None)
+        if eval_file is not None:
+            _evaluate(task, eval_file, j, output)
+            return
         try:
             if output is None:
                 res = judge_file(task, input, sys.stdout, j)
@@ -64,3 +71,28 @@ def register(app: typer.Typer) -> None:
                       + (f"; {len(res.bad)} bad row(s) skipped" if res.bad else ""), highlight=False, soft_wrap=True)
         if res.bad:
             raise typer.Exit(2)
+
+
+def _evaluate(task: str, path: Path, j: object, output: Optional[Path]) -> None:
+    """``--eval``: the judge's agreement with the file's labels on stdout (JSON with -o), bad rows on stderr."""
+    import json
+
+    from hneurons.judges.evaluate import evaluate_file
+
+    try:
+        measured, bad = evaluate_file(task, path, j)  # type: ignore[arg-type]
+    finally:
+        if getattr(j, "llm", None) is not None:
+            j.llm.close()  # type: ignore[attr-defined]
+    for line, message in bad:
+        console.print(f"{escape(str(path))}:{line}: {escape(message)}", highlight=False, soft_wrap=True)
+    d = {"task": task, "file": str(path), "judge": getattr(j, "name", "rule"), **measured.to_dict()}
+    c = d["confusion"]
+    lo, hi = d["ci95"]
+    print(f"{task}: {d['agree']}/{d['n']} agree = {100 * d['agreement']:.1f}% [95% CI {100 * lo:.1f}, {100 * hi:.1f}]"
+          f"\n            reference +  reference -\njudge +  {c['tp']:>12} {c['fp']:>12}\njudge -  {c['fn']:>12} {c['tn']:>12}")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
+    if bad:
+        raise typer.Exit(2)

@@ -47,7 +47,7 @@ class JudgeFileResult:
     bad: list[tuple[int, str]] = field(default_factory=list)
 
 
-def _check(task: str, row: Any) -> str | None:
+def check_row(task: str, row: Any) -> str | None:
     """Why ``row`` cannot be judged for ``task``, or None when it can."""
     if not isinstance(row, dict):
         return "a row must be a JSON object"
@@ -116,7 +116,7 @@ def judge_file(task: str, input: Path, output: TextIO, judge: Judge | None = Non
     res = JudgeFileResult()
     bad = lambda line, message: res.bad.append((line, message))  # noqa: E731 - a bad row is listed, the rest judged
     for lineno, row in iter_rows(input, formats=(".jsonl", ".json"), on_bad=bad):
-        why = _check(task, row)
+        why = check_row(task, row)
         if why is not None:
             res.bad.append((lineno, why))
             continue

@@ -10,15 +10,16 @@ So every caller that needs an answer span (responses, detect incl. NonExist, ori
 guarded generation, the server) calls :func:`answer_chars` / :func:`locate_answer_span`, whose
 inputs are only the question and the response text. Methods (``spans.method`` in the config):
 
-* ``phrase`` (default): the answer phrase found from the text alone — first line, first sentence,
+* ``phrase`` (default, :mod:`hneurons.text.phrase`): the answer phrase found from the text alone,
+  steered by what the question asks for (a number, a name, a place) — first line, first sentence,
   explanation after the answer clause dropped, lead-ins ("The answer is", "I think", "It was")
   dropped, a copula sentence reduced to the side that does not echo the question ("The capital of
   France is Paris" → "Paris", "Paris is the capital of France" → "Paris"), then edge function
-  words, question-echo words, articles and punctuation trimmed. Nothing left → the whole response
-  minus filler.
+  words, question-echo words, articles and punctuation trimmed, at most six words. Nothing left →
+  the start of the whole response minus filler.
 * ``response``: the whole response minus leading/trailing whitespace/punctuation (the simplest
   label-blind rule).
-* ``llm``: the paper's GPT-4o extraction (PAPER.md §2.7) through any OpenAI-compatible endpoint,
+* ``llm``: the paper's GPT-4o extraction (the paper (arXiv 2512.01797) §2.7) through any OpenAI-compatible endpoint,
   asking for a verbatim substring (no token lists: pitfalls 3 and 5), checking it is one
   contiguous piece of the response (pitfall 4) and re-asking on an empty or invalid reply
   (pitfall 6); replies are cached; after the retries the ``phrase`` rule is the recorded fallback.
@@ -29,20 +30,18 @@ The label-aware rule of the first releases stays available only as ``spans.metho
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-import unicodedata
 from collections.abc import Sequence as Seq
-from pathlib import Path
 from typing import Any
 
 from hneurons.errors import ConfigError
+from hneurons.text.phrase import MAX_DIGITS, MAX_PHRASE_WORDS, answer_phrase, response_chars
 from hneurons.text.spans import Sequence, Span, SpanFailure, span_from_chars
 
 __all__ = [
     "SPAN_METHODS",
     "LLMSpanLocator",
+    "MAX_DIGITS",
+    "MAX_PHRASE_WORDS",
     "answer_chars",
     "answer_phrase",
     "locate_answer_span",
@@ -52,290 +51,6 @@ __all__ = [
 
 SPAN_METHODS = ("phrase", "response", "llm", "alias")
 """``alias`` is the label-aware rule kept for parity experiments only (it leaks the label)."""
-
-# Words that never carry the answer on the edge of a phrase: articles, prepositions,
-# auxiliaries, hedges and participles that link a subject to its answer ("located in", "known as").
-_EDGE_WORDS = frozenset(
-    """a an the in on at by of from to for with into onto as about around approximately roughly
-    nearly almost over under exactly only just actually indeed definitely probably perhaps maybe
-    possibly likely certainly called named known located situated found based born held set made
-    is was are were be been being has have had do does did will would can could should may might
-    must shall it its it's this that these those there here he she they his her their him them
-    and or but so then also which who whom whose what when where why how i'm we you your my our
-    answer correct yes no not think believe guess""".split()
-)
-_COPULA = re.compile(
-    r"\s(?:is|was|are|were|has been|had been|have been|will be|would be|became|becomes|remains|"
-    r"is called|was called|is named|was named|is known as|was known as|refers to|means)\s",
-    re.IGNORECASE,
-)
-_LEADINS = [
-    re.compile(p, re.IGNORECASE)
-    for p in (
-        r"^(?:the\s+)?(?:correct\s+|final\s+|short\s+|right\s+)?answer\s*(?:is|would be|:|-)\s*:?\s*",
-        r"^(?:i\s+)?(?:think|believe|guess|suppose)\s+(?:that\s+)?",
-        r"^(?:it|this|that|he|she|they)\s*(?:'s|’s|\s+is|\s+was|\s+were|\s+are|\s+would be|\s+must be|"
-        r"\s+might be|\s+could be|\s+should be)\s+",
-        r"^(?:probably|perhaps|maybe|possibly|likely|certainly|definitely|actually|well|so|yes|no|sure|"
-        r"okay|ok)\b\s*[,:!]?\s*",
-        r"^[^:\n]{1,40}:\s+(?=\S)",  # "Final answer: X", "Capital: X"
-        r"^[^\W\d_]+(?:ed|en|wn|ght|t)\s+by\s+",  # "written by X", "painted by X", "built by X"
-    )
-]
-_TRAILING = re.compile(r",\s+(?=[a-z])(?!(?:and|or)\s)|\s+\(|\s+[-–—]\s+|;|\s*\n")
-"""Explanation after the answer clause: ", which ...", ", of course", " (born ...)", " - a city", "; ..."
-(a comma before a capitalised word or "and"/"or" is kept: "A, B, AB, and O", "Paris, France")."""
-# An introductory prepositional phrase ending at the first comma ("In 1066, ...", "According to X, ...")
-_INTRO = re.compile(r"(?:in|at|on|during|after|before|since|according to|for|by)\s[^,]{1,40}$", re.IGNORECASE)
-# A relative clause inside the chosen side ("a musical that features ...")
-_RELATIVE = re.compile(r"\s+(?:but|which|who|that|whose)\s", re.IGNORECASE)
-# A sentence end: [.!?] then space, unless the period ends an initial ("J. K.") or a known abbreviation.
-_SENT_END = re.compile(r"(?<=[.!?])\s+")
-_ABBREV = frozenset("mr mrs ms dr st jr sr mt ft vs etc no co inc ltd prof gen col lt sgt rev".split())
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
-_EDGE_PUNCT = "\"'“”‘’`*_()[]{}<>«».,;:!?-–— \t"
-
-
-def _is_filler_char(ch: str) -> bool:
-    cat = unicodedata.category(ch)
-    return ch.isspace() or (cat[0] in "PZS" and cat != "Sc")  # "£500" keeps its currency sign
-
-
-def response_chars(response: str) -> tuple[int, int] | None:
-    """The whole response minus leading/trailing whitespace and punctuation (``response`` method)."""
-    keep = [i for i, ch in enumerate(response) if not _is_filler_char(ch)]
-    return (keep[0], keep[-1] + 1) if keep else None
-
-
-def _stem(word: str) -> str:
-    w = word.lower().replace("’", "'")
-    w = re.sub(r"'s$", "", w)
-    for suf in ("ing", "ed", "es", "s", "d"):
-        if len(w) > len(suf) + 3 and w.endswith(suf):
-            return w[: -len(suf)][:6]
-    return w[:6]
-
-
-def _question_stems(question: str) -> set[str]:
-    return {_stem(w) for w in _WORD.findall(question) if w.lower() not in _EDGE_WORDS}
-
-
-def _first_sentence(text: str, start: int, end: int) -> int:
-    """End index of the first sentence of ``text[start:end]`` (initials and abbreviations kept)."""
-    for m in _SENT_END.finditer(text, start, end):
-        before = text[start : m.start()]
-        last = before.rstrip(".!?").split()[-1:] or [""]
-        word = last[0].strip(_EDGE_PUNCT).lower()
-        if before.endswith(".") and (len(word) <= 1 or word in _ABBREV or "." in word):
-            continue  # "J. K. Rowling", "Dr. No", "U.S. Army"
-        return m.start()
-    return end
-
-
-def _echo(text: str, stems: set[str]) -> float:
-    words = [w for w in _WORD.findall(text) if w.lower() not in _EDGE_WORDS]
-    if not words:
-        return 1.0
-    return sum(_stem(w) in stems for w in words) / len(words)
-
-
-def _trim_edges(text: str, start: int, end: int, stems: set[str]) -> tuple[int, int]:
-    """Drop edge words that are function words or echo the question, and edge punctuation."""
-    words = list(_WORD.finditer(text, start, end))
-    # Echo words are trimmed only from clause-like phrases: in a short answer such as
-    # "Psalm 23" for "Which psalm ...?" the echoed word is part of the answer's name.
-    # A name ("War of the Spanish Succession", "Civil Service Sports Ground") keeps its words even
-    # when the question uses them: every content word capitalised (or a number) means a name.
-    content = [m.group(0) for m in words if m.group(0).lower() not in _EDGE_WORDS]
-    is_name = bool(content) and all(w[0].isupper() or w[0].isdigit() for w in content)
-    echo = len(words) >= 4 and not is_name
-
-    def droppable(m: re.Match[str]) -> bool:
-        return echo and _stem(m.group(0)) in stems
-
-    def function_word(m: re.Match[str]) -> bool:
-        return m.group(0).lower().replace("’", "'") in _EDGE_WORDS and text[m.end() : m.end() + 1] != ","
-
-    lo, hi = 0, len(words)
-    while lo < hi and (function_word(words[lo]) or droppable(words[lo])):
-        lo += 1
-    while hi > lo and function_word(words[hi - 1]):
-        hi -= 1
-    if lo == hi:
-        return start, start
-    s, e = words[lo].start(), words[hi - 1].end()
-    # a currency sign before a number belongs to the answer ("£500")
-    while s > 0 and unicodedata.category(text[s - 1]) == "Sc":
-        s -= 1
-    return s, e
-
-
-_PREP = re.compile(r"\s(?:in|at|by|for|of|from|to|on|with|as)\s+(?=(?:the\s+)?[$£€]?[A-Z0-9])")
-
-
-def _last_named_object(text: str, start: int, end: int) -> int:
-    """Start of the last name/number a verb phrase leads to ("set up in Rotary City" → "Rotary City").
-
-    Only for phrases that start with a lower-case word (a predicate, not a name), so answers that
-    are names with prepositions ("War of the Spanish Succession") stay whole.
-    """
-    first = _WORD.search(text, start, end)
-    if first is None or not first.group(0)[0].islower():
-        return start
-    at = start
-    for m in _PREP.finditer(text, start, end):
-        at = m.end()
-    return at
-
-
-# A quoted title or name: “…”, "…", «…», or ‘…’/'…' opened after a space (not an apostrophe)
-_QUOTED = re.compile(r"“([^”\n]+)”|\"([^\"\n]+)\"|«([^»\n]+)»|(?:(?<=\s)|^)[‘']([^’'\n]+)[’'](?=[\s.,;:!?)]|$)")
-
-
-def _quoted_answer(text: str, start: int, end: int, stems: set[str]) -> tuple[int, int] | None:
-    """The first quoted piece of ``text[start:end]`` that does not restate the question, if any.
-
-    A model that quotes something in its answer sentence quotes the answer ("… Harper Lee's novel
-    “To Kill a Mockingbird”"); a quoted piece that echoes the question ("The novel “The Adventures
-    of Huckleberry Finn” was written by …") is the subject, not the answer, and is skipped.
-    """
-    for m in _QUOTED.finditer(text, start, end):
-        g = next(i for i in range(1, 5) if m.group(i) is not None)
-        s, e = m.span(g)
-        if _WORD.search(text, s, e) and _echo(text[s:e], stems) < 0.5:
-            return s, e
-    return None
-
-
-MAX_PHRASE_WORDS = 6
-"""Longer phrases are rambling predicates, not answers; both classes are cut the same way."""
-
-
-def _cap_words(text: str, start: int, end: int) -> int:
-    words = list(_WORD.finditer(text, start, end))
-    return words[MAX_PHRASE_WORDS - 1].end() if len(words) > MAX_PHRASE_WORDS else end
-
-
-def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
-    """Character range ``[start, end)`` of the answer phrase in ``response`` (``phrase`` method).
-
-    Reads only the question and the response, never a gold answer or a verdict. Returns ``None``
-    only when the response has no word at all.
-    """
-    whole = response_chars(response)
-    if whole is None:
-        return None
-    start, end = whole
-    # first non-empty line, first sentence, then the answer clause before any explanation
-    nl = response.find("\n", start, end)
-    if nl >= 0:
-        end = nl
-    end = _first_sentence(response, start, end)
-    stems = _question_stems(question)
-    quoted = _quoted_answer(response, start, end, stems)
-    if quoted is not None:  # a title keeps its words ("To Kill a Mockingbird"); only edge punctuation goes
-        inner = response_chars(response[quoted[0]:quoted[1]])
-        if inner is not None:
-            s, e = quoted[0] + inner[0], quoted[0] + inner[1]
-            return s, _cap_words(response, s, e)
-    m = _TRAILING.search(response, start, end)
-    if m and _INTRO.match(response, start, m.start()) and response[m.start()] == ",":
-        start = m.end()  # "In humans, esotropia affects the eye": an introductory phrase, not the answer
-        m = _TRAILING.search(response, start, end)
-    if m and _WORD.search(response, start, m.start()):
-        end = m.start()
-    # lead-ins, repeatedly ("I think the answer is: X")
-    changed = True
-    while changed:
-        changed = False
-        for pat in _LEADINS:
-            m = pat.match(response[start:end])
-            if m and m.end() and _WORD.search(response, start + m.end(), end):
-                start += m.end()
-                changed = True
-    # a copula sentence: keep the side that does not echo the question (ties → the predicate);
-    # the last copula, so "The acid that is in rhubarb is called oxalic acid" splits at "called"
-    c = None
-    for c in _COPULA.finditer(response, start, end):
-        pass
-    if c:
-        left, right = (start, c.start()), (c.end(), end)
-        if _WORD.search(response, *right) and _echo(response[slice(*right)], stems) <= _echo(response[slice(*left)], stems):
-            start, end = right
-        elif _WORD.search(response, *left):
-            start, end = left
-        m = _RELATIVE.search(response, start, end)
-        if m and _WORD.search(response, start, m.start()):
-            end = m.start()
-    start = _last_named_object(response, start, end)
-    s, e = _trim_edges(response, start, end, stems)
-    if s < e:
-        return s, _cap_words(response, s, e)
-    # everything echoed the question: keep the clause without its edge function words
-    s, e = _trim_edges(response, start, end, set())
-    return (s, e) if s < e else whole
-
-
-class LLMSpanLocator:
-    """The paper's answer extraction through an OpenAI-compatible chat endpoint (PAPER.md §2.7).
-
-    Asks for the answer as a verbatim substring of the response in a JSON object (double quotes:
-    no apostrophe bug), validates that it occurs contiguously in the response, re-asks on empty or
-    invalid replies, and falls back to the ``phrase`` rule after ``max_attempts``; ``fallbacks``
-    counts those. Replies are cached through :class:`hneurons.judges.rules.LLMJudge`'s request cache.
-    """
-
-    PROMPT = (
-        "Question: {question}\nResponse: {response}\n\n"
-        "Copy the answer to the question from the response: the shortest contiguous piece of the "
-        "response that states the factual claim (an entity, a number, a date, a short phrase), "
-        "without lead-ins, the question's own words or explanations. Copy it character for "
-        'character. Reply with JSON only: {{"answer": "<verbatim substring>"}}'
-    )
-
-    def __init__(self, base_url: str, model: str, cache_dir: Path | None = None, max_attempts: int = 3,
-                 **client_kwargs: Any) -> None:
-        from hneurons.judges.rules import LLMJudge
-
-        self._client = LLMJudge(base_url, model, cache_dir=cache_dir, **client_kwargs)
-        self.max_attempts = max(1, max_attempts)
-        self.fallbacks = 0
-
-    def close(self) -> None:
-        """Close the HTTP client and its cache."""
-        self._client.close()
-
-    def __call__(self, question: str, response: str) -> tuple[int, int] | None:
-        prompt = self.PROMPT.format(question=question.strip(), response=response)
-        key = hashlib.sha256(("span\0" + prompt).encode("utf-8")).hexdigest()
-        for attempt in range(self.max_attempts):
-            reply = self._client._cache_get(key) if attempt == 0 else None
-            fresh = reply is None
-            if fresh:
-                reply = self._client._post(prompt)
-            got = _parse_llm_span(reply or "", response)
-            if got is not None:
-                if fresh:
-                    self._client._cache_put(key, reply or "")
-                return got
-        self.fallbacks += 1
-        return answer_phrase(question, response)
-
-
-def _parse_llm_span(reply: str, response: str) -> tuple[int, int] | None:
-    """The reply's ``answer`` located in ``response``; None when absent, empty or not a substring."""
-    m = re.search(r"\{.*\}", reply, re.DOTALL)
-    try:
-        answer = json.loads(m.group(0))["answer"] if m else None
-    except (ValueError, KeyError, TypeError):
-        answer = None
-    if not isinstance(answer, str) or not answer.strip():
-        return None
-    needle = answer.strip()
-    at = response.find(needle)
-    if at < 0:
-        at = response.lower().find(needle.lower())
-    return (at, at + len(needle)) if at >= 0 else None
 
 
 def answer_chars(question: str, response: str, method: str = "phrase",
@@ -385,65 +100,6 @@ def token_char_offsets(tokenizer: Any, ids: Seq[int]) -> tuple[str, list[tuple[i
     return text, offsets
 
 
-# --------------------------------------------------------------------------- quality measures
-
-
-def _gpt4o_answer_text(tokens: Seq[str]) -> str:
-    """GPT-4o's answer-token list (raw vocabulary pieces with ``Ġ``/``▁``) as plain text."""
-    return "".join(tokens).replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n").strip()
-
-
-def _f1(pred: str, gold: str) -> float:
-    from hneurons.judges.rules import normalize_answer
-
-    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
-    if not p or not g:
-        return float(p == g)
-    common = sum(min(p.count(w), g.count(w)) for w in set(p))
-    if common == 0:
-        return 0.0
-    prec, rec = common / len(p), common / len(g)
-    return 2 * prec * rec / (prec + rec)
-
-
-def gpt4o_agreement(method: str = "phrase", path: str | Path | None = None,
-                    llm: LLMSpanLocator | None = None) -> dict[str, Any]:
-    """Agreement of a label-blind method with GPT-4o's answer tokens (PAPER.md §2.7).
-
-    Reference: the packaged ``judge_validation_triviaqa`` set (573 responses of three large models
-    with the official GPT-4o extraction) or a user's copy at ``path``. Exact = equal after the
-    judge's normalisation; F1 = SQuAD word F1. Rows whose GPT-4o list is empty are skipped
-    (PAPER.md §8 pitfall 6).
-    """
-    from hneurons.data import load_dataset
-    from hneurons.judges.rules import normalize_answer
-
-    exact = f1 = 0.0
-    n = 0
-    for rec in load_dataset("judge_validation_triviaqa", path):
-        gold = _gpt4o_answer_text(rec.extra.get("answer_tokens") or [])
-        response = rec.extra.get("response") or ""
-        if not gold or not response.strip():
-            continue
-        got = answer_chars(rec.question, response, method, llm)
-        pred = response[got[0]:got[1]] if got else ""
-        exact += normalize_answer(pred) == normalize_answer(gold)
-        f1 += _f1(pred, gold)
-        n += 1
-    return {"method": method, "n": n, "exact": round(exact / n, 4) if n else None,
-            "token_f1": round(f1 / n, 4) if n else None}
-
-
-# --------------------------------------------------------------------------- stage entry point
-
-
-def make_llm_locator(spans_cfg: Any, cache_dir: Path | None) -> LLMSpanLocator | None:
-    """The LLM locator a run's ``spans`` config asks for (None for the rule methods)."""
-    if spans_cfg.method != "llm":
-        return None
-    return LLMSpanLocator(spans_cfg.llm_url, spans_cfg.llm_model, cache_dir=cache_dir)
-
-
 def span_by_config(seq: Sequence, question: str, method: str, llm: LLMSpanLocator | None = None,
                    leaky_alias: str | None = None) -> Span | SpanFailure:
     """The answer span the stages use: label-blind unless ``method == "alias"``.
@@ -459,35 +115,6 @@ def span_by_config(seq: Sequence, question: str, method: str, llm: LLMSpanLocato
     return locate_answer_span(seq, question, method, llm)
 
 
-def span_quality(rows: Seq[dict[str, Any]], method: str, llm: LLMSpanLocator | None = None) -> dict[str, Any]:
-    """How the locator did on a run's labelled responses, plus its agreement with GPT-4o.
-
-    ``rows`` are labelled responses with ``label``, ``span_start/end``, ``span_text``,
-    ``span_status``, ``response_start/end`` and (faithful rows) ``matched_alias``. Alias recall:
-    share of faithful answers whose span contains the alias the judge matched (goal ≥ 90 %);
-    length ratio: mean span tokens of hallucinated / faithful answers (goal 0.67–1.5: a ratio far
-    from 1 means span length alone would separate the classes).
-    """
-    from hneurons.judges.rules import match_alias
-
-    ok = [r for r in rows if r.get("span_status") == "ok"]
-    out: dict[str, Any] = {"method": method, "label_blind": method != "alias"}
-    lengths: dict[int, list[int]] = {0: [], 1: []}
-    fractions: dict[int, list[float]] = {0: [], 1: []}
-    for r in ok:
-        n = int(r["span_end"]) - int(r["span_start"])
-        lengths[int(r["label"])].append(n)
-        resp = max(1, int(r.get("response_end", 0)) - int(r.get("response_start", 0)))
-        fractions[int(r["label"])].append(n / resp)
-    for c, name in ((0, "faithful"), (1, "hallucinated")):
-        out[f"mean_tokens_{name}"] = round(sum(lengths[c]) / len(lengths[c]), 3) if lengths[c] else None
-        out[f"mean_fraction_{name}"] = round(sum(fractions[c]) / len(fractions[c]), 3) if fractions[c] else None
-    f, h = out["mean_tokens_faithful"], out["mean_tokens_hallucinated"]
-    out["length_ratio"] = round(h / f, 3) if f and h is not None else None
-    faithful = [r for r in ok if int(r["label"]) == 0 and r.get("matched_alias")]
-    # the judge's own matcher: "Khartoum (city)", "FRANCE" and "26 June 1945" match as the judge matched them
-    hits = sum(match_alias(r["span_text"], [r["matched_alias"]]) is not None for r in faithful)
-    out["alias_recall"] = round(hits / len(faithful), 4) if faithful else None
-    out["alias_recall_n"] = len(faithful)
-    out["gpt4o"] = gpt4o_agreement(method) if method in ("phrase", "response") else None
-    return out
+# Kept importable from here: the stages import the whole locator API from this module.
+from hneurons.text.locator_llm import LLMSpanLocator, make_llm_locator  # noqa: E402
+from hneurons.text.span_quality import gpt4o_agreement, span_quality  # noqa: E402
