@@ -221,6 +221,7 @@ class Handler:
         finally:
             if status == CLIENT_GONE:  # the client left mid-stream (the generator was closed)
                 job.cancel()
+                pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody reads it now
                 self.done(rid, endpoint, status, start, stream=True)
             elif status != 200:
                 self.done(rid, endpoint, status, start, stream=True)
