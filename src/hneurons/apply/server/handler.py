@@ -26,7 +26,7 @@ from hneurons.apply.server import protocol
 from hneurons.apply.server.ops import Metrics, RequestLog, key_accepted
 from hneurons.apply.server.worker import BatchWorker, ClientGone, Job, QueueFull
 from hneurons.core.generation import row_seed
-from hneurons.errors import HNeuronsError
+from hneurons.errors import EndpointError, HNeuronsError
 
 CLIENT_GONE = 499  # the status logged (never sent) for a request whose client left, as nginx does
 
@@ -158,6 +158,8 @@ class Handler:
 
     @staticmethod
     def failure(exc: BaseException) -> JSONResponse:
+        if isinstance(exc, EndpointError):  # the upstream failed, not the request
+            return protocol.error(502, str(exc))
         if isinstance(exc, HNeuronsError):
             return protocol.error(400, str(exc))
         return protocol.error(500, f"generation failed: {type(exc).__name__}: {exc}")

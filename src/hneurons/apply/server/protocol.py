@@ -88,7 +88,7 @@ ACCEPTED = {"chat": "model, messages, max_tokens, max_completion_tokens, tempera
 def error(status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     """An OpenAI-shaped error reply."""
     kind = {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
-            429: "rate_limit_error", 503: "service_unavailable"}.get(status)
+            429: "rate_limit_error", 502: "upstream_error", 503: "service_unavailable"}.get(status)
     kind = kind or ("invalid_request_error" if status < 500 else "server_error")
     return JSONResponse(status_code=status, headers=headers,
                         content={"error": {"message": message, "type": kind, "param": param, "code": None}})
