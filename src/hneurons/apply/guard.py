@@ -198,6 +198,8 @@ def guarded_generate(
     for i, gen in enumerate(gens):
         out, span = _result(state, questions[i], gen, opts.alpha, prompt_lens[i])
         results.append(out)
+        if span is not None and gen.finish_reason == "cancelled":
+            span = _fed(cett[i], span)
         if span is not None:
             x_rows.append(_span_mean(cett[i], span))
             scored.append(i)
@@ -226,6 +228,13 @@ def _result(state: ScoringState, question: str, gen: Generation, alpha: float,
     text = state.loaded.tokenizer.decode(list(gen.token_ids[s:e]), skip_special_tokens=True).strip()
     out["span"] = {"start": prompt_len + s, "end": prompt_len + e, "text": text}
     return out, span
+
+
+def _fed(cett: np.ndarray, span: tuple[int, int]) -> tuple[int, int] | None:
+    """The part of a cancelled row's span the model was fed: its last drawn token never was."""
+    unfed = np.flatnonzero(~np.isfinite(cett).all(axis=1))
+    end = min(span[1], int(unfed[0])) if unfed.size else span[1]
+    return (span[0], end) if end > span[0] else None
 
 
 def _span_mean(cett: np.ndarray, span: tuple[int, int]) -> np.ndarray:

@@ -103,37 +103,3 @@ def register(app: typer.Typer) -> None:
             table.add_row(r["question"], r["answer"] + (" [abstained]" if r["abstained"] else ""), p,
                           top["name"] if top else "-")
         Console().print(table)
-
-    @app.command()
-    def serve(
-        run_dir: RunDirArg = None,
-        port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
-        host: Annotated[str, typer.Option("--host", help="bind address (127.0.0.1 = this machine only)")] = "127.0.0.1",
-        alpha: AlphaOpt = 1.0,
-        abstain_above: AbstainOpt = None,
-        max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="requests decoded together")] = 8,
-        model: ModelOpt = None,
-        force: ForceOpt = False,
-        probe: ProbeOpt = None,
-        sets: SetOpt = None,
-        trust_remote_code: TrustCodeOpt = False,
-        offline: OfflineOpt = False,
-        max_input_bytes: MaxInputOpt = MAX_INPUT_BYTES,
-    ) -> None:
-        """Serve an OpenAI-compatible /v1/chat/completions endpoint with guarded generation."""
-        from hneurons.config import check_guard
-
-        use = UseOptions(run_dir, probe, model, force, sets, trust_remote_code, offline)
-        use.source()
-        check_guard(alpha, abstain_above)
-        from hneurons.apply.server import bind_socket, create_app, run_server  # says what to install if they are missing
-
-        sock = bind_socket(host, port)  # before the model loads: a busy port fails fast, and stays ours
-        state = use.state()
-        app_ = create_app(state, alpha=alpha, abstain_above=abstain_above, max_batch=max_batch,
-                          max_input_bytes=max_input_bytes)
-        bound = sock.getsockname()[1]
-        console.print(f"serving {state.loaded.name} on http://{host}:{bound}/v1 (α = {alpha:g}, "
-                      f"abstain above {abstain_above if abstain_above is not None else 'off'})")
-        run_server(app_, sock)
-

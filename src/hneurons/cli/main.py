@@ -22,6 +22,7 @@ from rich.table import Table
 from hneurons.cli.judge import register as register_judge_command
 from hneurons.cli.apply import register as register_use_commands
 from hneurons.cli.extras import register_compare, register_plan
+from hneurons.cli.serve import register as register_serve_command
 from hneurons.cli.trust import OfflineOpt
 from hneurons.cli.trust import register as register_trust_commands
 from hneurons.errors import HNeuronsError
@@ -202,6 +203,7 @@ def archs() -> None:
 
 
 register_use_commands(app)
+register_serve_command(app)
 register_judge_command(app)
 register_plan(app)
 register_compare(app)
