@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hneurons.core import distributed
 from hneurons.config import Config
 from hneurons.core.features import FeatureItem
 from hneurons.core.store import FeatureStore, answer_features
@@ -165,7 +166,8 @@ def _questions(ctx: Any, es: EvalSet) -> list[Any]:
         if len(recs) >= n:
             return recs[:n]
     recs = build_nonexist(n, seed=ctx.cfg.seed, exclude_texts=_packaged_texts())
-    save_records(recs, path)
+    if distributed.is_main():
+        save_records(recs, path)
     return recs
 
 
@@ -283,9 +285,10 @@ def run(ctx: Any) -> dict[str, Any]:
         keep = set(int(located[j]) for j in bal.indices)
         for i, row in enumerate(rows):
             row["balanced"] = i in keep
-        _write_parquet(ctx.rundir.path("detect", f"items_{name}.parquet"), rows,
-                       ["qid", "question", "response", "verdict", "label", "span_start", "span_end", "span_text",
-                        "span_status", "balanced"])
+        if distributed.is_main():
+            _write_parquet(ctx.rundir.path("detect", f"items_{name}.parquet"), rows,
+                           ["qid", "question", "response", "verdict", "label", "span_start", "span_end",
+                            "span_text", "span_status", "balanced"])
         counts = {"questions": len(recs), "refusals": sum(r["verdict"] == "refusal" for r in rows),
                   "no_answer": sum(r["verdict"] == "no_answer" for r in rows),
                   "judge_errors": sum(r["verdict"] == "error" for r in rows),
@@ -304,6 +307,8 @@ def run(ctx: Any) -> dict[str, Any]:
         # one forward per item gives the CETT features and the token statistics of the baselines
         answer = answer_features(store, lm, feat_items, dtype=cfg.features.store_dtype,
                                  batch_size=cfg.features.batch_size, stats_layer=train.stats.residual_layer)
+        if not distributed.is_main():  # the other ranks helped sample and extract; rank 0 scores
+            continue
         st = token_stats(feat_items, *FeatureStore(store).load_stats())
         ev = EvalData(answer, st)
         pos = {i: p for p, i in enumerate(feat_idx)}
@@ -328,6 +333,8 @@ def run(ctx: Any) -> dict[str, Any]:
                            "in question order, not only the balanced set",
                   "methods": {m: selective_answering(correct, all_scores[m][rc_rows], dc.n_boot, cfg.seed)
                               for m in RC_METHODS if m in all_scores}}
+    if not distributed.is_main():
+        return {}
     order = [m for m in BASELINES if m in scorers]
     write_json(ctx.rundir.path("detect", "detect.json"), {
         "sets": result_sets, "methods": order, "skipped": skipped, "span_method": cfg.spans.method,

@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from hneurons.core import distributed
 from hneurons.errors import ConfigError, DataError
 from hneurons.intervention.summary import generation_rows, summarize, write_parquet
 from hneurons.intervention.sweep import (
@@ -147,6 +148,8 @@ def run(ctx: Any) -> dict[str, Any]:
     with _judge(ctx) as judge:
         records = sweep(progress, run_key, items, conditions, icfg.alphas, generate, judge,
                         make_scaler(layout, icfg.method), icfg.max_new_tokens, ctx.cfg.seed, batch, ctx.log)
+        if not distributed.is_main():  # the other ranks generated their shards; rank 0 summarises
+            return {}
         summary = summarize(records, items, list(conditions), icfg.alphas, judge.name, len(h))
         summary["judge_fallbacks"] = judge.fallbacks
     summary.update({"method": icfg.method, "max_new_tokens": icfg.max_new_tokens,

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hneurons.core import distributed
 from hneurons.config import Config
 from hneurons.core.store import FeatureStore, answer_features
 from hneurons.core.models import (
@@ -217,7 +218,8 @@ def _transfer(ctx: Any, base: LoadedModel, probe: Any, h_idx: np.ndarray, train:
         bal = balance(labels, dc.per_class, dc.min_per_class, cfg.seed)
         keep = {located[j] for j in bal.indices}
         rows = [{**it.row(), "balanced": i in keep} for i, it in enumerate(items)]
-        _write_items(ctx.rundir.path(STAGE, f"items_{name}.parquet"), rows)
+        if distributed.is_main():
+            _write_items(ctx.rundir.path(STAGE, f"items_{name}.parquet"), rows)
         counts = {"questions": len(recs), "refusals": sum(it.verdict == "refusal" for it in items),
                   "no_answer": sum(it.verdict == "no_answer" for it in items),
                   "unlocated": sum(it.label is not None and it.feature is None for it in items),
@@ -249,7 +251,8 @@ def run(ctx: Any) -> dict[str, Any]:
     o = cfg.origin
     out_json = ctx.rundir.path(STAGE, "origin.json")
     if o.base_model is None:
-        write_json(out_json, {"status": "not run", "reason": NO_BASE_REASON})
+        if distributed.is_main():
+            write_json(out_json, {"status": "not run", "reason": NO_BASE_REASON})
         return {"status": "not run", "reason": NO_BASE_REASON}
     unknown = [s for s in o.sets if s not in EVAL_SETS]
     if unknown:
@@ -273,10 +276,11 @@ def run(ctx: Any) -> dict[str, Any]:
         drift_source = "loaded models"
     h_idx = load_h_neurons(files["h_neurons"], drift.d_ff, drift.n_layers)
     test = drift_test(drift, h_idx, o.permutations, cfg.seed)
-    with atomic_path(ctx.rundir.path(STAGE, "drift.parquet")) as tmp:
-        import pyarrow.parquet as pq
+    if distributed.is_main():
+        with atomic_path(ctx.rundir.path(STAGE, "drift.parquet")) as tmp:
+            import pyarrow.parquet as pq
 
-        pq.write_table(drift.table(h_idx), tmp)
+            pq.write_table(drift.table(h_idx), tmp)
     ctx.log(f"[origin] drift: mean normalised rank of {test['n_h']} H-Neurons {test['mean_rank_h']:.3f} "
             f"(t-test p {test['t_p']}, permutation p {test['perm_p']})")
 
@@ -291,6 +295,8 @@ def run(ctx: Any) -> dict[str, Any]:
         train = None
         ctx.log(f"[origin] random-neuron transfer control skipped: {exc}")
     transfer, skipped = _transfer(ctx, base, probe, h_idx, train)
+    if not distributed.is_main():  # the other ranks helped sample and extract; rank 0 writes
+        return {}
 
     write_json(out_json, {
         "status": "done", "reason": None,

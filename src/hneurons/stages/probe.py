@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from hneurons.core import distributed
 from hneurons.core.store import FeatureStore, check_finite
 from hneurons.data import load_dataset
 from hneurons.errors import DataError
@@ -57,8 +58,28 @@ def _probe_from_point(pt: PathPoint, cfg: Any, d_ff: int, n_features: int) -> HN
     return probe
 
 
+def suppression_checks(ctx: Context, keys: list[tuple[int, ...]] | None) -> dict[tuple[int, ...], float]:
+    """TriviaQA accuracy with each neuron set of rank 0's ``keys`` suppressed, ``()`` = unsuppressed.
+
+    Every rank joins: rank 0 fits the path and names the sets, each rank checks its share of
+    them (a whole set each, so the batches are the one-process ones) and all get every result.
+    """
+    p = ctx.cfg.probe
+    keys = distributed.broadcast(keys)
+    unique = [(), *(k for k in dict.fromkeys(keys) if k)]
+    questions = load_dataset(SUPPRESSION_POOL)[-p.suppression_questions:]
+    kw = dict(max_new_tokens=p.suppression_max_new_tokens, batch_size=ctx.cfg.responses.batch_size,
+              chat=ctx.cfg.model.prompt_format == "chat")
+    mine = [suppression_accuracy(ctx.model, questions, list(k), alpha=0.0, **kw) for k in distributed.shard(unique)]
+    return dict(zip(unique, distributed.gather_sharded(mine)))
+
+
 def run(ctx: Context) -> dict[str, Any]:
     p = ctx.cfg.probe
+    if not distributed.is_main():  # rank 0 fits the probe; the others help check suppression
+        if p.suppression_questions > 0:
+            suppression_checks(ctx, None)
+        return {}
     fp = ctx.model_fingerprint
     qids, feats, labels = load_split(ctx, "train", fp)
     idx = FeatureStore(ctx.rundir.path("features", "train")).index()
@@ -87,18 +108,10 @@ def run(ctx: Context) -> dict[str, Any]:
     supp: dict[float, float] | None = None
     baseline = None
     if p.suppression_questions > 0:
-        pool = load_dataset(SUPPRESSION_POOL)
-        questions = pool[-p.suppression_questions:]
-        loaded = ctx.model
-        kw = dict(max_new_tokens=p.suppression_max_new_tokens, batch_size=ctx.cfg.responses.batch_size,
-                  chat=ctx.cfg.model.prompt_format == "chat")
-        baseline = suppression_accuracy(loaded, questions, [], **kw)
-        supp, cache = {}, {}
-        for pt in points:
-            key = tuple(np.flatnonzero(pt.coef > 0).tolist())
-            if key not in cache:
-                cache[key] = suppression_accuracy(loaded, questions, list(key), alpha=0.0, **kw) if key else baseline
-            supp[pt.C] = cache[key]
+        keys = [tuple(np.flatnonzero(pt.coef > 0).tolist()) for pt in points]
+        accs = suppression_checks(ctx, keys)
+        baseline = accs[()]
+        supp = {pt.C: accs[key] for pt, key in zip(points, keys)}
         ctx.log(f"[probe] TriviaQA accuracy {baseline:.3f} unsuppressed; suppressed per C: "
                 + ", ".join(f"{v:.3f}" for v in supp.values()))
     usable = [pt for pt in points if pt.n_positive > 0] or points

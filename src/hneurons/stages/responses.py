@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from hneurons.core import distributed
 from hneurons.core.generation import SamplingParams
 from hneurons.data import load_dataset_with_report
 from hneurons.data.registry import Record
@@ -90,9 +91,10 @@ def _sample_phase(ctx: Context, backend: Any, records: list[Record], prompts: di
     """
     todo = unfinished_chunks(records, chunk, lambda r: len(done.get((r.id, phase), [])) >= params.n)
     log_path = ctx.rundir.path("responses", "samples.jsonl")
-    tokens, seconds = 0, 0.0
+    seconds = 0.0
+    mine: list[list[dict]] = []  # this rank's chunks (all of them in one process), merged below
     bar = tqdm(total=sum(len(part) for _, part in todo), desc=f"responses ({phase})", unit="q")
-    for start, part in todo:
+    for start, part in distributed.shard(todo):
         t0 = time.perf_counter()
         # the seed follows the chunk's position in the list, so resumed chunks sample as before
         seed = ctx.cfg.seed * 7_919 + seed_offset + start
@@ -106,21 +108,23 @@ def _sample_phase(ctx: Context, backend: Any, records: list[Record], prompts: di
                 if j in have:
                     continue
                 verdict, alias = judge(rec, g.text)
-                tokens += len(g.token_ids)
                 rows.append({"qid": rec.id, "phase": phase, "sample": j, "text": g.text, "token_ids": list(g.token_ids),
                              "finish_reason": g.finish_reason, "verdict": verdict, "matched_alias": alias})
-        append_jsonl(log_path, rows)
-        for row in rows:
-            done.setdefault((row["qid"], phase), []).append(row)
+        append_jsonl(distributed.shard_log(log_path), rows)
+        mine.append(rows)
         bar.update(len(part))
     bar.close()
-    return tokens, seconds
+    merged = distributed.merge_shard_logs(log_path, mine)
+    for row in (row for rows in merged for row in rows):
+        done.setdefault((row["qid"], phase), []).append(row)
+    return sum(len(row["token_ids"]) for rows in merged for row in rows), seconds
 
 
 def read_samples(ctx: Context) -> dict[tuple[str, str], list[dict]]:
     """The resume log by (question, phase); a torn last record is cut off, repeated samples ignored."""
     done: dict[tuple[str, str], list[dict]] = defaultdict(list)
     log_path = ctx.rundir.path("responses", "samples.jsonl")
+    distributed.fold_shard_logs(log_path)
     for row in read_jsonl(log_path, key=lambda r: (r["qid"], r["phase"], r["sample"])):
         done[(row["qid"], row["phase"])].append(row)
     return done
@@ -149,7 +153,8 @@ def run(ctx: Context) -> dict[str, Any]:
     pool = {"dataset": r.dataset, "file": str(report.path), "rows_read": report.n_read,
             "duplicate_ids_dropped": report.n_duplicate_ids, "duplicate_questions_dropped": report.n_duplicate_questions,
             "questions_used": len(records)}
-    ctx.rundir.update_manifest(question_pool=pool)
+    if distributed.is_main():
+        ctx.rundir.update_manifest(question_pool=pool)
     if len(records) < r.n_questions:
         ctx.log(f"[responses] the pool has only {len(records)} questions (asked for {r.n_questions}); using all")
     loaded = ctx.model
@@ -200,6 +205,8 @@ def run(ctx: Context) -> dict[str, Any]:
     else:
         t, s = _sample_phase(ctx, backend, candidates, prompts, "sample", sample_params, judge, done, chunk=per_chunk)
         tokens, seconds = tokens + t, seconds + s
+    if not distributed.is_main():  # rank 0 writes the tables from the merged samples
+        return {}
     return _label_and_split(ctx, records, candidates, prompts, done, chat, tokens, seconds, screen_stats, pool)
 
 
