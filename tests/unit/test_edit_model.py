@@ -60,10 +60,8 @@ def _icfg(**kw: object) -> SimpleNamespace:
 def test_engine_settings_are_checked_in_one_line() -> None:
     check_engine(_icfg(), 2)
     check_engine(_icfg(backend="hf", backend_url=None, backend_model=None), 2)
-    with pytest.raises(ConfigError, match="choose one of hf, openai"):
+    with pytest.raises(ConfigError, match="choose one of hf, openai, vllm"):
         check_engine(_icfg(backend="tgi"), 1)
-    with pytest.raises(ConfigError, match="vllm is not built yet"):
-        check_engine(_icfg(backend="vllm"), 1)
     with pytest.raises(ConfigError, match="needs intervene.backend_url"):
         check_engine(_icfg(backend_url=None), 1)
     with pytest.raises(ConfigError, match="has no {alpha}"):
@@ -116,3 +114,43 @@ def test_edit_model_command_refuses_a_non_run_in_one_line(tmp_path: Path) -> Non
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "not a run directory" in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_vllm_column_edit_on_row_parallel_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-worker edit of the (unverified) vllm engine, on fake tensor-parallel shards of W_down."""
+    import pickle
+    import sys
+    import types
+
+    import torch
+
+    from hneurons.intervention.engines import _VLLMColumns
+
+    d_ff, hidden, tp = 8, 3, 2
+    full = torch.arange(hidden * d_ff * 2, dtype=torch.float32).reshape(2, hidden, d_ff)  # 2 layers
+
+    def shard_model(rank: int) -> types.SimpleNamespace:
+        n = d_ff // tp
+        layers = [types.SimpleNamespace(mlp=types.SimpleNamespace(down_proj=types.SimpleNamespace(
+            weight=torch.nn.Parameter(full[i, :, rank * n:(rank + 1) * n].clone(), requires_grad=False),
+            input_size_per_partition=n))) for i in range(2)]
+        return types.SimpleNamespace(model=types.SimpleNamespace(layers=layers))
+
+    grouped = {0: [1, 6], 1: [3]}
+    edit = pickle.loads(pickle.dumps(_VLLMColumns(grouped, 0.5)))  # workers receive it pickled
+    want = full.clone()
+    for layer, cols in grouped.items():
+        want[layer][:, cols] *= 0.5
+    for rank in range(tp):
+        fake = types.ModuleType("vllm.distributed")
+        fake.get_tensor_model_parallel_rank = lambda rank=rank: rank
+        monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+        monkeypatch.setitem(sys.modules, "vllm.distributed", fake)
+        model = shard_model(rank)
+        n = d_ff // tp
+        assert edit(model) == sum(rank * n <= j < (rank + 1) * n for cols in grouped.values() for j in cols)
+        for i in range(2):
+            assert torch.equal(model.model.layers[i].mlp.down_proj.weight, want[i, :, rank * n:(rank + 1) * n])
+        _VLLMColumns(grouped, None)(model)
+        for i in range(2):
+            assert torch.equal(model.model.layers[i].mlp.down_proj.weight, full[i, :, rank * n:(rank + 1) * n])
