@@ -133,6 +133,10 @@ class InterveneConfig:
     judge: str = "rule"
     judge_url: str | None = None
     judge_model: str | None = None
+    # hf (local hooks) | openai: servers of `hneurons edit-model` checkpoints, URL with {alpha} and {condition}
+    backend: str = "hf"
+    backend_url: str | None = None
+    backend_model: str | None = None
 
 
 @dataclass

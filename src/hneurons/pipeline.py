@@ -25,10 +25,15 @@ from typing import Any
 
 from hneurons.config import Config
 from hneurons.errors import StageError
+from hneurons.core import distributed
 from hneurons.core.models import LoadedModel, load_model
 from hneurons.rundir import STAGES, RunDir, fingerprint_of
 
 log = logging.getLogger("hneurons")
+
+SHARDED_STAGES = frozenset({"responses", "features", "probe", "detect", "intervene", "origin"})
+"""Stages every rank runs under torchrun (each loops over its shard of the items; rank 0 writes).
+The others (the report) run on rank 0 alone."""
 
 
 @dataclass
@@ -82,13 +87,16 @@ def run_stage(ctx: Context, name: str, force: bool = False) -> dict[str, Any]:
         return {"status": "skipped"}
     ctx.log(f"[{name}] running")
     t0 = time.perf_counter()
-    summary = mod.run(ctx) or {}
+    main = distributed.is_main()
+    summary = (mod.run(ctx) or {}) if main or name in SHARDED_STAGES else {}
     seconds = time.perf_counter() - t0
-    if summary.get("status") == "not run":
+    distributed.barrier(f"finishing stage {name}")  # rank 0 has written what the next stage reads
+    if main and summary.get("status") == "not run":
         ctx.rundir.mark_skipped(name, summary.get("reason", "not configured"))
-    else:
+    elif main:
         outputs = mod.outputs(ctx) if hasattr(mod, "outputs") else None
         ctx.rundir.mark_done(name, fp, seconds, summary, outputs=outputs)
+    distributed.barrier(f"recording stage {name}")
     ctx.log(f"[{name}] done in {seconds:.1f} s")
     return summary
 
@@ -122,12 +130,14 @@ def run_all(cfg: Config, run_dir: str | Path, stages: list[str] | None = None, f
     rd = RunDir(Path(run_dir))
     ctx = Context(cfg, rd, log=log)
     switched = resolve_prompt_format(cfg, log)
-    rd.init_manifest(cfg.to_dict(), None, cfg.seed)
-    rd.update_manifest(prompt_format=switched or {"configured": cfg.model.prompt_format,
-                                                  "used": cfg.model.prompt_format})
+    if distributed.is_main():
+        rd.init_manifest(cfg.to_dict(), None, cfg.seed)
+        rd.update_manifest(prompt_format=switched or {"configured": cfg.model.prompt_format,
+                                                      "used": cfg.model.prompt_format})
+    distributed.barrier("starting the run")
     for name in stages or list(STAGES):
         run_stage(ctx, name, force=force)
-        if ctx._model is not None and rd.manifest().get("model") is None:
+        if distributed.is_main() and ctx._model is not None and rd.manifest().get("model") is None:
             from hneurons.core.models import model_info
 
             rd.update_manifest(model=model_info(ctx._model))

@@ -22,6 +22,7 @@ from rich.table import Table
 from hneurons.cli.judge import register as register_judge_command
 from hneurons.cli.apply import register as register_use_commands
 from hneurons.cli.extras import register_compare, register_plan
+from hneurons.cli.scale import register as register_scale_commands
 from hneurons.cli.serve import register as register_serve_command
 from hneurons.cli.trust import OfflineOpt
 from hneurons.cli.trust import register as register_trust_commands
@@ -208,6 +209,7 @@ register_judge_command(app)
 register_plan(app)
 register_compare(app)
 register_trust_commands(app)
+register_scale_commands(app)
 
 
 def main() -> None:

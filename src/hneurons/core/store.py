@@ -20,9 +20,10 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from hneurons.core import distributed
 from hneurons.core.arch import Layout
 from hneurons.core.features import STATS, ExtractOptions, FeatureItem, extract_cett, pad_id
-from hneurons.errors import DataError, FingerprintMismatch, StageError
+from hneurons.errors import DataError, FingerprintMismatch, HNeuronsError, StageError
 from hneurons.rundir import (
     atomic_path,
     file_sha256,
@@ -162,14 +163,12 @@ class FeatureStore:
         np_dtype = np.float16 if dtype == "float16" else np.float32
         meta = {"model_fingerprint": model_fingerprint, "regions": json.dumps(list(regions)), "dtype": dtype,
                 "other_scope": other_scope, "stats_layer": json.dumps(stats_layer)}
-        try:
-            recorded = dict(self._read_index().get("sha256") or {}) if self.index_path.is_file() else {}
-        except StageError:  # an unreadable index: every chunk is extracted again
-            recorded = {}
+        recorded = self._recorded_hashes()
         hashes: dict[str, str] = {}
-        chunks = []
         n_chunks = (len(items) + chunk_size - 1) // chunk_size
-        for c in range(n_chunks):
+        chunks = [f"chunk_{c:05d}.safetensors" for c in range(n_chunks)]
+        progress_index = distributed.shard_log(self.index_path)  # the index itself in one process
+        for c in distributed.shard(range(n_chunks)):  # whole chunks per rank: same files as one process
             part = items[c * chunk_size:(c + 1) * chunk_size]
             name = f"chunk_{c:05d}.safetensors"
             chunk_path = self.path / name
@@ -177,7 +176,6 @@ class FeatureStore:
             if (chunk_path.is_file() and recorded.get(name) == file_sha256(chunk_path)
                     and self._chunk_meta(chunk_path) == want):
                 hashes[name] = recorded[name]
-                chunks.append(name)
                 continue
             if progress:
                 print(f"features {self.path.name}: chunk {c + 1}/{n_chunks} ({len(part)} responses)")
@@ -187,16 +185,36 @@ class FeatureStore:
             if stats_layer is not None:
                 arrays.update({f"stat_{k}": feats[k] for k in STATS})
             hashes[name] = self._save_chunk(chunk_path, arrays, want)
-            chunks.append(name)
             # hashes of chunks not reached yet are kept, so an interruption here loses nothing
-            write_json(self.index_path, {"complete": False, "sha256": {**recorded, **hashes}})
+            write_json(progress_index, {"complete": False, "sha256": {**recorded, **hashes}})
+        hashes = {k: v for part in distributed.all_gather(hashes) for k, v in part.items()}
+        if distributed.is_main():
+            self._write_index(items, layout, chunks, hashes, {**meta, "model_fingerprint": model_fingerprint,
+                                                              "regions": list(regions), "stats_layer": stats_layer})
+        distributed.barrier(f"writing {self.index_path}")
+        if distributed.is_main():  # every rank's progress index, this run's and any left by an interrupted one
+            for stale in distributed.shard_files(self.index_path):
+                stale.unlink(missing_ok=True)
+        return self
+
+    def _recorded_hashes(self) -> dict[str, str]:
+        """Chunk hashes the index (and the shard indexes of an interrupted multi-rank run) recorded."""
+        recorded: dict[str, str] = {}
+        for path in [self.index_path, *distributed.shard_files(self.index_path)]:
+            try:
+                recorded.update(dict(read_json(path).get("sha256") or {}) if path.is_file() else {})
+            except (HNeuronsError, AttributeError):  # an unreadable index: its chunks are extracted again
+                continue
+        return recorded
+
+    def _write_index(self, items: Sequence[FeatureItem], layout: Layout, chunks: list[str], hashes: dict[str, str],
+                     meta: dict[str, Any]) -> None:
         write_json(self.index_path, {
             "qids": [it.qid for it in items], "n": len(items), "n_neurons": layout.n_neurons, "d_ff": layout.d_ff,
-            "n_layers": layout.n_layers, "regions": list(regions), "dtype": dtype,
-            "model_fingerprint": model_fingerprint, "other_scope": other_scope, "chunks": chunks,
-            "stats_layer": stats_layer, "sha256": hashes, "complete": True,
+            "n_layers": layout.n_layers, "regions": meta["regions"], "dtype": meta["dtype"],
+            "model_fingerprint": meta["model_fingerprint"], "other_scope": meta["other_scope"], "chunks": chunks,
+            "stats_layer": meta["stats_layer"], "sha256": hashes, "complete": True,
         })
-        return self
 
     @staticmethod
     def _save_chunk(chunk_path: Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> str:
@@ -395,10 +413,12 @@ def answer_features(path: str | Path, loaded: Any, items: Sequence[FeatureItem],
     store = FeatureStore(path)
     items_fp = fingerprint_of([[it.qid, list(it.input_ids), list(it.answer)] for it in items])
     marker = store.path / "items.json"
-    if store.path.is_dir() and (not marker.is_file() or read_json(marker).get("items") != items_fp):
-        shutil.rmtree(store.path)
-    store.path.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"items": items_fp})
+    if distributed.is_main():  # rank 0 clears the folder; every rank then extracts its chunks into it
+        if store.path.is_dir() and (not marker.is_file() or read_json(marker).get("items") != items_fp):
+            shutil.rmtree(store.path)
+        store.path.mkdir(parents=True, exist_ok=True)
+        write_json(marker, {"items": items_fp})
+    distributed.barrier(f"preparing {store.path}")
     store.extract(loaded.model, loaded.layout, items, model_fingerprint=loaded.fingerprint, regions=("answer",),
                   dtype=dtype, batch_size=batch_size, pad_token_id=pad_id(loaded.tokenizer), stats_layer=stats_layer)
     qids, feats = store.load(regions=["answer"], expect_fingerprint=loaded.fingerprint)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hneurons.core import distributed
 from hneurons.data.registry import Record
 from hneurons.errors import ConfigError, DataError, HNeuronsError
 from hneurons.registry import Registry
@@ -85,7 +86,8 @@ def questions(es: EvalSet, n: int, nonexist_file: Path, seed: int) -> list[Recor
         if len(recs) >= n:
             return recs[:n]
     recs = build_nonexist(n, seed=seed, exclude_texts=packaged_texts())
-    save_records(recs, nonexist_file)
+    if distributed.is_main():  # every rank builds the same set; one writes it
+        save_records(recs, nonexist_file)
     return recs
 
 

@@ -16,6 +16,7 @@ from typing import Any, ContextManager
 import numpy as np
 from tqdm.auto import tqdm
 
+from hneurons.core import distributed
 from hneurons.core.generation import Generation, HFBackend, SamplingParams
 from hneurons.core.alpha import check_alpha
 from hneurons.core.hooks import scale_down_weights, scale_neurons
@@ -127,6 +128,7 @@ def sweep(settings: SweepSettings, items: Mapping[str, Sequence[Item]], conditio
     st = settings
     if st.chunk_size < 1:
         raise ConfigError(f"chunk size must be ≥ 1, got {st.chunk_size}")
+    distributed.fold_shard_logs(st.progress_path)
     done = load_progress(st.progress_path, st.run_key)
     first = next(iter(conditions))
     for bench_name, bench_items in items.items():
@@ -138,17 +140,16 @@ def sweep(settings: SweepSettings, items: Mapping[str, Sequence[Item]], conditio
         if not todo:
             continue
         st.log(f"[intervene] {bench_name}: {len(todo)} of {len(jobs) * len(chunks)} chunks to generate")
-        for cond, alpha, k in tqdm(todo, desc=bench_name, unit="chunk", disable=None):
+        mine = []  # this rank's chunks (all of them in one process), merged in order below
+        for cond, alpha, k in tqdm(distributed.shard(todo), desc=bench_name, unit="chunk", disable=None):
             params = bench.params(st.max_new_tokens, seed=chunk_seed(st.seed, k))
             scope = contextlib.nullcontext() if alpha == 1.0 else scaler(conditions[cond], alpha)
             with scope:
                 results = bench.run(chunks[k], generate, judge, params)
-            new = []
-            for r in results:
-                key = item_key(bench_name, cond, alpha, r.item_id)
-                if key not in done:
-                    rec = {"run": st.run_key, "bench": bench_name, "condition": cond, "alpha": alpha, **r.to_dict()}
-                    done[key] = rec
-                    new.append(rec)
-            append_jsonl(st.progress_path, new)
+            new = [{"run": st.run_key, "bench": bench_name, "condition": cond, "alpha": alpha, **r.to_dict()}
+                   for r in results if item_key(bench_name, cond, alpha, r.item_id) not in done]
+            append_jsonl(distributed.shard_log(st.progress_path), new)
+            mine.append(new)
+        for new in distributed.merge_shard_logs(st.progress_path, mine):
+            done.update({item_key(rec["bench"], rec["condition"], rec["alpha"], rec["item_id"]): rec for rec in new})
     return done

@@ -8,6 +8,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from hneurons.core import distributed
 from hneurons.core.backends import make_backend
 from hneurons.errors import ConfigError
 from hneurons.pipeline import Context
@@ -38,6 +39,7 @@ def answers_logged(ctx: Any, log_path: Path, params_key: str, recs: list[Any], p
     """
     from dataclasses import replace
 
+    distributed.fold_shard_logs(log_path)
     done = {d["qid"]: d for d in read_jsonl(log_path, key=lambda d: (d.get("params"), d["qid"]))
             if d.get("params") == params_key}
     todo = unfinished_chunks(recs, GEN_CHUNK, lambda rec: rec.id in done)
@@ -45,12 +47,15 @@ def answers_logged(ctx: Any, log_path: Path, params_key: str, recs: list[Any], p
         return done
     backend = make_backend()
     ctx.log(f"{what} {len(recs) - len(done)} questions ({len(done)} already in {log_path.name})")
-    for start, part in tqdm(todo, desc=log_path.stem, unit="chunk"):
+    mine = []  # this rank's chunks (every chunk in one process), merged in order below
+    for start, part in tqdm(distributed.shard(todo), desc=log_path.stem, unit="chunk"):
         gens = backend.generate([prompt_of(rec) for rec in part], replace(params, seed=params.seed + start),
                                 progress=False)
         lines = [{"qid": rec.id, "text": g[0].text, "finish_reason": g[0].finish_reason,
                   "n_tokens": len(g[0].token_ids), "params": params_key}
                  for rec, g in zip(part, gens) if rec.id not in done]
-        append_jsonl(log_path, lines)
+        append_jsonl(distributed.shard_log(log_path), lines)
+        mine.append(lines)
+    for lines in distributed.merge_shard_logs(log_path, mine):
         done.update({ln["qid"]: ln for ln in lines})
     return done

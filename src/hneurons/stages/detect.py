@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hneurons.core import distributed
 from hneurons.config import Config
 from hneurons.core.store import FeatureStore, answer_features
 from hneurons.detection.eval_sets import EVAL_SETS, EvalSet, balance, questions
@@ -134,7 +135,8 @@ def _evaluate_set(ctx: Any, es: EvalSet, train: TrainData, scorers: dict[str, An
     bal = balance(np.array([items[i].label for i in located], dtype=np.int64), dc.per_class, dc.min_per_class, cfg.seed)
     keep = sorted(int(located[j]) for j in bal.indices)
     rows = [{**it.row(), "balanced": i in set(keep)} for i, it in enumerate(items)]
-    write_items(ctx.rundir.path("detect", f"items_{es.name}.parquet"), rows, [*ITEM_COLUMNS, "balanced"])
+    if distributed.is_main():
+        write_items(ctx.rundir.path("detect", f"items_{es.name}.parquet"), rows, [*ITEM_COLUMNS, "balanced"])
     counts = {"questions": len(recs), "refusals": sum(it.verdict == "refusal" for it in items),
               "no_answer": sum(it.verdict == "no_answer" for it in items),
               "judge_errors": sum(it.verdict == "error" for it in items),
@@ -153,6 +155,8 @@ def _evaluate_set(ctx: Any, es: EvalSet, train: TrainData, scorers: dict[str, An
     # one forward per item gives the CETT features and the token statistics of the baselines
     answer = answer_features(store, ctx.model, feat_items, dtype=cfg.features.store_dtype,
                              batch_size=cfg.features.batch_size, stats_layer=train.stats.residual_layer)
+    if not distributed.is_main():  # the other ranks helped sample and extract; rank 0 scores
+        return
     ev = EvalData(answer, token_stats(feat_items, *FeatureStore(store).load_stats()))
     pos = {i: p for p, i in enumerate(feat_idx)}
     y = np.array([items[i].label for i in keep], dtype=np.int64)
@@ -202,6 +206,8 @@ def run(ctx: Any) -> dict[str, Any]:
     res = _Results(next((n for n in ("triviaqa", "smoke") if n in dc.sets), "triviaqa"))
     for name in dc.sets:
         _evaluate_set(ctx, EVAL_SETS[name], train, scorers, res)
+    if not distributed.is_main():
+        return {}
     _write(ctx, res, scorers, method_errors)
     summary: dict[str, Any] = {"sets": list(res.sets), "skipped": res.skipped}
     for name, r in res.sets.items():

@@ -24,16 +24,16 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from hneurons.core import distributed
 from hneurons.errors import ConfigError, DataError
 from hneurons.data import load_dataset
 from hneurons.intervention.qa import load_qa
 from hneurons.intervention.qa_summary import qa_summary
 from hneurons.intervention.summary import generation_rows, summarize, write_parquet
+from hneurons.intervention.engines import make_engine
 from hneurons.intervention.sweep import (
     PROGRESS,
     SweepSettings,
-    make_generate_fn,
-    make_scaler,
     random_sets,
     sweep,
     validate,
@@ -59,11 +59,21 @@ def _faitheval_path(ctx: Any) -> Path | None:
     return Path(p).expanduser() if p else None
 
 
+def _section(ctx: Any) -> dict[str, Any]:
+    """The intervene section; the engine settings only when they are not the local default (so runs
+    made before ``intervene.backend`` existed keep their fingerprint)."""
+    sec = ctx.cfg.section("intervene")
+    if sec.get("backend", "hf") == "hf":
+        for key in ("backend", "backend_url", "backend_model"):
+            sec.pop(key, None)
+    return sec
+
+
 def inputs(ctx: Any) -> dict[str, Any]:
     """Config section, seed, model, prompt format, batch size and the files read."""
     h, fe = _h_path(ctx), _faitheval_path(ctx)
     return {
-        "intervene": ctx.cfg.section("intervene"),
+        "intervene": _section(ctx),
         "seed": ctx.cfg.seed,
         "model": ctx.model_fingerprint,
         "prompt_format": ctx.cfg.model.prompt_format,
@@ -149,12 +159,15 @@ def run(ctx: Any) -> dict[str, Any]:
     batch = ctx.cfg.responses.batch_size
     run_key = fingerprint_of({"model": loaded.fingerprint, "h": h.tolist(), "max_new_tokens": icfg.max_new_tokens,
                               "judge": [icfg.judge, icfg.judge_model], "chat": chat, "seed": ctx.cfg.seed,
-                              "faitheval": file_fingerprint(fe) if fe else None, "method": icfg.method})
+                              "faitheval": file_fingerprint(fe) if fe else None, "method": icfg.method,
+                              **({"backend": [icfg.backend, icfg.backend_model]} if icfg.backend != "hf" else {})})
     progress = ctx.rundir.path(STAGE, PROGRESS)
-    generate = make_generate_fn(loaded.model, loaded.tokenizer, chat, batch)
+    generate, scaler = make_engine(icfg, loaded, chat, batch, conditions)  # intervene.backend: hf or openai
     with _judge(ctx) as judge:
         settings = SweepSettings(progress, run_key, icfg.alphas, icfg.max_new_tokens, ctx.cfg.seed, batch, ctx.log)
-        records = sweep(settings, items, conditions, generate, judge, make_scaler(layout, icfg.method))
+        records = sweep(settings, items, conditions, generate, judge, scaler)
+        if not distributed.is_main():  # the other ranks generated their shards; rank 0 summarises
+            return {}
         summary = summarize(records, items, list(conditions), icfg.alphas, judge.name, len(h))
         summary["judge_fallbacks"] = judge.fallbacks
     summary.update({"method": icfg.method, "max_new_tokens": icfg.max_new_tokens,

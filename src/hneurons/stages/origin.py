@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hneurons.core import distributed
 from hneurons.config import Config
 from hneurons.core.store import answer_features
 from hneurons.core.models import (
@@ -186,8 +187,9 @@ def _transfer(ctx: Any, base: LoadedModel, probe: Any, h_idx: np.ndarray, train:
         bal = balance(labels, dc.per_class, dc.min_per_class, cfg.seed)
         keep = {located[j] for j in bal.indices}
         rows = [{**it.row(), "balanced": i in keep} for i, it in enumerate(items)]
-        write_items(ctx.rundir.path(STAGE, f"items_{name}.parquet"), rows,
-                    [c for c in ITEM_COLUMNS if c != "span_text"] + ["balanced"])
+        if distributed.is_main():
+            write_items(ctx.rundir.path(STAGE, f"items_{name}.parquet"), rows,
+                        [c for c in ITEM_COLUMNS if c != "span_text"] + ["balanced"])
         counts = {"questions": len(recs), "refusals": sum(it.verdict == "refusal" for it in items),
                   "no_answer": sum(it.verdict == "no_answer" for it in items),
                   "unlocated": sum(it.label is not None and it.feature is None for it in items),
@@ -268,9 +270,11 @@ def run(ctx: Any) -> dict[str, Any]:
     """Drift and transfer against the configured base model (origin.json, drift.parquet) and along
     the configured training checkpoints (checkpoints.json)."""
     o = ctx.cfg.origin
-    out = {"checkpoints": _checkpoints(ctx)} if o.checkpoints else {}
+    # checkpoints are read weight by weight, not sharded: rank 0 follows them
+    out = {"checkpoints": _checkpoints(ctx)} if o.checkpoints and distributed.is_main() else {}
     if o.base_model is None:
-        write_json(ctx.rundir.path(STAGE, "origin.json"), {"status": "not run", "reason": NO_BASE_REASON})
+        if distributed.is_main():
+            write_json(ctx.rundir.path(STAGE, "origin.json"), {"status": "not run", "reason": NO_BASE_REASON})
         return {"status": "not run", "reason": NO_BASE_REASON, **out}
     return {**_base_analysis(ctx), **out}
 
@@ -299,10 +303,11 @@ def _base_analysis(ctx: Any) -> dict[str, Any]:
         drift_source = "loaded models"
     h_idx = load_h_neurons(files["h_neurons"], drift.d_ff, drift.n_layers)
     test = drift_test(drift, h_idx, o.permutations, cfg.seed)
-    with atomic_path(ctx.rundir.path(STAGE, "drift.parquet")) as tmp:
-        import pyarrow.parquet as pq
+    if distributed.is_main():
+        with atomic_path(ctx.rundir.path(STAGE, "drift.parquet")) as tmp:
+            import pyarrow.parquet as pq
 
-        pq.write_table(drift.table(h_idx), tmp)
+            pq.write_table(drift.table(h_idx), tmp)
     ctx.log(f"[origin] drift: mean normalised rank of {test['n_h']} H-Neurons {test['mean_rank_h']:.3f} "
             f"(t-test p {test['t_p']}, permutation p {test['perm_p']})")
 
@@ -317,6 +322,8 @@ def _base_analysis(ctx: Any) -> dict[str, Any]:
         train = None
         ctx.log(f"[origin] random-neuron transfer control skipped: {exc}")
     transfer, skipped = _transfer(ctx, base, probe, h_idx, train)
+    if not distributed.is_main():  # the other ranks helped sample and extract; rank 0 writes
+        return {}
 
     write_json(out_json, {
         "status": "done", "reason": None,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from hneurons.core import distributed
 from hneurons.core.store import FeatureStore, check_finite
 from hneurons.data import load_dataset
 from hneurons.errors import DataError, HNeuronsError
@@ -78,6 +79,22 @@ def _probe_from_point(pt: PathPoint, cfg: Any, d_ff: int, n_features: int) -> HN
 EXISTENCE_PER_MILLE = 1.0  # the report's existence rule: H-Neurons are fewer than 1 ‰ of all neurons
 
 
+def suppression_checks(ctx: Context, keys: list[tuple[int, ...]] | None) -> dict[tuple[int, ...], float]:
+    """TriviaQA accuracy with each neuron set of rank 0's ``keys`` suppressed, ``()`` = unsuppressed.
+
+    Every rank joins: rank 0 fits the path and names the sets, each rank checks its share of
+    them (a whole set each, so the batches are the one-process ones) and all get every result.
+    """
+    p = ctx.cfg.probe
+    keys = distributed.broadcast(keys)
+    unique = [(), *(k for k in dict.fromkeys(keys) if k)]
+    questions = load_dataset(SUPPRESSION_POOL)[-p.suppression_questions:]
+    kw = dict(max_new_tokens=p.suppression_max_new_tokens, batch_size=ctx.cfg.responses.batch_size,
+              chat=ctx.cfg.model.prompt_format == "chat")
+    mine = [suppression_accuracy(ctx.model, questions, list(k), alpha=0.0, **kw) for k in distributed.shard(unique)]
+    return dict(zip(unique, distributed.gather_sharded(mine)))
+
+
 def _fit_kwargs(p: Any, d_ff: int) -> dict[str, Any]:
     return dict(mode=p.mode, solver=p.solver, standardize=p.standardize, d_ff=d_ff, backend=p.backend)
 
@@ -99,20 +116,12 @@ def _heldout_scores(ctx: Context, points: list[PathPoint], X: np.ndarray, labels
 
 def _suppression(ctx: Context, points: list[PathPoint]) -> tuple[dict[float, float] | None, float | None]:
     """TriviaQA accuracy with each C's H-Neurons at α = 0 (the paper's functional term), and unsuppressed."""
-    p = ctx.cfg.probe
-    if p.suppression_questions <= 0:
+    if ctx.cfg.probe.suppression_questions <= 0:
         return None, None
-    questions = load_dataset(SUPPRESSION_POOL)[-p.suppression_questions:]
-    loaded = ctx.model
-    kw = dict(max_new_tokens=p.suppression_max_new_tokens, batch_size=ctx.cfg.responses.batch_size,
-              chat=ctx.cfg.model.prompt_format == "chat")
-    baseline = suppression_accuracy(loaded, questions, [], **kw)
-    supp, cache = {}, {}
-    for pt in points:
-        key = tuple(np.flatnonzero(pt.coef > 0).tolist())
-        if key not in cache:
-            cache[key] = suppression_accuracy(loaded, questions, list(key), alpha=0.0, **kw) if key else baseline
-        supp[pt.C] = cache[key]
+    keys = [tuple(np.flatnonzero(pt.coef > 0).tolist()) for pt in points]
+    accs = suppression_checks(ctx, keys)
+    baseline = accs[()]
+    supp = {pt.C: accs[key] for pt, key in zip(points, keys)}
     ctx.log(f"[probe] TriviaQA accuracy {baseline:.3f} unsuppressed; suppressed per C: "
             + ", ".join(f"{v:.3f}" for v in supp.values()))
     return supp, baseline
@@ -218,6 +227,10 @@ def _stability(ctx: Context, rows: tuple, C: float, d_ff: int) -> dict[str, Any]
 
 def run(ctx: Context) -> dict[str, Any]:
     p = ctx.cfg.probe
+    if not distributed.is_main():  # rank 0 fits the probe; the others help check suppression
+        if p.suppression_questions > 0:
+            suppression_checks(ctx, None)
+        return {}
     fp = ctx.model_fingerprint
     X, y, groups, labels, idx = _training_rows(ctx, p.mode, fp)
     d_ff, n_layers = int(idx["d_ff"]), int(idx["n_layers"])

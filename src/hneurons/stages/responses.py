@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from hneurons.core import distributed
 from hneurons.core.generation import SamplingParams
 from hneurons.data import load_dataset_with_report
 from hneurons.data.registry import Record
@@ -92,13 +93,15 @@ class _Sampler:
 
         Chunks keep their uninterrupted positions (:func:`~hneurons.rundir.unfinished_chunks`), so a chunk
         cut short by an interruption is sampled again with the same seeds and its surviving samples are
-        reproduced, not duplicated.
+        reproduced, not duplicated. Under ``torchrun`` each rank samples its share of the chunks into its
+        own shard log and every rank gets the merged rows (:mod:`hneurons.core.distributed`).
         """
         done = self.done
         todo = unfinished_chunks(records, chunk, lambda r: len(done.get((r.id, phase), [])) >= params.n)
         log_path = self.ctx.rundir.path("responses", "samples.jsonl")
+        mine: list[list[dict]] = []  # this rank's chunks (all of them in one process), merged below
         bar = tqdm(total=sum(len(part) for _, part in todo), desc=f"responses ({phase})", unit="q")
-        for start, part in todo:
+        for start, part in distributed.shard(todo):
             t0 = time.perf_counter()
             # the seed follows the chunk's position in the list, so resumed chunks sample as before
             seed = self.ctx.cfg.seed * 7_919 + seed_offset + start
@@ -112,21 +115,23 @@ class _Sampler:
                     if j in have:
                         continue
                     verdict, alias = self.judge(rec, g.text)
-                    self.tokens += len(g.token_ids)
                     rows.append({"qid": rec.id, "phase": phase, "sample": j, "text": g.text,
                                  "token_ids": list(g.token_ids), "finish_reason": g.finish_reason,
                                  "verdict": verdict, "matched_alias": alias})
-            append_jsonl(log_path, rows)
-            for row in rows:
-                done.setdefault((row["qid"], phase), []).append(row)
+            append_jsonl(distributed.shard_log(log_path), rows)
+            mine.append(rows)
             bar.update(len(part))
         bar.close()
+        for row in (row for rows in distributed.merge_shard_logs(log_path, mine) for row in rows):
+            self.tokens += len(row["token_ids"])
+            done.setdefault((row["qid"], phase), []).append(row)
 
 
 def read_samples(ctx: Context) -> dict[tuple[str, str], list[dict]]:
     """The resume log by (question, phase); a torn last record is cut off, repeated samples ignored."""
     done: dict[tuple[str, str], list[dict]] = defaultdict(list)
     log_path = ctx.rundir.path("responses", "samples.jsonl")
+    distributed.fold_shard_logs(log_path)
     for row in read_jsonl(log_path, key=lambda r: (r["qid"], r["phase"], r["sample"])):
         done[(row["qid"], row["phase"])].append(row)
     return done
@@ -174,7 +179,8 @@ def run(ctx: Context) -> dict[str, Any]:
     pool = {"dataset": r.dataset, "file": str(report.path), "rows_read": report.n_read,
             "duplicate_ids_dropped": report.n_duplicate_ids, "duplicate_questions_dropped": report.n_duplicate_questions,
             "questions_used": len(records)}
-    ctx.rundir.update_manifest(question_pool=pool)
+    if distributed.is_main():
+        ctx.rundir.update_manifest(question_pool=pool)
     if len(records) < r.n_questions:
         ctx.log(f"[responses] the pool has only {len(records)} questions (asked for {r.n_questions}); using all")
     chat = cfg.model.prompt_format == "chat"
@@ -188,6 +194,8 @@ def run(ctx: Context) -> dict[str, Any]:
     else:
         candidates, screen_stats = records, {}
         sampler.phase(candidates, "sample", sample_params, chunk=max(1, r.batch_size // r.k) * 2)
+    if not distributed.is_main():  # rank 0 writes the tables from the merged samples
+        return {}
     return _label_and_split(ctx, SampledPool(records, candidates, sampler.done, sampler.tokens, sampler.seconds,
                                              screen_stats, pool))
 
