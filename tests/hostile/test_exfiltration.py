@@ -119,7 +119,7 @@ def test_caller_only_settings_are_the_code_and_network_ones() -> None:
             for k, v in sec.items()}
     caller_only = {k for k in flat if is_caller_only(k)}
     assert caller_only == {"model.name", "model.trust_remote_code", "origin.base_model", "responses.backend_url",
-                           "responses.judge_url", "intervene.judge_url", "spans.llm_url"}
+                           "responses.judge_url", "intervene.judge_url", "intervene.backend_url", "spans.llm_url"}
     recorded = {**flat, "model.name": "x", "spans.llm_url": "http://evil", "model.trust_remote_code": True}
     kept, ignored = split_caller_only(recorded, given={"model.name"})
     assert not caller_only & set(kept)

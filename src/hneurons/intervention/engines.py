@@ -29,7 +29,8 @@ import numpy as np
 from hneurons.core.generation import Generation, SamplingParams
 from hneurons.errors import ConfigError
 from hneurons.intervention.sweep import Scaler, make_generate_fn, make_scaler
-from hneurons.intervention.tasks import Conversation, GenerateFn
+from hneurons.intervention.tasks import GenerateFn
+from hneurons.text.prompts import Conversation
 from hneurons.text.prompts import render_conversation
 
 ENGINES = ("hf", "openai", "vllm")
