@@ -12,6 +12,7 @@ from typing import Any
 from hneurons.detection.methods import TRIVIAL_BASELINES
 from hneurons.report import figures
 from hneurons.report.fmt import ci, count, isnum, neuron, num, pct, pct_ci, sig
+from hneurons.report.build_explorer import neuron_link
 from hneurons.report.html import Cell, Table
 from hneurons.report.run import NotRun, Run
 
@@ -57,7 +58,7 @@ def probe(run: Run) -> dict[str, Any]:
         "frequency": figures.selection_frequency(stab["frequency"], hset) if stab and stab.get("frequency") else None,
         "n_neurons": len(neurons),
         "neurons": Table.of(["neuron", "weight", "selection freq."],
-                            [[neuron(n), num(n.get("weight"), 4), num(freq.get((int(n["layer"]), int(n["neuron"]))), 2)]
+                            [[neuron_link(n), num(n.get("weight"), 4), num(freq.get((int(n["layer"]), int(n["neuron"]))), 2)]
                              for n in top], [1, 2]) if top else None,
     }
 
