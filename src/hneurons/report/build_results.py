@@ -11,7 +11,7 @@ from typing import Any
 
 from hneurons.detection.methods import TRIVIAL_BASELINES
 from hneurons.report import figures
-from hneurons.report.fmt import ci, count, isnum, neuron, num, pct, pct_ci, sig
+from hneurons.report.fmt import ci, count, isnum, num, pct, pct_ci, sig
 from hneurons.report.build_explorer import neuron_link
 from hneurons.report.html import Cell, Table
 from hneurons.report.run import NotRun, Run
