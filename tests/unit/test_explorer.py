@@ -41,6 +41,7 @@ SPLIT = {"train": ["q1", "q2", "q3", "q4"], "heldout": ["q5", "q6"]}
 
 
 def _store(path: Path, qids: list[str]) -> None:
+    shutil.rmtree(path, ignore_errors=True)  # the fixture's own store, replaced by the hand-made one
     path.mkdir(parents=True)
     arr = np.zeros((len(qids), 2 * D_FF), dtype=np.float16)
     for i, q in enumerate(qids):
