@@ -100,8 +100,8 @@ def test_writes_every_section(rendered: tuple[Path, str]) -> None:
     for sid in SECTIONS:
         body = _section(text, sid).replace("nonexist not run: only 4", "")  # the one set the fixture skipped
         assert "not run" not in body, f"{sid} unexpectedly shows not run"
-    # 10 figures: histogram, C path, layers, stability, 2 detection, risk-coverage, intervention, transfer, drift
-    assert len(_parse(text).imgs) == 10
+    # 11 figures: histogram, C path, layers, stability, 2 detection, risk-coverage, intervention, qa, transfer, drift
+    assert len(_parse(text).imgs) == 11
     assert "0.304" in _section(text, "probe")  # 14 / 46,080 × 1000 = 0.3038‰
     assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".report.html.*"))
 

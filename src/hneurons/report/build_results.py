@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hneurons.detection.methods import TRIVIAL_BASELINES
-from hneurons.report import figures
-from hneurons.report.fmt import ci, count, isnum, neuron, num, pct, pct_ci, sig
+from hneurons.report import build_hooks, figures
+from hneurons.report.fmt import ci, count, isnum, num, pct, pct_ci, sig
+from hneurons.report.build_explorer import neuron_link
 from hneurons.report.html import Cell, Table
 from hneurons.report.run import NotRun, Run
 
@@ -56,8 +57,9 @@ def probe(run: Run) -> dict[str, Any]:
         "stability_reason": stab_reason or "",
         "frequency": figures.selection_frequency(stab["frequency"], hset) if stab and stab.get("frequency") else None,
         "n_neurons": len(neurons),
+        "c_rules": build_hooks.c_rules(run),
         "neurons": Table.of(["neuron", "weight", "selection freq."],
-                            [[neuron(n), num(n.get("weight"), 4), num(freq.get((int(n["layer"]), int(n["neuron"]))), 2)]
+                            [[neuron_link(n), num(n.get("weight"), 4), num(freq.get((int(n["layer"]), int(n["neuron"]))), 2)]
                              for n in top], [1, 2]) if top else None,
     }
 
@@ -96,7 +98,8 @@ def detect(run: Run) -> dict[str, Any]:
             "methods": Table.of(["method", "what it scores"],
                                 [[m, str((info.get(m) or {}).get("description", ""))] for m in methods if m in info])
             if info else None,
-            "accuracy_rule": det.get("accuracy_rule")}
+            "accuracy_rule": det.get("accuracy_rule"),
+            "judge": build_hooks.agreement(build_hooks.card(), "triviaqa")}
 
 
 def risk(run: Run) -> dict[str, Any]:
@@ -154,11 +157,12 @@ def intervene(run: Run) -> dict[str, Any]:
     benches = iv.get("benchmarks") or {}
     if not benches:
         raise NotRun("intervene.json lists no benchmarks")
-    slopes = []
+    slopes, entries = [], build_hooks.card()
     for b, d in benches.items():
         sl, lsq = d.get("slope") or {}, d.get("slope_lsq") or {}
         sources = ", ".join(f"{k} {v}" for k, v in sorted((d.get("judge_sources") or {}).items()))
-        slopes.append([b, str(d.get("description", "")), count(d.get("n")), str(d.get("judge", "—")), sources or "—",
+        slopes.append([b, str(d.get("description", "")), count(d.get("n")), str(d.get("judge", "—")),
+                       build_hooks.agreement(entries, build_hooks.BENCH_TASK.get(b)), sources or "—",
                        f"{pct(sl.get('H'))} {pct_ci(sl.get('H_ci'))}", f"{pct(sl.get('random'))} {pct_ci(sl.get('random_ci'))}",
                        pct(lsq.get("H")), pct(lsq.get("random"))])
     per_bench = []
@@ -166,8 +170,9 @@ def intervene(run: Run) -> dict[str, Any]:
         table, warn = _alpha_table(d)
         per_bench.append({"name": b, "table": table, "warn": warn})
     return {"n_neurons": iv.get("n_neurons"), "figure": figures.intervention_curves(benches),
-            "slopes": Table.of(["benchmark", "compliance means", "n", "judge", "verdicts by judge", "H", "random",
-                                "H (least squares)", "random (least squares)"], slopes, [2, 5, 6, 7, 8]),
+            "slopes": Table.of(["benchmark", "compliance means", "n", "judge", "judge agreement (95% CI)",
+                                "verdicts by judge", "H", "random", "H (least squares)", "random (least squares)"],
+                               slopes, [2, 6, 7, 8, 9]),
             "benchmarks": per_bench, "rate_warn": RATE_WARN}
 
 

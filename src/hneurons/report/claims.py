@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hneurons.detection.methods import TRIVIAL_BASELINES
+from hneurons.report.build_hooks import rules_note
 from hneurons.report.fmt import ci, count, isnum, num, pct, sig
 from hneurons.report.run import MALFORMED, Run
 
@@ -117,7 +118,8 @@ def _existence(run: Run, name: str) -> Claim:
     if stab and isnum(stab.get("jaccard_mean")):
         parts.append(f"Stability across {stab.get('n_resamples')} resamples: Jaccard "
                      f"{num(stab['jaccard_mean'], 2)} ± {num(stab.get('jaccard_std'), 2)}.")
-    return Claim(name, verdict, " ".join(parts))
+    note = rules_note(run, "existence")
+    return Claim(name, verdict, " ".join(parts + ([note] if note else [])))
 
 
 def _detection_set(s: str, d: Mapping[str, Any], tally: _Tally, parts: list[str]) -> set[str]:
@@ -168,7 +170,8 @@ def _detection(run: Run, name: str) -> Claim:
         parts.insert(0, "Warning: answer spans came from the label-aware parity rule (spans.method = alias): a correct "
                         "answer is averaged over its alias and a wrong one over the whole response, so span length "
                         "leaks the label and these numbers overstate detection.")
-    return Claim(name, verdict, " ".join(parts), tally.summary(), tally.scope())
+    note = rules_note(run, "detection")
+    return Claim(name, verdict, " ".join(parts + ([note] if note else [])), tally.summary(), tally.scope())
 
 
 def _rises(d: Mapping[str, Any]) -> bool | None:

@@ -26,6 +26,7 @@ __all__ = [
     "drift_histogram",
     "intervention_curves",
     "layer_distribution",
+    "qa_curves",
     "risk_coverage",
     "selection_frequency",
     "transfer_bars",
@@ -191,12 +192,14 @@ def risk_coverage(methods: Mapping[str, Mapping[str, Any]], order: Sequence[str]
     return _png(fig)
 
 
-def _curve(cond: Mapping[str, Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _curve(cond: Mapping[str, Mapping[str, Any]], key: str = "compliance",
+           ci_key: str = "ci") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """α, rate (%), CI low and high (%) of one condition's ``{alpha: {key, ci_key}}`` record."""
     keys = sorted(cond, key=float)
     a = np.array([float(k) for k in keys])
-    c = np.array([_num(cond[k].get("compliance")) for k in keys])
-    lo = np.array([_num((cond[k].get("ci") or [None, None])[0]) for k in keys])
-    hi = np.array([_num((cond[k].get("ci") or [None, None])[1]) for k in keys])
+    c = np.array([_num(cond[k].get(key)) for k in keys])
+    lo = np.array([_num((cond[k].get(ci_key) or [None, None])[0]) for k in keys])
+    hi = np.array([_num((cond[k].get(ci_key) or [None, None])[1]) for k in keys])
     return a, c * 100, lo * 100, hi * 100
 
 
@@ -224,6 +227,40 @@ def intervention_curves(benchmarks: Mapping[str, Mapping[str, Any]]) -> str:
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="best")
+    return _png(fig)
+
+
+# The qa family's rates (intervene/qa.json) and their colours; H-Neurons solid, random control dashed.
+QA_RATES = (("accuracy", "#0072B2"), ("wrong", "#CC79A7"), ("refusal", "#009E73"), ("fabricated", "#E69F00"))
+
+
+def qa_curves(sets: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per held-out QA set, each rate (%) vs α: H-Neurons solid with 95% CI bands, random neurons dashed."""
+    names = list(sets)
+    cols = min(4, max(1, len(names)))
+    rows = math.ceil(len(names) / cols)
+    fig = _fig(3.0 * cols + 0.4, 2.7 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        s = sets[name]
+        for rate, color in QA_RATES:
+            for cond, style in (("H", "o-"), ("random", "s--")):
+                curve = s.get(cond) or {}
+                if not any(isinstance(v, Mapping) and v.get(rate) is not None for v in curve.values()):
+                    continue
+                a, c, lo, hi = _curve(curve, rate, f"{rate}_ci")
+                ax.plot(a, c, style, color=color, ms=3, lw=1.4 if cond == "H" else 0.9,
+                        label=f"{rate} ({'H-Neurons' if cond == 'H' else 'random'})")
+                ok = ~(np.isnan(lo) | np.isnan(hi))
+                if cond == "H" and ok.any():
+                    ax.fill_between(a[ok], lo[ok], hi[ok], color=color, alpha=0.15, lw=0)
+        ax.axvline(1.0, color="black", lw=0.6, ls=":")
+        ax.set_title(f"{name} (n = {s.get('n', '?')})", fontsize=9)
+        ax.set_xlabel("α (scale of the neurons)")
+        ax.set_ylabel("rate (%)")
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=6, loc="best")
     return _png(fig)
 
 

@@ -28,11 +28,13 @@ __all__ = ["Cell", "Table", "env", "render"]
 
 @dataclass(frozen=True)
 class Cell:
-    """A table cell with more than text: a smaller note after it, or code formatting."""
+    """A table cell with more than text: a smaller note after it, code formatting, or a link to an
+    anchor on the same page (``href`` is an element id, never a URL: the page loads nothing)."""
 
     text: str
     note: str = ""
     code: bool = False
+    href: str = ""
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ __all__ = ["MALFORMED", "REPORT_FILES", "NotRun", "Run", "open_run"]
 # Files the report reads, per stage (besides each stage's _done.json and the manifest); the report
 # stage fingerprints exactly these, so the page is re-rendered when one of them changes.
 REPORT_FILES: dict[str, tuple[str, ...]] = {
-    "responses": ("stats.json",),
-    "features": (),
-    "probe": ("h_neurons.json", "path.json", "stability.json"),
+    "responses": ("stats.json", "labelled.parquet"),
+    "features": ("train/index.json", "heldout/index.json"),  # each index holds its chunks' sha256
+    "probe": ("h_neurons.json", "path.json", "stability.json", "c_rules.json"),
     "detect": ("detect.json", "risk_coverage.json"),
-    "intervene": ("intervene.json",),
+    "intervene": ("intervene.json", "qa.json"),
     "origin": ("origin.json",),
 }
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from hneurons.report import build_results, build_run
+from hneurons.report import build_explorer, build_hooks, build_results, build_run
 from hneurons.report.html import render
 from hneurons.report.run import MALFORMED, NotRun, Run
 
@@ -39,9 +39,11 @@ SECTIONS: tuple[Section, ...] = (
     Section("manifest", "Manifest", "Run manifest", "", build_run.manifest),
     Section("responses", "Responses", "Responses", "responses", build_run.responses),
     Section("probe", "H-Neurons", "H-Neurons (probe)", "probe", build_results.probe),
+    Section("explorer", "Neurons", "Neuron explorer", "", build_explorer.explorer),
     Section("detect", "Detection", "Detection", "detect", build_results.detect),
     Section("risk", "Risk–coverage", "Risk–coverage", "detect", build_results.risk),
     Section("intervene", "Intervention", "Intervention", "intervene", build_results.intervene),
+    Section("qa", "QA ablation", "Ablation across task types (qa)", "intervene", build_hooks.qa),
     Section("origin", "Origin", "Origin (base model)", "origin", build_results.origin),
     Section("judges", "Judges", "Judges", "", build_run.judges),
 )
