@@ -8,7 +8,7 @@ answer, rendered with the tokenizer's chat template), counted in real (non-pad) 
    ``ratio_plain`` is the cost of the hooks alone; ``plain_full`` is the same forward computing
    logits at every position, as a plain ``model(...)`` call does (reported, not a target);
 2. ``extract``: :func:`hneurons.core.features.extract_cett` (per-region mean CETT reduced inside the hooks);
-3. ``official``: the official ``extract_activations.py`` method (PAPER.md §3.3): one forward per
+3. ``official``: the official ``extract_activations.py`` method (github.com/thunlp/H-Neurons, scripts/extract_activations.py): one forward per
    sample, hooks keeping every layer's full [T, d_ff] input and output norm, ``torch.stack``, CETT
    computed afterwards, per-region means, one ``np.save`` per sample and region into a temp dir.
 
@@ -107,7 +107,7 @@ def run_extract(model, layout: Layout, items: Sequence[FeatureItem], batch_size:
 
 
 def run_official(model, layout: Layout, items: Sequence[FeatureItem], batch_size: int, pad: int) -> None:
-    """PAPER.md §3.3: per-sample forward, full tensors kept per layer, CETT after, np.save per sample."""
+    """The official scripts/extract_activations.py (github.com/thunlp/H-Neurons): per-sample forward, full tensors kept per layer, CETT after, np.save per sample."""
     device = next(model.parameters()).device
     wnorms = torch.stack([layout.down_weight(i).detach().norm(dim=0) for i in range(layout.n_layers)])  # [L, d_ff]
     acts: list[torch.Tensor] = []

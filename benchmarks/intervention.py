@@ -10,7 +10,7 @@ and only time differs. Runs are interleaved and the median of ``--repeats`` is r
     python benchmarks/intervention.py --prompts 16 --max-new-tokens 32 --json
 
 The neuron set is ``--neurons`` random neurons (seeded) spread over all layers; the paper's
-H-Neuron sets are 9-240 neurons (PAPER.md §10). Target: hook ≤ 1.10 × plain time.
+H-Neuron sets are about 9-240 neurons (the paper's Table 1 ratios × neuron counts). Target: hook ≤ 1.10 × plain time.
 """
 
 from __future__ import annotations

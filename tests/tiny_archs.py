@@ -25,7 +25,7 @@ COMMON = dict(vocab_size=V, hidden_size=D, intermediate_size=F, num_hidden_layer
 GQA = dict(COMMON, num_key_value_heads=2, head_dim=8)
 GPT = dict(vocab_size=V, n_embd=D, n_inner=F, n_layer=L, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2)
 # Gemma 2/3 read ``hidden_activation``; giving ``hidden_act`` another value makes a hand
-# computation with the wrong attribute fail (PAPER.md §8.14: Gemma-3 is GELU-tanh, not SiLU).
+# computation with the wrong attribute fail (Gemma-3 is GELU-tanh, not SiLU).
 GEMMA_ACTS = dict(hidden_act="silu", hidden_activation="gelu_pytorch_tanh")
 MOE = dict(GQA, num_local_experts=E, num_experts=E, n_routed_experts=E, moe_num_experts=E, num_experts_per_tok=K,
            moe_k=K, moe_intermediate_size=I)

@@ -6,7 +6,7 @@ repeated from its manifest alone.
 
 Presets:
 
-* ``paper`` — the paper's sizes and settings (PAPER.md §10): 10,000 questions, K = 10 at T = 1.0,
+* ``paper`` — the paper's sizes and settings (the paper, arXiv 2512.01797, §6): 10,000 questions, K = 10 at T = 1.0,
   all 10 samples must agree, 1,000 + 1,000 training questions. Needs a GPU and hours.
 * ``default`` — the README's main job on the embedded 135M model on 2 CPU cores (38 min measured).
   The model answers only ~7 % of TriviaQA correctly and almost never 10/10 at T = 1, so this
@@ -39,7 +39,7 @@ class ModelConfig:
     device_map: str | None = None
     trust_remote_code: bool = False
     # "chat": the tokenizer's template; a model without one (a base model) falls back to "plain"
-    # with a warning (pipeline.resolve_prompt_format). "plain": f"{q}\nAnswer:" (PAPER.md §7.1)
+    # with a warning (pipeline.resolve_prompt_format). "plain": f"{q}\nAnswer:" (the paper, arXiv 2512.01797, §6.3.1)
     prompt_format: str = "chat"
 
 

@@ -1,4 +1,4 @@
-"""CETT extraction on the embedded SmolLM2 with real chat sequences (PAPER.md §3.5 sanity checks)."""
+"""CETT extraction on the embedded SmolLM2 with real chat sequences (sanity checks on the paper's CETT, arXiv 2512.01797, §6.1.2)."""
 
 from __future__ import annotations
 

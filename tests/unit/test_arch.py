@@ -109,7 +109,7 @@ def test_row_resolves_the_true_down_projection(model_type: str) -> None:
 
 @pytest.mark.parametrize("model_type", ["gpt2", "phi", "gpt_neox", "bloom"])
 def test_cett_of_biased_ffn_excludes_the_bias(model_type: str) -> None:
-    """h in CETT is W_down·z (PAPER.md §3.1): per-token CETT from capture_cett equals the hand value
+    """h in CETT is W_down·z (the paper, arXiv 2512.01797, §6.1.2 Eqs. 1–3): per-token CETT from capture_cett equals the hand value
     without the bias, so Σ_j CETT ≥ 1 holds (triangle inequality), which fails with the bias in."""
     model = build(model_type)
     layout = resolve(model)

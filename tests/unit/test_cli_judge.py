@@ -150,7 +150,7 @@ def test_llm_judge_through_cli_and_judge_file(tmp_path: Path) -> None:
     from test_judge import _FakeServer  # the OpenAI-compatible stub of the judge tests
 
     def reply(prompt: str, n: int) -> tuple[int, str]:
-        assert prompt.startswith("The following question contains a false or incorrect premise")  # PAPER.md §6.2
+        assert prompt.startswith("The following question contains a false or incorrect premise")  # the paper, arXiv 2512.01797, §6.2.2
         return 200, ("REFUSED" if "cygnets" in prompt else "maybe")
 
     server = _FakeServer(reply)

@@ -1,6 +1,6 @@
 """Architecture adapters: where each model keeps its FFN neurons.
 
-A neuron is one input coordinate of a decoder layer's MLP down-projection (PAPER.md §1.3): the
+A neuron is one input coordinate of a decoder layer's MLP down-projection (the paper, arXiv 2512.01797, §6.1.2 Eq. 1): the
 projection's input is the activation z (``d_ff`` wide) and its output h goes back into the
 residual stream. Every supported architecture is one row of :data:`ARCHITECTURES`, keyed by
 ``config.model_type``; everything else in the package (CETT capture, α scaling, weight drift)

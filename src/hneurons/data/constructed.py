@@ -274,7 +274,7 @@ SYCOPHANCY_FINAL_PROMPT = "So what is your final answer? Respond with the answer
 def build_sycophancy(records: list[Record], n: int, seed: int) -> list[Record]:
     """``n`` held-out QA items for the three-turn protocol: answer, challenge, final answer.
 
-    ``extra``: ``challenge`` (Sharma et al.'s wording, PAPER.md §6.2), ``final_prompt`` (our
+    ``extra``: ``challenge`` (Sharma et al.'s wording, the paper, arXiv 2512.01797, §6.2.2), ``final_prompt`` (our
     elicitation of the final answer, which the paper leaves unconfirmed) and ``correct_answer``
     (a presentable alias); gold aliases stay in ``answers`` for the rule judge.
     """

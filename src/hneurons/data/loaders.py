@@ -63,7 +63,7 @@ def load_triviaqa(path: Path) -> list[Record]:
 
     rc.nocontext rows (HF parquet or json/jsonl) carry ``question_id``, ``question`` and
     ``answer.aliases`` / ``answer.normalized_aliases``; both alias lists are merged and
-    de-duplicated, as the official code does (PAPER.md §2.1).
+    de-duplicated, as the official code does (the paper, arXiv 2512.01797, §6.1.1).
     """
     out = []
     for line, row in iter_rows(path, what="data file"):

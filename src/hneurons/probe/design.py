@@ -166,7 +166,7 @@ def feature_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_rows(answer: np.ndarray, other: np.ndarray, labels: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training rows, labels and question groups for the probe (PAPER.md §4.1).
+    """Training rows, labels and question groups for the probe (the paper, arXiv 2512.01797, §6.1.3 "Feature Construction").
 
     ``answer``/``other``: ``[n_questions, n_neurons]``; ``labels``: 1 = hallucinated, 0 = faithful.
     3-vs-1 stacks answer rows (label = question label) then other rows (label 0); 1-vs-1 uses answer

@@ -53,7 +53,7 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
     ``d_ff`` maps flat feature ``f`` to ``(layer, neuron) = (f // d_ff, f % d_ff)`` in
     ``h_neurons_``; with ``d_ff=None`` every feature is reported as layer 0.
     ``mode`` records how the rows were built (:func:`build_rows`) and is saved with the probe.
-    ``standardize=False`` is the paper-faithful setting (PAPER.md §4.2): raw CETT values.
+    ``standardize=False`` is the paper-faithful setting (the paper, arXiv 2512.01797, Eq. 4): raw CETT values.
     """
 
     def __init__(

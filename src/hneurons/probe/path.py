@@ -80,7 +80,7 @@ def fit_path(X: Any, y: Any, Cs: Sequence[float], sample_weight: Any = None, **p
 
 def select_C(path_points: Sequence[PathPoint], heldout_acc: dict[float, float],
              suppression_acc: dict[float, float] | None = None) -> float:
-    """Paper rule (PAPER.md §4.4): the C maximising held-out accuracy + suppressed-model accuracy.
+    """Paper rule (the paper, arXiv 2512.01797, §6.1.3): the C maximising held-out accuracy + suppressed-model accuracy.
 
     ``suppression_acc`` is optional until the intervention stage exists. Ties go to the smaller C
     (sparser probe). Every path C must have a score; a missing one is an error, not a silent skip.

@@ -1,6 +1,6 @@
 """TriviaQA accuracy with neurons scaled: the "functional safety" term of the probe's C rule.
 
-PAPER.md §4.4 picks the probe's C by held-out accuracy + the model's TriviaQA accuracy when the
+the paper, arXiv 2512.01797, §6.1.3 picks the probe's C by held-out accuracy + the model's TriviaQA accuracy when the
 selected H-Neurons are suppressed (α = 0). A C that selects too many neurons breaks the model,
 and this number falls; the probe stage calls :func:`suppression_accuracy` once per C.
 """
