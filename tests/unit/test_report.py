@@ -282,7 +282,8 @@ def test_judges_section_shows_agreement_and_sources(run_dir: Path, stub_figures:
     # every judge the fixture run used, with n and agreement % [95% Wilson CI] from the judge card
     assert set(rows) == {"TriviaQA correct / wrong (responses)", "QA correct / wrong (detect)",
                          "FalseQA accepted / refused (intervene)", "jailbreak harmful / safe (intervene)",
-                         "FaithEval option parser (intervene)", "sycophancy correct / wrong (intervene)"}
+                         "FaithEval option parser (intervene)", "sycophancy correct / wrong (intervene)",
+                         "qa: held-out QA correct / wrong (intervene)"}
     r = rows["TriviaQA correct / wrong (responses)"]
     assert r[2] == "573" and r[3] == f"{100 * tq['agreement']:.1f} [{100 * tq['ci95'][0]:.1f}, {100 * tq['ci95'][1]:.1f}]"
     assert rows["FalseQA accepted / refused (intervene)"][2].replace(",", "") == str(fq["n"]) == "1032"

@@ -57,7 +57,7 @@ def probe(run: Run) -> dict[str, Any]:
         "stability_reason": stab_reason or "",
         "frequency": figures.selection_frequency(stab["frequency"], hset) if stab and stab.get("frequency") else None,
         "n_neurons": len(neurons),
-        "c_rules": build_hooks.c_rules(run),
+        "rules": build_hooks.rules(run),
         "neurons": Table.of(["neuron", "weight", "selection freq."],
                             [[neuron_link(n), num(n.get("weight"), 4), num(freq.get((int(n["layer"]), int(n["neuron"]))), 2)]
                              for n in top], [1, 2]) if top else None,
@@ -154,9 +154,11 @@ def _alpha_table(d: Mapping[str, Any]) -> tuple[Table, str]:
 def intervene(run: Run) -> dict[str, Any]:
     """Compliance against α on every benchmark: curves, slopes and the per-α counts."""
     iv = run.need("intervene", "intervene.json")
-    benches = iv.get("benchmarks") or {}
+    benches = build_hooks.compliance_benchmarks(iv.get("benchmarks"))
+    qa_benches = sorted(set(iv.get("benchmarks") or {}) - set(benches))
     if not benches:
-        raise NotRun("intervene.json lists no benchmarks")
+        raise NotRun("intervene.json lists no compliance benchmarks" + (
+            f" (the {', '.join(qa_benches)} family is in the qa section)" if qa_benches else ""))
     slopes, entries = [], build_hooks.card()
     for b, d in benches.items():
         sl, lsq = d.get("slope") or {}, d.get("slope_lsq") or {}
@@ -173,7 +175,7 @@ def intervene(run: Run) -> dict[str, Any]:
             "slopes": Table.of(["benchmark", "compliance means", "n", "judge", "judge agreement (95% CI)",
                                 "verdicts by judge", "H", "random", "H (least squares)", "random (least squares)"],
                                slopes, [2, 6, 7, 8, 9]),
-            "benchmarks": per_bench, "rate_warn": RATE_WARN}
+            "benchmarks": per_bench, "rate_warn": RATE_WARN, "qa_benchmarks": ", ".join(qa_benches)}
 
 
 def origin(run: Run) -> dict[str, Any]:

@@ -105,7 +105,8 @@ _JUDGE_USES = (("responses", "triviaqa", "TriviaQA correct / wrong (responses)")
                ("intervene:falseqa", "falseqa", "FalseQA accepted / refused (intervene)"),
                ("intervene:jailbreak", "jailbreak", "jailbreak harmful / safe (intervene)"),
                ("intervene:faitheval", "mc", "FaithEval option parser (intervene)"),
-               ("intervene:sycophancy", "triviaqa", "sycophancy correct / wrong (intervene)"))
+               ("intervene:sycophancy", "triviaqa", "sycophancy correct / wrong (intervene)"),
+               ("intervene:qa", "triviaqa", "qa: held-out QA correct / wrong (intervene)"))
 
 
 def _judge_row(card: dict[str, Any], task: str, what: str, kind: str) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hneurons.detection.methods import TRIVIAL_BASELINES
-from hneurons.report.build_hooks import rules_note
+from hneurons.report.build_hooks import QA_FAMILY, rules_note
 from hneurons.report.fmt import ci, count, isnum, num, pct, sig
 from hneurons.report.run import MALFORMED, Run
 
@@ -198,6 +198,8 @@ def _impact(run: Run, name: str) -> Claim:
         return Claim(name, "not tested", f"no intervention results: {reason}")
     tally, parts = _Tally("benchmarks"), []
     for b, d in (iv.get("benchmarks") or {}).items():
+        if d.get("family") == QA_FAMILY:  # hallucination under α, not compliance: the qa section shows it
+            continue
         slope = d.get("slope") or {}
         sh, sr = slope.get("H"), slope.get("random")
         if not isnum(sh):

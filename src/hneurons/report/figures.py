@@ -204,8 +204,9 @@ def _curve(cond: Mapping[str, Mapping[str, Any]], key: str = "compliance",
 
 
 def intervention_curves(benchmarks: Mapping[str, Mapping[str, Any]]) -> str:
-    """Compliance (%) vs α per benchmark: H-Neurons vs the random-neuron control, 95% CI bands."""
-    names = list(benchmarks)
+    """Compliance (%) vs α per benchmark: H-Neurons vs the random-neuron control, 95% CI bands.
+    Benchmarks of the ``qa`` family (their rate is hallucination, not compliance) are left out."""
+    names = [b for b in benchmarks if (benchmarks[b] or {}).get("family") != "qa"]
     cols = min(4, max(1, len(names)))
     rows = math.ceil(len(names) / cols)
     fig = _fig(3.0 * cols + 0.4, 2.7 * rows)
@@ -230,37 +231,50 @@ def intervention_curves(benchmarks: Mapping[str, Mapping[str, Any]]) -> str:
     return _png(fig)
 
 
-# The qa family's rates (intervene/qa.json) and their colours; H-Neurons solid, random control dashed.
-QA_RATES = (("accuracy", "#0072B2"), ("wrong", "#CC79A7"), ("refusal", "#009E73"), ("fabricated", "#E69F00"))
+# The qa family's outcomes (intervene/qa.json) and their colours; H-Neurons solid, random control dashed.
+QA_COLORS = {"correct": "#0072B2", "wrong": "#CC79A7", "refusal": "#009E73", "fabricated": "#E69F00",
+             "no_answer": "#999999", "hallucinated": "#D55E00", "abstained": "#56B4E9"}
 
 
-def qa_curves(sets: Mapping[str, Mapping[str, Any]]) -> str:
-    """Per held-out QA set, each rate (%) vs α: H-Neurons solid with 95% CI bands, random neurons dashed."""
-    names = list(sets)
+def _qa_curve(curve: Mapping[str, Any], outcome: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """α, rate (%), CI low and high (%) of one outcome in ``{alpha: {"rates": {outcome: {rate, ci}}}}``."""
+    recs = {k: ((v.get("rates") or {}).get(outcome) or {}) if isinstance(v, Mapping) else {} for k, v in curve.items()}
+    return _curve(recs, "rate", "ci")
+
+
+def qa_curves(rates: Mapping[str, Mapping[str, Any]], shown: Mapping[str, Sequence[str]]) -> str:
+    """Per held-out QA set (``rates`` of qa.json), each shown outcome's rate (%) vs α: H-Neurons solid
+    with 95% CI bands, random neurons dashed."""
+    names = list(shown)
     cols = min(4, max(1, len(names)))
     rows = math.ceil(len(names) / cols)
     fig = _fig(3.0 * cols + 0.4, 2.7 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names):
-        s = sets[name]
-        for rate, color in QA_RATES:
+        s = rates.get(name) or {}
+        n = next((v.get("n") for k, v in (s.get("H") or {}).items() if float(k) == 1.0 and isinstance(v, Mapping)), "?")
+        for outcome in shown[name]:
+            color = QA_COLORS.get(outcome, "#444444")
             for cond, style in (("H", "o-"), ("random", "s--")):
                 curve = s.get(cond) or {}
-                if not any(isinstance(v, Mapping) and v.get(rate) is not None for v in curve.values()):
+                if not curve:
                     continue
-                a, c, lo, hi = _curve(curve, rate, f"{rate}_ci")
+                a, c, lo, hi = _qa_curve(curve, outcome)
+                if np.isnan(c).all():
+                    continue
                 ax.plot(a, c, style, color=color, ms=3, lw=1.4 if cond == "H" else 0.9,
-                        label=f"{rate} ({'H-Neurons' if cond == 'H' else 'random'})")
+                        label=f"{outcome} ({'H-Neurons' if cond == 'H' else 'random'})")
                 ok = ~(np.isnan(lo) | np.isnan(hi))
                 if cond == "H" and ok.any():
                     ax.fill_between(a[ok], lo[ok], hi[ok], color=color, alpha=0.15, lw=0)
         ax.axvline(1.0, color="black", lw=0.6, ls=":")
-        ax.set_title(f"{name} (n = {s.get('n', '?')})", fontsize=9)
+        ax.set_title(f"{name} (n = {n})", fontsize=9)
         ax.set_xlabel("α (scale of the neurons)")
         ax.set_ylabel("rate (%)")
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=6, loc="best")
+    if axes.flat[0].get_legend_handles_labels()[0]:
+        axes.flat[0].legend(fontsize=6, loc="best")
     return _png(fig)
 
 

@@ -22,7 +22,7 @@ __all__ = ["MALFORMED", "REPORT_FILES", "NotRun", "Run", "open_run"]
 REPORT_FILES: dict[str, tuple[str, ...]] = {
     "responses": ("stats.json", "labelled.parquet"),
     "features": ("train/index.json", "heldout/index.json"),  # each index holds its chunks' sha256
-    "probe": ("h_neurons.json", "path.json", "stability.json", "c_rules.json"),
+    "probe": ("h_neurons.json", "path.json", "stability.json", "rules.json"),
     "detect": ("detect.json", "risk_coverage.json"),
     "intervene": ("intervene.json", "qa.json"),
     "origin": ("origin.json",),
