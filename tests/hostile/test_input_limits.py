@@ -81,14 +81,15 @@ def test_feature_store_advice_is_true_for_the_stages_that_show_it(tmp_path) -> N
     from helpers import bpe_tokenizer, tiny_llama
 
     from hneurons.core.arch import resolve
-    from hneurons.core.features import FeatureItem
+    from hneurons.core.features import ExtractOptions, FeatureItem
     from hneurons.core.store import FeatureStore
     from hneurons.errors import FingerprintMismatch
 
     model = tiny_llama(bpe_tokenizer())
     items = [FeatureItem(f"q{i}", tuple(range(3, 10)), answer=(4, 6), response=(3, 7)) for i in range(2)]
     store = FeatureStore(tmp_path / "features" / "train")
-    store.extract(model, resolve(model), items, model_fingerprint="aaaa", dtype="float32", progress=False)
+    store.extract(model, resolve(model), items, model_fingerprint="aaaa", dtype="float32",
+                  options=ExtractOptions(progress=False))
     with pytest.raises(FingerprintMismatch) as exc:
         store.load(expect_fingerprint="bbbb")
     assert "--force" not in str(exc.value) and "--model" in str(exc.value)

@@ -22,7 +22,7 @@ from helpers import bpe_tokenizer, tiny_llama  # noqa: E402
 from hneurons.core.arch import resolve  # noqa: E402
 from hneurons.config import load_config  # noqa: E402
 from hneurons.errors import StageError  # noqa: E402
-from hneurons.core.features import FeatureItem  # noqa: E402
+from hneurons.core.features import ExtractOptions, FeatureItem  # noqa: E402
 from hneurons.core.store import FeatureStore  # noqa: E402
 from hneurons.rundir import DONE_FILE, RunDir, file_fingerprint, write_json  # noqa: E402
 
@@ -37,7 +37,7 @@ def tiny():
 def _extract(store_path: Path, tiny) -> FeatureStore:
     model, layout, items = tiny
     return FeatureStore(store_path).extract(model, layout, items, model_fingerprint="fp", dtype="float32",
-                                            chunk_size=2, progress=False)
+                                            chunk_size=2, options=ExtractOptions(progress=False))
 
 
 def _finite_garbage(path: Path) -> None:

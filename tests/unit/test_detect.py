@@ -17,7 +17,7 @@ from hneurons.detection.metrics import score_metrics, selective_answering
 from hneurons.detection.token_stats import token_stats
 from hneurons.labelling.verdicts import judge_response, refusal_phrase
 from hneurons.stats import random_neuron_draws
-from hneurons.core.features import FeatureItem
+from hneurons.core.features import ExtractOptions, FeatureItem
 from hneurons.probe.estimator import HNeuronProbe, build_rows
 from tests.helpers import bpe_tokenizer, tiny_llama
 
@@ -184,8 +184,8 @@ def test_token_stats_from_the_cett_pass_match_direct_logits(tmp_path):
     spans = [(9, 11), (2, 6), (5, 8)]  # different positions, so the batch keeps a union of them
     items = [FeatureItem(f"q{i}", tuple(s), spans[i], (spans[i][0] - 1, len(s))) for i, s in enumerate(seqs)]
     store = FeatureStore(tmp_path / "store").extract(model, resolve(model), items, model_fingerprint="m",
-                                                     regions=("answer",), batch_size=2, progress=False,
-                                                     stats_layer=1)
+                                                     options=ExtractOptions(("answer",), batch_size=2, progress=False,
+                                                                            stats_layer=1))
     layer, arrays = store.load_stats()
     st = token_stats(items, layer, arrays)
     assert st.residual_layer == 1
@@ -214,7 +214,7 @@ def test_store_without_token_stats_names_the_rebuild(tmp_path):
     model = tiny_llama(tok)
     items = [FeatureItem("q0", tuple(range(5, 13)), (4, 6), (3, 8))]
     store = FeatureStore(tmp_path / "features" / "train").extract(model, resolve(model), items, model_fingerprint="m",
-                                                                  progress=False)
+                                                                  options=ExtractOptions(progress=False))
     with pytest.raises(StageError, match="no answer-token statistics.*hneurons features"):
         store.load_stats()
 
@@ -257,7 +257,7 @@ def _stage_ctx(tmp_path, monkeypatch):
         items.append(FeatureItem(f"t{i}", tuple(seq.input_ids), (span.start, span.end), (seq.prompt_end, seq.response_end)))
     pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), rd.path("responses", "labelled.parquet"))
     store = FeatureStore(rd.root / "features" / "train").extract(model, layout, items, model_fingerprint="fp-tiny",
-                                                                 progress=False, stats_layer=layout.n_layers // 2)
+                                                                 options=ExtractOptions(progress=False, stats_layer=layout.n_layers // 2))
     _, feats = store.load()
     X, y, _ = build_rows(feats["answer"], feats["other"], np.array([r["label"] for r in rows]), "3-vs-1")
     probe = HNeuronProbe(C=1e4, mode="3-vs-1", d_ff=layout.d_ff).fit(X, y)

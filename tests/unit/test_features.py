@@ -12,6 +12,8 @@ from hneurons.errors import ConfigError, DataError, FingerprintMismatch
 from hneurons.core.features import ExtractOptions, FeatureItem, extract_cett
 from hneurons.core.store import FeatureStore, check_finite
 
+QUIET = ExtractOptions(progress=False)
+
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
@@ -102,7 +104,7 @@ def test_store_roundtrip_resume_and_fingerprint(tmp_path) -> None:
     layout = resolve(model)
     items = [FeatureItem(f"q{i}", tuple(range(3, 10 + i)), answer=(4, 6), response=(3, 7 + i)) for i in range(5)]
     store = FeatureStore(tmp_path / "train").extract(model, layout, items, model_fingerprint="abc",
-                                                     dtype="float32", chunk_size=2, progress=False)
+                                                     dtype="float32", chunk_size=2, options=QUIET)
     qids, feats = store.load()
     ref = extract_cett(model, layout, items, progress=False)
     assert qids == [it.qid for it in items]
@@ -113,7 +115,7 @@ def test_store_roundtrip_resume_and_fingerprint(tmp_path) -> None:
     mtime = first.stat().st_mtime_ns
     second.unlink()
     FeatureStore(tmp_path / "train").extract(model, layout, items, model_fingerprint="abc", dtype="float32",
-                                             chunk_size=2, progress=False)
+                                             chunk_size=2, options=QUIET)
     assert first.stat().st_mtime_ns == mtime and second.is_file()
     with pytest.raises(FingerprintMismatch):
         FeatureStore(tmp_path / "train").load(expect_fingerprint="other")

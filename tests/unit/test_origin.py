@@ -345,7 +345,7 @@ def test_stage_end_to_end(tmp_path, monkeypatch, streamed):
 
     import hneurons.data
     from hneurons.config import load_config
-    from hneurons.core.features import FeatureItem
+    from hneurons.core.features import ExtractOptions, FeatureItem
     from hneurons.core.store import FeatureStore
     from hneurons.core.models import fingerprint
     from hneurons.pipeline import Context
@@ -381,7 +381,7 @@ def test_stage_end_to_end(tmp_path, monkeypatch, streamed):
         items.append(FeatureItem(f"t{i}", tuple(seq.input_ids), (span.start, span.end), (seq.prompt_end, seq.response_end)))
     pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), rd.path("responses", "labelled.parquet"))
     _, feats = FeatureStore(rd.root / "features" / "train").extract(
-        inst, lay, items, model_fingerprint=fp, progress=False).load()
+        inst, lay, items, model_fingerprint=fp, options=ExtractOptions(progress=False)).load()
     X, y, _ = build_rows(feats["answer"], feats["other"], np.array([r["label"] for r in rows]), "3-vs-1")
     probe = HNeuronProbe(C=1e4, mode="3-vs-1", d_ff=lay.d_ff).fit(X, y)
     probe.save(rd.path("probe", "probe.safetensors"))

@@ -81,7 +81,7 @@ def _items(tok, n: int) -> list[FeatureItem]:
 
 def test_transfer_at_the_final_checkpoint_equals_the_probe_on_the_final_model(run: dict, tmp_path) -> None:
     from hneurons.core.models import load_model
-    from hneurons.core.store import answer_features
+    from hneurons.core.answer_store import answer_features
     from hneurons.probe.estimator import HNeuronProbe, build_rows
 
     tok = run["tok"]
@@ -127,7 +127,7 @@ def test_stage_writes_checkpoints_json_without_a_base_model(run: dict, tmp_path)
 
     from hneurons.config import load_config
     from hneurons.core.models import load_model
-    from hneurons.core.store import answer_features
+    from hneurons.core.answer_store import answer_features
     from hneurons.pipeline import Context
     from hneurons.probe.estimator import HNeuronProbe, build_rows
     from hneurons.rundir import RunDir, read_jsonl

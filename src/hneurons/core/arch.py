@@ -1,8 +1,9 @@
-"""Architecture adapters: where each model keeps its FFN neurons.
+"""Neuron layout: where a loaded model keeps its FFN neurons, resolved through the adapter table.
 
-A neuron is one input coordinate of a decoder layer's MLP down-projection (the paper, arXiv 2512.01797, §6.1.2 Eq. 1): the
-projection's input is the activation z (``d_ff`` wide) and its output h goes back into the
-residual stream. Every supported architecture is one row of :data:`ARCHITECTURES`, keyed by
+A neuron is one input coordinate of a decoder layer's MLP down-projection (the paper, arXiv
+2512.01797, §6.1.2 Eq. 1): the projection's input is the activation z (``d_ff`` wide) and its output h goes
+back into the residual stream. Every supported architecture is one row of
+:data:`~hneurons.core.adapters.ARCHITECTURES` (re-exported here), keyed by
 ``config.model_type``; everything else in the package (CETT capture, α scaling, weight drift)
 goes through :class:`Layout`, so adding an architecture is adding a row.
 
@@ -15,145 +16,31 @@ towers of multimodal checkpoints can never be picked up.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
 
+from hneurons.core.adapters import (  # noqa: F401  (re-exported: the table's historic home)
+    ARCHITECTURES,
+    Arch,
+    arch_for,
+    model_type_of,
+    supported_architectures,
+    text_config,
+)
 from hneurons.errors import ConfigError, UnsupportedArchitecture
 
 
-@dataclass(frozen=True)
-class Arch:
-    """One row of the adapter table.
-
-    Attributes:
-        layers: dotted attribute paths (tried in order) from the top-level model to the decoder
-            layer list; several because transformers versions nest wrappers differently.
-        down_proj: path inside a layer to the module whose input is z and whose output is h
-            (in MoE rows: of the dense layers some MoE models keep, e.g. DeepSeek's first ones).
-        up_proj: path to the input projection whose rows are the neurons' input weights.
-        gate_proj: path to the gate projection (gated FFNs only).
-        weight_layout: ``"out_in"`` for ``nn.Linear`` (weight [out, in]); ``"in_out"`` for GPT-2's
-            ``Conv1D`` (weight stored transposed, [in, out]).
-        d_ff_attr: config attribute holding the intermediate size (``None``: not checked).
-        experts: MoE rows: path inside a layer to the fused experts module (``gate_up_proj``
-            [E, 2I, H] and ``down_proj`` [E, H, I]); a layer without it is a dense layer.
-        moe_block: MoE rows: path to the whole MoE block, whose output is CETT's h.
-        shared: path to the shared-expert MLP (``gate_proj``/``up_proj``/``down_proj``), if any.
-        shared_scale: path to the one-output linear whose sigmoid scales the shared expert (Qwen2-MoE).
-        expert_format: ``"gate_up"`` (gate half first, ``act_fn(gate) * up``) or ``"gpt_oss"``
-            (transposed [E, H, 2I], interleaved gate/up, biases, clamped GLU with ``alpha``/``limit``).
-    """
-
-    layers: tuple[str, ...]
-    down_proj: str
-    up_proj: str
-    gate_proj: str | None = None
-    weight_layout: Literal["out_in", "in_out"] = "out_in"
-    d_ff_attr: str | None = "intermediate_size"
-    experts: str | None = None
-    moe_block: str | None = None
-    shared: str | None = None
-    shared_scale: str | None = None
-    expert_format: Literal["gate_up", "gpt_oss"] = "gate_up"
-
-    @property
-    def is_moe(self) -> bool:
-        """Whether this row describes a mixture-of-experts family."""
-        return self.experts is not None
-
-
-_GATED = dict(down_proj="mlp.down_proj", up_proj="mlp.up_proj", gate_proj="mlp.gate_proj")
-_FUSED = dict(down_proj="mlp.down_proj", up_proj="mlp.gate_up_proj")  # gate half first ([2·d_ff, d])
-_DECODER = ("model.layers",)
-_GPT = ("transformer.h",)
-# Gemma 3 multimodal checkpoints wrap the text model; the path differs across transformers versions.
-_GEMMA3_MM = ("model.language_model.layers", "language_model.model.layers", "model.layers")
-_MOE = dict(_GATED, experts="mlp.experts", moe_block="mlp", d_ff_attr=None)
-
-
-def _dense(*names: str) -> dict[str, Arch]:
-    """Rows for Llama-like families: ``model.layers.{i}.mlp.{gate,up,down}_proj``."""
-    return {n: Arch(_DECODER, **_GATED) for n in names}
-
-
-ARCHITECTURES: dict[str, Arch] = {
-    **_dense("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2",
-             "olmo3", "granite", "granite_swa", "smollm3", "stablelm", "cohere", "cohere2", "exaone4",
-             "internlm3", "qwen3_5_text", "seed_oss", "helium", "ministral", "ministral3",
-             "hunyuan_v1_dense", "ernie4_5", "diffllama", "vaultgemma", "cwm", "hyperclovax"),
-    "gemma3": Arch(_GEMMA3_MM, **_GATED),
-    # Phi-3 / GLM fuse gate and up into one linear ([2·d_ff, d]); its first half is the gate.
-    "phi3": Arch(_DECODER, **_FUSED),
-    "glm": Arch(_DECODER, **_FUSED),
-    "glm4": Arch(_DECODER, **_FUSED),
-    # Ungated two-layer FFNs.
-    "nemotron": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
-    "arcee": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
-    "jais2": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
-    "nanochat": Arch(_DECODER, down_proj="mlp.fc2", up_proj="mlp.fc1"),
-    "phi": Arch(_DECODER, down_proj="mlp.fc2", up_proj="mlp.fc1"),
-    "starcoder2": Arch(_DECODER, down_proj="mlp.c_proj", up_proj="mlp.c_fc"),
-    "persimmon": Arch(_DECODER, down_proj="mlp.dense_4h_to_h", up_proj="mlp.dense_h_to_4h"),
-    "biogpt": Arch(("biogpt.layers",), down_proj="fc2", up_proj="fc1"),
-    "gpt2": Arch(_GPT, down_proj="mlp.c_proj", up_proj="mlp.c_fc", weight_layout="in_out", d_ff_attr="n_inner"),
-    "gpt_bigcode": Arch(_GPT, down_proj="mlp.c_proj", up_proj="mlp.c_fc", d_ff_attr="n_inner"),
-    "gpt_neo": Arch(_GPT, down_proj="mlp.c_proj", up_proj="mlp.c_fc", d_ff_attr="intermediate_size"),
-    "gptj": Arch(_GPT, down_proj="mlp.fc_out", up_proj="mlp.fc_in", d_ff_attr="n_inner"),
-    "codegen": Arch(_GPT, down_proj="mlp.fc_out", up_proj="mlp.fc_in", d_ff_attr="n_inner"),
-    "bloom": Arch(_GPT, down_proj="mlp.dense_4h_to_h", up_proj="mlp.dense_h_to_4h", d_ff_attr=None),
-    "falcon": Arch(_GPT, down_proj="mlp.dense_4h_to_h", up_proj="mlp.dense_h_to_4h", d_ff_attr="ffn_hidden_size"),
-    "gpt_neox": Arch(("gpt_neox.layers",), down_proj="mlp.dense_4h_to_h", up_proj="mlp.dense_h_to_4h"),
-    # Mixture of experts (docs/MOE.md).
-    "mixtral": Arch(_DECODER, **_MOE),
-    "qwen3_moe": Arch(_DECODER, **_MOE),
-    "olmoe": Arch(_DECODER, **_MOE),
-    "flex_olmo": Arch(_DECODER, **_MOE),
-    "minimax": Arch(_DECODER, **_MOE),
-    "phimoe": Arch(_DECODER, **_MOE),
-    "qwen2_moe": Arch(_DECODER, **_MOE, shared="mlp.shared_expert", shared_scale="mlp.shared_expert_gate"),
-    "deepseek_v2": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
-    "deepseek_v3": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
-    "glm4_moe": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
-    "ernie4_5_moe": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
-    "granitemoe": Arch(_DECODER, **dict(_MOE, experts="block_sparse_moe.experts", moe_block="block_sparse_moe")),
-    "gpt_oss": Arch(_DECODER, **_MOE, expert_format="gpt_oss"),
-}
-
-
 def _get(obj: object, path: str) -> object | None:
+    """Follow a dotted attribute path; ``None`` where any step is missing (rows are tried, not trusted)."""
     for part in path.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
             return None
     return obj
 
-
-def model_type_of(config: object) -> str:
-    """The adapter key of a config (``config.model_type``)."""
-    return str(getattr(config, "model_type", "") or "")
-
-
-def text_config(config: object) -> object:
-    """The language-model part of a config (multimodal configs nest it as ``text_config``)."""
-    sub = getattr(config, "text_config", None)
-    return sub if sub is not None and hasattr(sub, "num_hidden_layers") else config
-
-
-def arch_for(model_type: str) -> Arch:
-    """Look up a table row, or name the closest supported one (a typo or a sibling family)."""
-    try:
-        return ARCHITECTURES[model_type]
-    except KeyError:
-        close = difflib.get_close_matches(model_type, list(ARCHITECTURES), n=1, cutoff=0.0)
-        hint = f"closest supported: {close[0]!r}" if close and model_type else "nothing to compare"
-        raise UnsupportedArchitecture(
-            f"model_type {model_type!r} is not in the adapter table ({hint}; `hneurons archs` lists all "
-            f"{len(ARCHITECTURES)}); add one row to hneurons.core.arch.ARCHITECTURES to support it."
-        ) from None
 
 
 class NeuronRef(NamedTuple):
@@ -400,10 +287,36 @@ def resolve(model: nn.Module) -> Layout:
     Raises :class:`UnsupportedArchitecture` when the model type has no row, or when the row's
     paths do not match this model (the number of layers found must equal ``num_hidden_layers``).
     """
-    config = model.config
-    model_type = model_type_of(config)
+    model_type = model_type_of(model.config)
     arch = arch_for(model_type)
-    tcfg = text_config(config)
+    tcfg = text_config(model.config)
+    layers = _decoder_layers(model, arch, model_type, tcfg)
+    n_layers = len(layers)
+    name = type(model).__name__
+    experts = [_experts(layer, arch, name) for layer in layers] if arch.is_moe else None
+    dense = [i for i in range(n_layers) if experts is None or experts[i] is None]
+    down = _collect(layers, dense, arch.down_proj, name)
+    up = _collect(layers, dense, arch.up_proj, name)
+    gate = _collect(layers, dense, arch.gate_proj, name)
+    assert down is not None and up is not None
+    widths = []
+    d_model = 0
+    for i in dense:
+        w = down[i].weight
+        d_model, width = (w.shape[0], w.shape[1]) if arch.weight_layout == "out_in" else (w.shape[1], w.shape[0])
+        widths.append(int(width))
+    if experts is not None:
+        for ex in experts:
+            if ex is not None:
+                widths.append(ex.n_neurons)
+                d_model = ex.down(0).shape[0]
+    d_ff = max(widths)
+    _check_d_ff(arch, model_type, tcfg, d_ff)
+    return Layout(model_type, arch, n_layers, int(d_ff), int(d_model), down, up, gate, experts)
+
+
+def _decoder_layers(model: nn.Module, arch: Arch, model_type: str, tcfg: object) -> nn.ModuleList | list:
+    """The decoder layer list at the first of the row's paths that holds one; its length must match the config."""
     layers = None
     for path in arch.layers:
         layers = _get(model, path)
@@ -419,39 +332,26 @@ def resolve(model: nn.Module) -> Layout:
         raise UnsupportedArchitecture(
             f"found {len(layers)} decoder layers at {arch.layers}, but the config says {n_layers}"
         )
-    name = type(model).__name__
-    experts = [_experts(layer, arch, name) for layer in layers] if arch.is_moe else None
-    dense = [i for i in range(n_layers) if experts is None or experts[i] is None]
+    return layers
 
-    def collect(path: str | None) -> list[nn.Module | None] | None:
-        if path is None:
-            return None
-        mods: list[nn.Module | None] = [None] * n_layers
-        for i in dense:
-            mods[i] = _get(layers[i], path)  # type: ignore[assignment]
-            if mods[i] is None or not hasattr(mods[i], "weight"):
-                raise UnsupportedArchitecture(
-                    f"{name}: not every decoder layer has a weighted module at {path!r}; "
-                    "fix its row in hneurons.core.arch.ARCHITECTURES."
-                )
-        return mods
 
-    down = collect(arch.down_proj)
-    up = collect(arch.up_proj)
-    gate = collect(arch.gate_proj)
-    assert down is not None and up is not None
-    widths = []
-    d_model = 0
+def _collect(layers: nn.ModuleList | list, dense: list[int], path: str | None, name: str) -> list[nn.Module | None] | None:
+    """The weighted module at ``path`` in every dense layer (``None`` in MoE layers; ``None`` for no path)."""
+    if path is None:
+        return None
+    mods: list[nn.Module | None] = [None] * len(layers)
     for i in dense:
-        w = down[i].weight
-        d_model, width = (w.shape[0], w.shape[1]) if arch.weight_layout == "out_in" else (w.shape[1], w.shape[0])
-        widths.append(int(width))
-    if experts is not None:
-        for ex in experts:
-            if ex is not None:
-                widths.append(ex.n_neurons)
-                d_model = ex.down(0).shape[0]
-    d_ff = max(widths)
+        mods[i] = _get(layers[i], path)  # type: ignore[assignment]
+        if mods[i] is None or not hasattr(mods[i], "weight"):
+            raise UnsupportedArchitecture(
+                f"{name}: not every decoder layer has a weighted module at {path!r}; "
+                "fix its row in hneurons.core.arch.ARCHITECTURES."
+            )
+    return mods
+
+
+def _check_d_ff(arch: Arch, model_type: str, tcfg: object, d_ff: int) -> None:
+    """Compare the measured width with the config's intermediate size: a mismatch means a wrong weight_layout."""
     expected = getattr(tcfg, arch.d_ff_attr, None) if arch.d_ff_attr else None
     if arch.d_ff_attr and expected is None and model_type == "gpt2":
         expected = 4 * tcfg.n_embd  # GPT-2 leaves n_inner unset for the default 4 × hidden
@@ -460,9 +360,3 @@ def resolve(model: nn.Module) -> Layout:
             f"{model_type}: down-projection input width {d_ff} differs from config "
             f"{arch.d_ff_attr}={expected}; the adapter row's weight_layout is probably wrong."
         )
-    return Layout(model_type, arch, n_layers, int(d_ff), int(d_model), down, up, gate, experts)
-
-
-def supported_architectures() -> list[tuple[str, Arch]]:
-    """Table rows sorted by model type, for ``hneurons archs``."""
-    return sorted(ARCHITECTURES.items())

@@ -9,7 +9,6 @@ recorded, so a damaged chunk is re-extracted (or named) instead of silently chan
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,30 +21,12 @@ from safetensors.numpy import save_file
 
 from hneurons.core import distributed
 from hneurons.core.arch import Layout
-from hneurons.core.features import STATS, ExtractOptions, FeatureItem, extract_cett, pad_id
+from hneurons.core.features import STATS, ExtractOptions, FeatureItem, extract_cett
+from hneurons.core.rows import check_block_finite, check_finite, open_rows_memmap
 from hneurons.errors import DataError, FingerprintMismatch, HNeuronsError, StageError
-from hneurons.rundir import (
-    atomic_path,
-    file_sha256,
-    fingerprint_of,
-    read_json,
-    write_json,
-)
+from hneurons.rundir import atomic_path, file_sha256, read_json, write_json
 
-
-def check_finite(features: dict[str, np.ndarray], qids: Sequence[str], d_ff: int, regions: Sequence[str] = ("answer",)) -> None:
-    """Refuse features with NaN/inf in the given regions, naming the question and layer."""
-    for region in regions:
-        arr = features.get(region)
-        if arr is None:
-            continue
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            row, col = map(int, np.argwhere(bad)[0])
-            raise DataError(
-                f"features region {region!r} has {int(bad.sum())} NaN/inf values, first for question "
-                f"{qids[row]!r} at layer {col // d_ff}, neuron {col % d_ff}; check that its answer span is not empty"
-            )
+__all__ = ["FeatureStore", "StoreShape", "check_finite"]
 
 
 @dataclass(frozen=True)
@@ -58,39 +39,6 @@ class StoreShape:
     regions: tuple[str, ...] = ("answer", "other")
     dtype: str = "float16"
     other_scope: str = "full_sequence"
-
-
-def _check_block_finite(block: np.ndarray, path: Path, region: str, row0: int, d_ff: int, qids: list[str]) -> None:
-    """One line naming the chunk, question and (layer, neuron) of the first NaN/inf cell."""
-    bits = block.view(np.uint16) if block.dtype == np.float16 else None
-    bad = (bits & 0x7C00) == 0x7C00 if bits is not None else ~np.isfinite(block)
-    if bad.any():
-        r, c = map(int, np.argwhere(bad)[0])
-        raise DataError(f"{path}: region {region!r} row {r} (question {qids[row0 + r]!r}), column {c} (layer {c // d_ff}, "
-                        f"neuron {c % d_ff}) is {block[r, c]}; features must be finite: re-extract them")
-
-
-def _open_rows_memmap(folder: Path, shape: tuple[int, int], dtype: np.dtype, index_sha: str) -> tuple[np.memmap, bool]:
-    """The row matrix file in ``folder``: ``(map, True)`` when it is complete for this index, else a fresh one.
-
-    A file that its own ``rows.json`` says is complete but is shorter than that shape is refused
-    (one line) instead of mapped: reading past its end would crash or read garbage.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    data, meta = folder / "rows.bin", folder / "rows.json"
-    want = shape[0] * shape[1] * dtype.itemsize
-    if meta.is_file() and data.is_file():
-        rec = read_json(meta)
-        if isinstance(rec, dict) and rec.get("index_sha256") == index_sha and rec.get("dtype") == dtype.name \
-                and list(rec.get("shape") or []) == list(shape):
-            have = data.stat().st_size
-            if have < want:
-                raise DataError(f"{data} holds {have} bytes but {meta} says {shape[0]} x {shape[1]} {dtype.name} "
-                                f"({want} bytes); delete {folder} and map the store again")
-            return np.memmap(data, dtype=dtype, mode="r", shape=shape), True
-    if meta.is_file():
-        meta.unlink()
-    return np.memmap(data, dtype=dtype, mode="w+", shape=shape), False
 
 
 class FeatureStore:
@@ -145,20 +93,17 @@ class FeatureStore:
         items: Sequence[FeatureItem],
         *,
         model_fingerprint: str,
-        regions: Sequence[str] = ("answer", "other"),
-        other_scope: str = "full_sequence",
+        options: ExtractOptions = ExtractOptions(),
         dtype: str = "float16",
-        batch_size: int = 16,
         chunk_size: int = 256,
-        pad_token_id: int = 0,
-        progress: bool = True,
-        stats_layer: int | None = None,
     ) -> "FeatureStore":
         """Extract features for ``items`` chunk by chunk, reusing chunks on disk that still hash as recorded.
 
-        With ``stats_layer`` each chunk also keeps the answer-token :data:`STATS` of the same
-        forward (float32, read back by :meth:`load_stats`).
+        ``options`` are :func:`extract_cett`'s (regions, other_scope, batching, progress); with
+        ``options.stats_layer`` each chunk also keeps the answer-token :data:`STATS` of the same
+        forward (float32, read back by :meth:`load_stats`). ``dtype`` and ``chunk_size`` are the store's.
         """
+        regions, other_scope, stats_layer = options.regions, options.other_scope, options.stats_layer
         self.path.mkdir(parents=True, exist_ok=True)
         np_dtype = np.float16 if dtype == "float16" else np.float32
         meta = {"model_fingerprint": model_fingerprint, "regions": json.dumps(list(regions)), "dtype": dtype,
@@ -177,10 +122,9 @@ class FeatureStore:
                     and self._chunk_meta(chunk_path) == want):
                 hashes[name] = recorded[name]
                 continue
-            if progress:
+            if options.progress:
                 print(f"features {self.path.name}: chunk {c + 1}/{n_chunks} ({len(part)} responses)")
-            feats = extract_cett(model, layout, part, ExtractOptions(tuple(regions), other_scope, batch_size,
-                                 pad_token_id=pad_token_id, progress=progress, stats_layer=stats_layer))
+            feats = extract_cett(model, layout, part, options)
             arrays = {r: feats[r].astype(np_dtype) for r in regions}
             if stats_layer is not None:
                 arrays.update({f"stat_{k}": feats[k] for k in STATS})
@@ -332,7 +276,7 @@ class FeatureStore:
         if memmap is None:
             out = np.empty(shape, dtype=dtype)
         else:
-            out, ready = _open_rows_memmap(Path(memmap), shape, dtype, file_sha256(self.index_path))
+            out, ready = open_rows_memmap(Path(memmap), shape, dtype, file_sha256(self.index_path))
             if ready:
                 return list(idx["qids"]), out
         row = 0
@@ -369,7 +313,7 @@ class FeatureStore:
                         raise DataError(f"{path}: chunks hold more than the {n} rows the index says; "
                                         f"rebuild it with `{self.rebuild_command}`")
                     if region in finite:
-                        _check_block_finite(block, path, region, row, d_ff, list(idx["qids"]))
+                        check_block_finite(block, path, region, row, d_ff, list(idx["qids"]))
                     out[r_i * n + row: r_i * n + row + rows] = block
         except DataError:
             raise
@@ -399,29 +343,3 @@ class FeatureStore:
                 raise StageError(f"{path}: cannot read its statistics ({type(exc).__name__}); "
                                  f"rebuild it with `{self.rebuild_command}`") from None
         return int(layer), {k: np.concatenate(v) if v else np.empty((0,)) for k, v in parts.items()}
-
-
-def answer_features(path: str | Path, loaded: Any, items: Sequence[FeatureItem], *, dtype: str = "float16",
-                    batch_size: int = 16, stats_layer: int | None = None) -> np.ndarray:
-    """Answer-region CETT of ``items`` kept in a store at ``path`` (detection and origin sets).
-
-    Chunks are reused only while the items are the same ones (ids, tokens and spans); if the
-    responses behind them changed, the old store is deleted first, since chunk reuse compares ids
-    only. With ``stats_layer`` the store also keeps the answer-token statistics
-    (``FeatureStore(path).load_stats()``).
-    """
-    store = FeatureStore(path)
-    items_fp = fingerprint_of([[it.qid, list(it.input_ids), list(it.answer)] for it in items])
-    marker = store.path / "items.json"
-    if distributed.is_main():  # rank 0 clears the folder; every rank then extracts its chunks into it
-        if store.path.is_dir() and (not marker.is_file() or read_json(marker).get("items") != items_fp):
-            shutil.rmtree(store.path)
-        store.path.mkdir(parents=True, exist_ok=True)
-        write_json(marker, {"items": items_fp})
-    distributed.barrier(f"preparing {store.path}")
-    store.extract(loaded.model, loaded.layout, items, model_fingerprint=loaded.fingerprint, regions=("answer",),
-                  dtype=dtype, batch_size=batch_size, pad_token_id=pad_id(loaded.tokenizer), stats_layer=stats_layer)
-    qids, feats = store.load(regions=["answer"], expect_fingerprint=loaded.fingerprint)
-    if qids != [it.qid for it in items]:
-        raise StageError(f"{store.path} does not match its items; delete it and re-run the stage")
-    return feats["answer"]

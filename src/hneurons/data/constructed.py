@@ -198,6 +198,43 @@ _PASSAGE = (
 )
 
 
+def _pick(rng: random.Random, items: list[tuple[Record, str]], pool: list[int], k: int, skip: int,
+          taken: set[str]) -> list[str]:
+    """Up to ``k`` answers from ``pool`` (not question ``skip``'s) whose normal form is not in ``taken``.
+
+    Why a bounded sample (4k + 8) instead of the whole pool: one rng draw per question keeps the
+    item set reproducible from ``seed`` however large the pool. Chosen answers join ``taken``.
+    """
+    chosen: list[str] = []
+    for j in rng.sample(pool, min(len(pool), 4 * k + 8)):
+        cand = items[j][1]
+        key = normalize_answer(cand)
+        if j != skip and key and key not in taken:
+            chosen.append(cand)
+            taken.add(key)
+            if len(chosen) == k:
+                break
+    return chosen
+
+
+def _counterfactual_record(rng: random.Random, rec: Record, gold: str, picked: list[str],
+                           atype: tuple[str, str]) -> Record:
+    """The FaithEval-style item: ``picked`` = [counterfactual, distractor, distractor], shuffled with gold."""
+    cf = picked[0]
+    options = [gold, *picked]
+    rng.shuffle(options)
+    labels = ["A", "B", "C", "D"]
+    subject = rec.question.strip().strip('"')
+    subject = subject if subject.endswith("?") else subject + "?"
+    return Record(
+        id=f"cfmc-{rec.id}", question=rec.question.strip(), answers=(cf,),
+        extra={"context": _PASSAGE.format(subject=subject, cf=cf),
+               "choices": {"label": labels, "text": options},
+               "answerKey": labels[options.index(cf)], "gold_label": labels[options.index(gold)],
+               "gold_answer": gold, "gold_aliases": list(rec.answers), "answer_type": list(atype)},
+    )
+
+
 def build_counterfactual_mc(records: list[Record], n: int, seed: int) -> list[Record]:
     """FaithEval-style items from alias-judged QA records (use held-out TriviaQA).
 
@@ -225,41 +262,17 @@ def build_counterfactual_mc(records: list[Record], n: int, seed: int) -> list[Re
         if len(out) >= n:
             break
         rec, gold = items[i]
-        gold_aliases = {normalize_answer(a) for a in rec.answers} | {normalize_answer(gold)}
-
-        def pick(pool: list[int], k: int, taken: set[str]) -> list[str]:
-            chosen: list[str] = []
-            for j in rng.sample(pool, min(len(pool), 4 * k + 8)):
-                cand = items[j][1]
-                key = normalize_answer(cand)
-                if j != i and key and key not in gold_aliases and key not in taken:
-                    chosen.append(cand)
-                    taken.add(key)
-                    if len(chosen) == k:
-                        break
-            return chosen
-
-        taken: set[str] = set()
-        cf = pick(by_type[types[i]], 1, taken)
+        # gold aliases start the taken set: no option may be another spelling of the real answer
+        taken = {normalize_answer(a) for a in rec.answers} | {normalize_answer(gold)}
+        cf = _pick(rng, items, by_type[types[i]], 1, i, taken)
         if not cf:
             continue
-        distractors = pick(by_type[types[i]], 2, taken)
+        distractors = _pick(rng, items, by_type[types[i]], 2, i, taken)
         if len(distractors) < 2:
-            distractors += pick(by_shape[types[i][1]], 2 - len(distractors), taken)
+            distractors += _pick(rng, items, by_shape[types[i][1]], 2 - len(distractors), i, taken)
         if len(distractors) < 2:
             continue
-        options = [gold, cf[0], *distractors]
-        rng.shuffle(options)
-        labels = ["A", "B", "C", "D"]
-        subject = rec.question.strip().strip('"')
-        subject = subject if subject.endswith("?") else subject + "?"
-        out.append(Record(
-            id=f"cfmc-{rec.id}", question=rec.question.strip(), answers=(cf[0],),
-            extra={"context": _PASSAGE.format(subject=subject, cf=cf[0]),
-                   "choices": {"label": labels, "text": options},
-                   "answerKey": labels[options.index(cf[0])], "gold_label": labels[options.index(gold)],
-                   "gold_answer": gold, "gold_aliases": list(rec.answers), "answer_type": list(types[i])},
-        ))
+        out.append(_counterfactual_record(rng, rec, gold, [cf[0], *distractors], types[i]))
     return out
 
 

@@ -116,7 +116,7 @@ def _drift_entry(final: WeightSource, ckpt: SafetensorsWeights, h_idx: np.ndarra
 
 def _transfer_entry(ck: Checkpoint, index: int, tr: TransferItems, st: CheckpointSettings) -> dict:
     from hneurons.core.models import load_model
-    from hneurons.core.store import answer_features
+    from hneurons.core.answer_store import answer_features
 
     loaded = load_model(str(ck.path), dtype=tr.dtype, device=tr.device)
     try:

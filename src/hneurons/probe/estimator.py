@@ -23,7 +23,7 @@ from hneurons.errors import ConfigError, DataError, NotFittedError
 from hneurons.rundir.files import default_file_mode
 from hneurons.probe.design import MODES, Design, as_labels, as_matrix, build_rows, check_finite_matrix, feature_stats, row_chunk
 from hneurons.probe.objective import l1_logistic_objective, sigmoid
-from hneurons.probe.solver import solve, solve_cold
+from hneurons.probe.solver import SolveSpec, solve, solve_cold
 from hneurons.probe.torch_design import BACKENDS, make_design
 
 __all__ = ["HNeuronProbe", "build_rows", "l1_logistic_objective", "liblinear_l1", "MODES", "SOLVERS"]
@@ -54,6 +54,8 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
     ``h_neurons_``; with ``d_ff=None`` every feature is reported as layer 0.
     ``mode`` records how the rows were built (:func:`build_rows`) and is saved with the probe.
     ``standardize=False`` is the paper-faithful setting (the paper, arXiv 2512.01797, Eq. 4): raw CETT values.
+    The nine hyper-parameters stay explicit keyword arguments of ``__init__`` (not a settings
+    dataclass) because scikit-learn's ``get_params``/``set_params``/``clone`` require exactly that.
     """
 
     def __init__(
@@ -105,22 +107,8 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
         which also hands over ``_design``: the matrix it already checked (and uploaded, on torch).
         """
         self._check_params()
-        X = as_matrix(X)
-        y01, classes = as_labels(y, X.shape[0])
-        n, p = X.shape
-        n_pos = int(y01.sum())
-        if n < _MIN_ROWS or min(n_pos, n - n_pos) < _MIN_PER_CLASS:
-            raise DataError(
-                f"training set too small: {n} rows ({n_pos} positive, {n - n_pos} negative); need >= {_MIN_ROWS} "
-                f"rows and >= {_MIN_PER_CLASS} per class"
-            )
-        if self.d_ff is not None and p % int(self.d_ff):
-            raise ConfigError(f"X has {p} features, not a multiple of d_ff={self.d_ff}; pass the model's intermediate size")
-        sw = None
-        if sample_weight is not None:
-            sw = np.asarray(sample_weight, dtype=np.float64)
-            if sw.shape != (n,) or not np.all(np.isfinite(sw)) or np.any(sw < 0):
-                raise DataError(f"sample_weight must be {n} finite non-negative numbers, got shape {sw.shape}")
+        X, y01, classes, sw = self._check_data(X, y, sample_weight)
+        p = X.shape[1]
         if _design is None:
             check_finite_matrix(X)
             mean = scale = None
@@ -141,7 +129,7 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
             if w0 is None:
                 res = solve_cold(design, y01, float(self.C), float(self.tol), int(self.max_iter), sw)
             else:
-                res = solve(design, y01, float(self.C), w0, b0, float(self.tol), int(self.max_iter), sw, gprev, cprev)
+                res = solve(design, y01, SolveSpec(float(self.C), float(self.tol), int(self.max_iter), sw, w0, b0, gprev, cprev))
             coef, b, n_iter, obj, gap, conv, grad = (res.coef, res.intercept, res.n_outer, res.objective, res.gap,
                                                      res.converged, res.grad)
         self.fit_seconds_ = time.perf_counter() - t0
@@ -157,6 +145,26 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
         if mean is not None:
             self.scaler_mean_, self.scaler_scale_ = mean, scale
         return self
+
+    def _check_data(self, X: Any, y: Any, sample_weight: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Rows, 0/1 labels, classes and float64 row weights, or a DataError/ConfigError naming the problem."""
+        X = as_matrix(X)
+        y01, classes = as_labels(y, X.shape[0])
+        n, p = X.shape
+        n_pos = int(y01.sum())
+        if n < _MIN_ROWS or min(n_pos, n - n_pos) < _MIN_PER_CLASS:
+            raise DataError(
+                f"training set too small: {n} rows ({n_pos} positive, {n - n_pos} negative); need >= {_MIN_ROWS} "
+                f"rows and >= {_MIN_PER_CLASS} per class"
+            )
+        if self.d_ff is not None and p % int(self.d_ff):
+            raise ConfigError(f"X has {p} features, not a multiple of d_ff={self.d_ff}; pass the model's intermediate size")
+        sw = None
+        if sample_weight is not None:
+            sw = np.asarray(sample_weight, dtype=np.float64)
+            if sw.shape != (n,) or not np.all(np.isfinite(sw)) or np.any(sw < 0):
+                raise DataError(f"sample_weight must be {n} finite non-negative numbers, got shape {sw.shape}")
+        return X, y01, classes, sw
 
     def _fit_liblinear(self, X, y01, sw, mean, scale):
         """Reference path: scikit-learn's liblinear (copies X to float64 — use on small data)."""

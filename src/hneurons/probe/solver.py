@@ -46,65 +46,56 @@ class SolveResult:
     grad: np.ndarray  # X^T (p - y) at the solution (unscaled by C); feeds the next path point
 
 
-def solve(
-    design: Design,
-    y01: np.ndarray,
-    C: float,
-    coef0: np.ndarray | None,
-    b0: float,
-    tol: float,
-    max_iter: int,
-    sw: np.ndarray | None,
-    grad_prev: np.ndarray | None = None,
-    C_prev: float | None = None,
-) -> SolveResult:
+@dataclass(frozen=True)
+class SolveSpec:
+    """One solve's settings and starting point (they travel together from fit/fit_path to the loop).
+
+    ``coef0=None`` starts from zero; ``grad_prev``/``C_prev`` (the previous path point's gradient
+    and C) seed the strong rule on warm starts.
+    """
+
+    C: float
+    tol: float
+    max_iter: int
+    sw: np.ndarray | None = None
+    coef0: np.ndarray | None = None
+    b0: float = 0.0
+    grad_prev: np.ndarray | None = None
+    C_prev: float | None = None
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """The labels, their +-1 form, the row weights and C: fixed for one solve."""
+
+    y01: np.ndarray
+    ys: np.ndarray
+    s: np.ndarray
+    C: float
+
+
+def solve(design: Design, y01: np.ndarray, spec: SolveSpec) -> SolveResult:
     """Working-set proximal Newton for the liblinear L1-logistic objective (see module docstring)."""
-    n, p = design.n, design.p
-    w = np.zeros(p) if coef0 is None else np.asarray(coef0, dtype=np.float64).copy()
-    b = float(b0)
-    ys = np.where(y01 > 0, 1.0, -1.0)
-    s = np.ones(n) if sw is None else sw
-    gap_tol = tol / 10.0
+    n, C = design.n, spec.C
+    w = np.zeros(design.p) if spec.coef0 is None else np.asarray(spec.coef0, dtype=np.float64).copy()
+    b = float(spec.b0)
+    pb = _Problem(y01, np.where(y01 > 0, 1.0, -1.0), np.ones(n) if spec.sw is None else spec.sw, C)
+    gap_tol = spec.tol / 10.0
 
     supp = np.flatnonzero(w)
     z = np.full(n, b)
     if supp.size:
         z += design.cols(supp) @ w[supp]
-
-    def primal(zz: np.ndarray, l1: float) -> float:
-        return l1 + C * float((s * log1pexp(-ys * zz)).sum())
-
-    # Strong-rule seed for warm starts: |grad_j(C_prev)| >= 2/C - 1/C_prev (Tibshirani et al. 2012),
-    # capped to the strongest few: for C steps of 2x or more the rule keeps almost everything.
-    strong = np.empty(0, dtype=np.int64)
-    if grad_prev is not None and C_prev is not None and 2.0 / C - 1.0 / C_prev > 0:
-        cand = np.flatnonzero(np.abs(grad_prev) >= 2.0 / C - 1.0 / C_prev)
-        cap = max(100, supp.size)
-        if cand.size > cap:
-            cand = cand[np.argpartition(-np.abs(grad_prev[cand]), cap - 1)[:cap]]
-        strong = cand
+    strong = _strong_seed(spec, supp.size)
 
     converged = False
     gap = best_gap = np.inf
     stalled = 0
     P = np.inf
-    g_full = np.zeros(p)
+    g_full = np.zeros(design.p)
     it = 0
-    for it in range(1, max_iter + 1):
-        prob = sigmoid(z)
-        resid = s * (prob - y01)  # d loss / d z, before C
-        g_full = design.rmatvec(resid)
-        gb = float(resid.sum())
-        P = primal(z, float(np.abs(w).sum() + abs(b)))
-        # Dual point theta = C * resid, rescaled into the feasible set ||X~^T theta||_inf <= 1. The
-        # norm is recomputed in float64 on the largest entries: float32 rounding of 1e-5 there would
-        # cost more duality gap than the tolerance allows at C ~ 10^2.
-        top = np.argpartition(-np.abs(g_full), min(_EXACT_TOP, p) - 1)[:_EXACT_TOP]
-        dual_norm = C * max(float(np.abs(design.cols(top).T @ resid).max()), abs(gb))
-        scale = 1.0 if dual_norm <= 1.0 else 1.0 / dual_norm
-        a = np.where(y01 > 0, scale * (1.0 - prob), scale * prob)
-        D = -C * float((s * (xlogx(a) + xlogx(1.0 - a))).sum())
-        gap = P - D
+    for it in range(1, spec.max_iter + 1):
+        P, gap, g_full = _certificate(design, pb, z, float(np.abs(w).sum() + abs(b)))
         if gap <= gap_tol * abs(P):
             converged = True
             break
@@ -114,20 +105,11 @@ def solve(
             stalled += 1
             if stalled >= _MAX_STALL:
                 break
-
-        # Working set: support + worst KKT violators (|C g_j| > 1 at w_j = 0) + strong set.
-        supp = np.flatnonzero(w)
-        score = C * np.abs(g_full)
-        score[supp] = -np.inf
-        viol = np.flatnonzero(score > 1.0)
-        n_add = max(100, 2 * supp.size)
-        if viol.size > n_add:
-            viol = viol[np.argpartition(-score[viol], n_add - 1)[:n_add]]
-        ws = np.union1d(np.union1d(supp, viol), strong)
+        ws, n_viol = _working_set(w, g_full, C, strong)
         strong = np.empty(0, dtype=np.int64)
         # Ask the subproblem for less than the current gap; once no feature is missing, for the target.
-        inner_tol = gap_tol * abs(P) * 0.5 if viol.size == 0 else max(0.3 * gap, gap_tol * abs(P) * 0.5)
-        w_ws, b, z = _solve_ws(design.cols(ws), w[ws], b, z, y01, ys, s, C, inner_tol)
+        inner_tol = gap_tol * abs(P) * 0.5 if n_viol == 0 else max(0.3 * gap, gap_tol * abs(P) * 0.5)
+        w_ws, b, z = _solve_ws(design.cols(ws), w[ws], b, z, pb, inner_tol)
         w[ws] = w_ws
     if not converged:
         warnings.warn(
@@ -136,8 +118,58 @@ def solve(
             ConvergenceWarning,
             stacklevel=3,
         )
-    grad = g_full
-    return SolveResult(w, b, P, float(gap), it, converged, grad)
+    return SolveResult(w, b, P, float(gap), it, converged, g_full)
+
+
+def _strong_seed(spec: SolveSpec, n_supp: int) -> np.ndarray:
+    """Strong-rule seed for warm starts: |grad_j(C_prev)| >= 2/C - 1/C_prev (Tibshirani et al. 2012).
+
+    Capped to the strongest few: for C steps of 2x or more the rule keeps almost everything.
+    """
+    C, g = spec.C, spec.grad_prev
+    if g is None or spec.C_prev is None or not 2.0 / C - 1.0 / spec.C_prev > 0:
+        return np.empty(0, dtype=np.int64)
+    cand = np.flatnonzero(np.abs(g) >= 2.0 / C - 1.0 / spec.C_prev)
+    cap = max(100, n_supp)
+    if cand.size > cap:
+        cand = cand[np.argpartition(-np.abs(g[cand]), cap - 1)[:cap]]
+    return cand
+
+
+def _certificate(design: Design, pb: _Problem, z: np.ndarray, l1: float) -> tuple[float, float, np.ndarray]:
+    """Primal value, duality gap and full gradient ``X^T (p - y)`` (unscaled by C) at margins ``z``.
+
+    Dual point theta = C * resid, rescaled into the feasible set ||X~^T theta||_inf <= 1. The norm
+    is recomputed in float64 on the largest entries: float32 rounding of 1e-5 there would cost more
+    duality gap than the tolerance allows at C ~ 10^2.
+    """
+    y01, s, C = pb.y01, pb.s, pb.C
+    prob = sigmoid(z)
+    resid = s * (prob - y01)  # d loss / d z, before C
+    g_full = design.rmatvec(resid)
+    gb = float(resid.sum())
+    P = l1 + C * float((s * log1pexp(-pb.ys * z)).sum())
+    top = np.argpartition(-np.abs(g_full), min(_EXACT_TOP, design.p) - 1)[:_EXACT_TOP]
+    dual_norm = C * max(float(np.abs(design.cols(top).T @ resid).max()), abs(gb))
+    scale = 1.0 if dual_norm <= 1.0 else 1.0 / dual_norm
+    a = np.where(y01 > 0, scale * (1.0 - prob), scale * prob)
+    D = -C * float((s * (xlogx(a) + xlogx(1.0 - a))).sum())
+    return P, P - D, g_full
+
+
+def _working_set(w: np.ndarray, g_full: np.ndarray, C: float, strong: np.ndarray) -> tuple[np.ndarray, int]:
+    """Support + worst KKT violators (|C g_j| > 1 at w_j = 0, up to twice the support) + strong set.
+
+    Returns the working set and how many violators it took (0: no feature is missing).
+    """
+    supp = np.flatnonzero(w)
+    score = C * np.abs(g_full)
+    score[supp] = -np.inf
+    viol = np.flatnonzero(score > 1.0)
+    n_add = max(100, 2 * supp.size)
+    if viol.size > n_add:
+        viol = viol[np.argpartition(-score[viol], n_add - 1)[:n_add]]
+    return np.union1d(np.union1d(supp, viol), strong), int(viol.size)
 
 
 def _qp_value(Hss: np.ndarray, r: np.ndarray, u: np.ndarray, S: np.ndarray, v: np.ndarray) -> float:
@@ -249,10 +281,10 @@ def solve_cold(design: Design, y01: np.ndarray, C: float, tol: float, max_iter: 
     w, b, grad, c_prev = None, 0.0, None, None
     c = 4.0 * c_min
     while c < C / 2.0:
-        res = solve(design, y01, c, w, b, 10.0 * tol, max_iter, sw, grad, c_prev)
+        res = solve(design, y01, SolveSpec(c, 10.0 * tol, max_iter, sw, w, b, grad, c_prev))
         w, b, grad, c_prev = res.coef, res.intercept, res.grad, c
         c *= 4.0
-    return solve(design, y01, C, w, b, tol, max_iter, sw, grad, c_prev)
+    return solve(design, y01, SolveSpec(C, tol, max_iter, sw, w, b, grad, c_prev))
 
 
 def _solve_ws(
@@ -260,14 +292,12 @@ def _solve_ws(
     w: np.ndarray,
     b: float,
     z: np.ndarray,
-    y01: np.ndarray,
-    ys: np.ndarray,
-    s: np.ndarray,
-    C: float,
+    pb: _Problem,
     gap_target: float,
     max_newton: int = 100,
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """Proximal Newton on the working-set columns (plus intercept) until its duality gap is small."""
+    y01, ys, s, C = pb.y01, pb.ys, pb.s, pb.C
     n, k = Xw.shape
     A = np.empty((n, k + 1))
     A[:, :k] = Xw

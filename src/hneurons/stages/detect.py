@@ -22,7 +22,8 @@ import numpy as np
 
 from hneurons.core import distributed
 from hneurons.config import Config
-from hneurons.core.store import FeatureStore, answer_features
+from hneurons.core.answer_store import answer_features
+from hneurons.core.store import FeatureStore
 from hneurons.detection.eval_sets import EVAL_SETS, EvalSet, balance, questions
 from hneurons.detection.evaluate import evaluate_methods, fit_methods, mean_scores, risk_coverage
 from hneurons.detection.methods import BASELINES, EvalData, TrainData

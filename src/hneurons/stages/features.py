@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from hneurons.core.features import FeatureItem, residual_layer
+from hneurons.core.features import ExtractOptions, FeatureItem, residual_layer
 from hneurons.core.store import FeatureStore
 from hneurons.pipeline import Context
 from hneurons.rundir import file_fingerprint
@@ -54,10 +54,10 @@ def run(ctx: Context) -> dict[str, Any]:
         if not rows:
             continue
         items = items_from_rows(loaded.tokenizer, rows, chat)
+        opts = ExtractOptions(regions(ctx), f.other_scope, f.batch_size, pad_token_id=loaded.tokenizer.pad_token_id or 0,
+                              stats_layer=residual_layer(loaded.layout.n_layers))
         FeatureStore(ctx.rundir.path("features", split)).extract(
-            loaded.model, loaded.layout, items, model_fingerprint=loaded.fingerprint, regions=regions(ctx),
-            other_scope=f.other_scope, dtype=f.store_dtype, batch_size=f.batch_size,
-            pad_token_id=loaded.tokenizer.pad_token_id or 0, stats_layer=residual_layer(loaded.layout.n_layers))
+            loaded.model, loaded.layout, items, model_fingerprint=loaded.fingerprint, options=opts, dtype=f.store_dtype)
         counts[split] = len(items)
     return {"responses": counts, "n_neurons": loaded.layout.n_neurons}
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from hneurons.core import distributed
 from hneurons.config import Config
-from hneurons.core.store import answer_features
+from hneurons.core.answer_store import answer_features
 from hneurons.core.models import (
     LoadedModel,
     fingerprint,

@@ -320,6 +320,38 @@ def _copula_side(question: str, response: str, left: tuple[int, int], right: tup
     return right if _echo(response[slice(*right)], stems) <= _echo(response[slice(*left)], stems) else left
 
 
+def _strip_leadins(response: str, start: int, end: int, stems: set[str]) -> int:
+    """Skip lead-ins, repeatedly ("I think the answer is: X"), while a word is left after them."""
+    changed = True
+    while changed:
+        changed = False
+        for pat in _LEADINS:
+            m = pat.match(response[start:end])
+            if m and m.end() and _WORD.search(response, start + m.end(), end) \
+                    and not _label_then_echo(response, start, start + m.end(), end, stems):
+                start += m.end()
+                changed = True
+    return start
+
+
+def _copula_answer(question: str, response: str, span: tuple[int, int], stems: set[str]) -> tuple[int, int]:
+    """In a copula sentence keep the side that does not echo the question (ties → the predicate).
+
+    The last copula, so "The acid that is in rhubarb is called oxalic acid" splits at "called";
+    a trailing relative clause ("..., which ...") is cut when words precede it.
+    """
+    start, end = span
+    c = None
+    for c in _COPULA.finditer(response, start, end):
+        pass
+    if c:
+        start, end = _copula_side(question, response, (start, c.start()), (c.end(), end), stems)
+        m = _RELATIVE.search(response, start, end)
+        if m and _WORD.search(response, start, m.start()):
+            end = m.start()
+    return start, end
+
+
 def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
     """Character range ``[start, end)`` of the answer phrase in ``response`` (``phrase`` method).
 
@@ -351,26 +383,8 @@ def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
             s, e = quoted[0] + inner[0], quoted[0] + inner[1]
             return s, _cap_words(response, s, e)
     start, end = _answer_clause(question, response, start, end)
-    # lead-ins, repeatedly ("I think the answer is: X")
-    changed = True
-    while changed:
-        changed = False
-        for pat in _LEADINS:
-            m = pat.match(response[start:end])
-            if m and m.end() and _WORD.search(response, start + m.end(), end) \
-                    and not _label_then_echo(response, start, start + m.end(), end, stems):
-                start += m.end()
-                changed = True
-    # a copula sentence: keep the side that does not echo the question (ties → the predicate);
-    # the last copula, so "The acid that is in rhubarb is called oxalic acid" splits at "called"
-    c = None
-    for c in _COPULA.finditer(response, start, end):
-        pass
-    if c:
-        start, end = _copula_side(question, response, (start, c.start()), (c.end(), end), stems)
-        m = _RELATIVE.search(response, start, end)
-        if m and _WORD.search(response, start, m.start()):
-            end = m.start()
+    start = _strip_leadins(response, start, end, stems)
+    start, end = _copula_answer(question, response, (start, end), stems)
     start = _last_named_object(response, start, end, bool(_ASKS_PERSON.search(question)))
     start = _place_object(question, response, start, end)
     s, e = _trim_edges(response, start, end, stems)

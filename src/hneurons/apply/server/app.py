@@ -127,7 +127,13 @@ def create_app(source: ScoringState | Callable[[], ScoringState], options: Serve
     app = FastAPI(title="hneurons guarded generation", lifespan=lifespan)
     app.state.worker, app.state.slot, app.state.metrics = worker, slot, metrics
     _error_handlers(app)
-    ctx = Handler(opts, slot, worker, log, metrics)
+    _routes(app, opts, slot, Handler(opts, slot, worker, log, metrics))
+    return app
+
+
+def _routes(app: FastAPI, opts: ServeOptions, slot: ModelSlot, ctx: Handler) -> None:
+    """Health, metrics, model list and the two OpenAI generation routes (the handler does the work)."""
+    worker, metrics = ctx.worker, ctx.metrics
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -160,8 +166,6 @@ def create_app(source: ScoringState | Callable[[], ScoringState], options: Serve
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         return await ctx.handle(request, "completions")
-
-    return app
 
 
 def _error_handlers(app: FastAPI) -> None:

@@ -1,0 +1,63 @@
+"""Row-matrix helpers of the feature store: NaN/inf checks and the memmapped row file.
+
+Kept apart from :mod:`hneurons.core.store` (which re-exports :func:`check_finite`) because they work
+on plain arrays and files, not on the store's chunk index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hneurons.errors import DataError
+from hneurons.rundir import read_json
+
+
+def check_finite(features: dict[str, np.ndarray], qids: Sequence[str], d_ff: int, regions: Sequence[str] = ("answer",)) -> None:
+    """Refuse features with NaN/inf in the given regions, naming the question and layer."""
+    for region in regions:
+        arr = features.get(region)
+        if arr is None:
+            continue
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            row, col = map(int, np.argwhere(bad)[0])
+            raise DataError(
+                f"features region {region!r} has {int(bad.sum())} NaN/inf values, first for question "
+                f"{qids[row]!r} at layer {col // d_ff}, neuron {col % d_ff}; check that its answer span is not empty"
+            )
+
+
+def check_block_finite(block: np.ndarray, path: Path, region: str, row0: int, d_ff: int, qids: list[str]) -> None:
+    """One line naming the chunk, question and (layer, neuron) of the first NaN/inf cell."""
+    bits = block.view(np.uint16) if block.dtype == np.float16 else None
+    bad = (bits & 0x7C00) == 0x7C00 if bits is not None else ~np.isfinite(block)
+    if bad.any():
+        r, c = map(int, np.argwhere(bad)[0])
+        raise DataError(f"{path}: region {region!r} row {r} (question {qids[row0 + r]!r}), column {c} (layer {c // d_ff}, "
+                        f"neuron {c % d_ff}) is {block[r, c]}; features must be finite: re-extract them")
+
+
+def open_rows_memmap(folder: Path, shape: tuple[int, int], dtype: np.dtype, index_sha: str) -> tuple[np.memmap, bool]:
+    """The row matrix file in ``folder``: ``(map, True)`` when it is complete for this index, else a fresh one.
+
+    A file that its own ``rows.json`` says is complete but is shorter than that shape is refused
+    (one line) instead of mapped: reading past its end would crash or read garbage.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    data, meta = folder / "rows.bin", folder / "rows.json"
+    want = shape[0] * shape[1] * dtype.itemsize
+    if meta.is_file() and data.is_file():
+        rec = read_json(meta)
+        if isinstance(rec, dict) and rec.get("index_sha256") == index_sha and rec.get("dtype") == dtype.name \
+                and list(rec.get("shape") or []) == list(shape):
+            have = data.stat().st_size
+            if have < want:
+                raise DataError(f"{data} holds {have} bytes but {meta} says {shape[0]} x {shape[1]} {dtype.name} "
+                                f"({want} bytes); delete {folder} and map the store again")
+            return np.memmap(data, dtype=dtype, mode="r", shape=shape), True
+    if meta.is_file():
+        meta.unlink()
+    return np.memmap(data, dtype=dtype, mode="w+", shape=shape), False
