@@ -21,6 +21,7 @@ from rich.table import Table
 
 from hneurons.cli.judge import register as register_judge_command
 from hneurons.cli.apply import register as register_use_commands
+from hneurons.cli.config import register as register_config_command
 from hneurons.cli.extras import register_compare, register_plan
 from hneurons.cli.scale import register as register_scale_commands
 from hneurons.cli.serve import register as register_serve_command
@@ -39,6 +40,30 @@ Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override
 Force = Annotated[bool, typer.Option("--force", help="re-run even if inputs are unchanged")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="HF model directory, .gguf file, or gemma-3-270m (the packaged base model; default: embedded SmolLM2-135M-Instruct)")]
 RunDirArg = Annotated[Path, typer.Argument(help="run directory (e.g. runs/default)")]
+
+
+def package_version() -> str:
+    """The installed distribution's version, or the source tree's ``hneurons.__version__`` (run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hneurons")
+    except PackageNotFoundError:
+        from hneurons import __version__
+
+        return __version__
+
+
+def _print_version(on: bool) -> None:
+    if on:
+        print(f"hneurons {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="print the package version and exit")] = False) -> None:
+    """Find, test and use hallucination-associated neurons (H-Neurons) in causal LMs."""
 
 
 def _offline(on: bool) -> None:
@@ -210,6 +235,7 @@ register_plan(app)
 register_compare(app)
 register_trust_commands(app)
 register_scale_commands(app)
+register_config_command(app)
 
 
 def main() -> None:
