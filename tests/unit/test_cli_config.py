@@ -95,3 +95,32 @@ def test_config_show_errors_are_one_line(tmp_path) -> None:
 def test_version() -> None:
     out = cli("--version")
     assert out.returncode == 0 and out.stdout.strip() == f"hneurons {version('hneurons')}"
+
+
+def test_run_takes_a_run_directory_and_refuses_a_disagreeing_name(tmp_path) -> None:
+    from pathlib import Path
+
+    from hneurons.cli.main import _run_dir
+
+    assert _run_dir(None, None, None, None) == Path("runs/default")
+    assert _run_dir(None, tmp_path, "x", "smoke") == tmp_path / "x"
+    assert _run_dir(tmp_path / "x", None, None, "smoke") == tmp_path / "x"
+    assert _run_dir(tmp_path / "x", tmp_path, "x", None) == tmp_path / "x"  # both ways, same folder
+    out = cli("run", str(tmp_path / "x"), "--runs", str(tmp_path), "--name", "y")
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 2 and len(lines) == 1 and "disagrees with --runs/--name" in lines[0], out.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_run_resumes_the_positional_directory_with_its_own_config(tmp_path) -> None:
+    # the recorded config wins over the preset exactly as for --runs/--name: a bad recorded value is reported
+    root = _run_dir(tmp_path, **{"responses.k": 0})
+    out = cli("run", str(root), "--offline")
+    assert out.returncode == 2 and "responses.k must be ≥ 1" in out.stderr, out.stderr
+
+
+def test_help_shows_preset_choices_and_no_metavar_on_flags() -> None:
+    out = cli("run", "--help")
+    assert out.returncode == 0 and "[smoke|default|paper]" in out.stdout and "[RUN_DIR]" in out.stdout
+    force = next(ln for ln in out.stdout.splitlines() if "--force" in ln)
+    assert "<bool>" not in force

@@ -35,14 +35,22 @@ def render(rows: list[Any], header: str, changed_only: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+RunDirOpt = Annotated[Optional[Path], typer.Argument(
+    metavar="RUN_DIR", help="a run directory: show the config recorded in its manifest")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", metavar=PRESET_CHOICES,
+                                                  help="preset to show (default: default)")]
+SetsOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. --set responses.k=5 (repeatable)")]
+ChangedOpt = Annotated[bool, typer.Option("--changed", metavar="", help="only keys whose value differs from the default")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="a JSON list of {key, type, default, value, ...}")]
+
+
 def show(
-    run_dir: Annotated[Optional[Path], typer.Argument(help="a run directory: show the config recorded in its manifest")] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", metavar=PRESET_CHOICES,
-                                                  help="preset to show (default: default)")] = None,
+    run_dir: RunDirOpt = None,
+    preset: PresetOpt = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with config sections")] = None,
-    sets: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. --set responses.k=5 (repeatable)")] = None,
-    changed: Annotated[bool, typer.Option("--changed", help="only keys whose value differs from the default")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of {key, type, default, value, ...}")] = False,
+    sets: SetsOpt = None,
+    changed: ChangedOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print every config key (section.key), its default and the resolved value for a preset or a run directory."""
     from hneurons.config import describe, load_config, parse_overrides

@@ -33,11 +33,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Find, test and use hallucination-associated neurons (H-Neurons) in causal LMs.")
 console = Console(stderr=True)
 
-Preset = Annotated[Optional[str], typer.Option("--preset", "-p", help="smoke | default | paper (default: default; "
-                                                                     "an existing run keeps its own config)")]
+Preset = Annotated[Optional[str], typer.Option("--preset", "-p", metavar="[smoke|default|paper]", help=(
+    "preset (default: default; an existing run keeps its own config)"))]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with config sections")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. --set responses.k=5 (repeatable)")]
-Force = Annotated[bool, typer.Option("--force", help="re-run even if inputs are unchanged")]
+Force = Annotated[bool, typer.Option("--force", metavar="", help="re-run even if inputs are unchanged")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="HF model directory, .gguf file, or gemma-3-270m (the packaged base model; default: embedded SmolLM2-135M-Instruct)")]
 RunDirArg = Annotated[Path, typer.Argument(help="run directory (e.g. runs/default)")]
 
@@ -61,7 +61,7 @@ def _print_version(on: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+def _main(version: Annotated[bool, typer.Option("--version", metavar="", callback=_print_version, is_eager=True,
                                                 help="print the package version and exit")] = False) -> None:
     """Find, test and use hallucination-associated neurons (H-Neurons) in causal LMs."""
 
@@ -107,14 +107,28 @@ def _config(preset: str | None, config: Path | None, sets: list[str] | None, mod
     return load_config(preset or "default", file=config, overrides=overrides)
 
 
+def _run_dir(positional: Path | None, runs: Path | None, name: str | None, preset: str | None) -> Path:
+    """``hneurons run RUN_DIR`` is ``--runs PARENT --name NAME``; both ways at once must name the same folder."""
+    from hneurons.errors import ConfigError
+
+    if positional is None:
+        return (runs or Path("runs")) / (name or preset or "default")
+    implied = (runs or positional.parent) / (name or positional.name)
+    if implied.resolve() != positional.resolve():
+        raise ConfigError(f"run directory {positional} disagrees with --runs/--name ({implied}); give one of them")
+    return positional
+
+
 @app.command()
 def run(
+    run_dir_arg: Annotated[Optional[Path], typer.Argument(
+        metavar="RUN_DIR", help="run directory to create or resume (= --runs PARENT --name NAME)")] = None,
     preset: Preset = None,
     config: ConfigFile = None,
     sets: Sets = None,
     model: ModelOpt = None,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="run directory name under --runs")] = None,
-    runs: Annotated[Path, typer.Option("--runs", help="parent folder of run directories")] = Path("runs"),
+    runs: Annotated[Optional[Path], typer.Option("--runs", help="parent folder of run directories (default: runs)")] = None,
     force: Force = False,
     stages: Annotated[Optional[list[str]], typer.Option("--stage", help="run only these stages (repeatable)")] = None,
     offline: OfflineOpt = False,
@@ -123,7 +137,7 @@ def run(
     from hneurons.pipeline import run_all
 
     _offline(offline)
-    run_dir = runs / (name or preset or "default")
+    run_dir = _run_dir(run_dir_arg, runs, name, preset)
     cfg = _config(preset, config, sets, model, run_dir)
     report = run_all(cfg, run_dir, stages=stages, force=force, log=_log)
     console.print(f"[bold green]done[/]: run directory {run_dir}")
