@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 from hneurons.config import PRESETS, Config, describe, load_config
 from hneurons.config_keys import recorded_config
@@ -98,8 +99,6 @@ def test_version() -> None:
 
 
 def test_run_takes_a_run_directory_and_refuses_a_disagreeing_name(tmp_path) -> None:
-    from pathlib import Path
-
     from hneurons.cli.main import _run_dir
 
     assert _run_dir(None, None, None, None) == Path("runs/default")
@@ -124,3 +123,31 @@ def test_help_shows_preset_choices_and_no_metavar_on_flags() -> None:
     assert out.returncode == 0 and "[smoke|default|paper]" in out.stdout and "[RUN_DIR]" in out.stdout
     force = next(ln for ln in out.stdout.splitlines() if "--force" in ln)
     assert "<bool>" not in force
+
+
+def test_run_log_levels_and_run_log_file(tmp_path, monkeypatch) -> None:
+    import logging
+
+    from typer.testing import CliRunner
+
+    import hneurons.pipeline
+    from hneurons.cli.main import app
+
+    def fake_run_all(cfg, run_dir, stages=None, force=False, log=print):
+        log(f"[responses] k={cfg.responses.k}")
+        logging.getLogger("hneurons.test").debug("a detail")
+        return Path(run_dir) / "report.html"
+
+    monkeypatch.setattr(hneurons.pipeline, "run_all", fake_run_all)
+    root = tmp_path / "r"
+    runner = CliRunner()
+    loud = runner.invoke(app, ["run", str(root), "--preset", "smoke", "--verbose"])
+    assert loud.exit_code == 0, loud.output
+    assert "[responses] k=2" in loud.stderr and "a detail" in loud.stderr
+    quiet = runner.invoke(app, ["run", str(root), "--preset", "smoke", "-q"])
+    assert quiet.exit_code == 0 and "[responses]" not in quiet.stderr
+    lines = (root / "run.log").read_text().splitlines()
+    # both runs appended, every level kept, with timestamps
+    assert [ln.split(" ", 2)[1:] for ln in lines] == [["INFO", "[responses] k=2"], ["DEBUG", "a detail"]] * 2
+    both = runner.invoke(app, ["run", str(root), "-q", "-v"])
+    assert both.exit_code != 0 and "contradict" in str(both.exception)

@@ -132,14 +132,25 @@ def run(
     force: Force = False,
     stages: Annotated[Optional[list[str]], typer.Option("--stage", help="run only these stages (repeatable)")] = None,
     offline: OfflineOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="warnings and errors only, no progress bars")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="also debug lines")] = False,
 ) -> None:
-    """Run every stage in order and write the HTML report (resumes an interrupted run)."""
+    """Run every stage in order and write the HTML report (resumes an interrupted run).
+
+    Every log line, at every level and with a timestamp, is also appended to RUN_DIR/run.log.
+    """
+    from hneurons import log
+    from hneurons.errors import ConfigError
     from hneurons.pipeline import run_all
 
+    if quiet and verbose:
+        raise ConfigError("--quiet and --verbose contradict each other; give one of them")
+    log.configure(quiet=quiet, verbose=verbose)
     _offline(offline)
     run_dir = _run_dir(run_dir_arg, runs, name, preset)
     cfg = _config(preset, config, sets, model, run_dir)
-    report = run_all(cfg, run_dir, stages=stages, force=force, log=_log)
+    with log.run_log(run_dir):
+        report = run_all(cfg, run_dir, stages=stages, force=force, log=log.say)
     console.print(f"[bold green]done[/]: run directory {run_dir}")
     if report.is_file():
         console.print(f"report: {report.resolve()}")
