@@ -151,3 +151,18 @@ def test_run_log_levels_and_run_log_file(tmp_path, monkeypatch) -> None:
     assert [ln.split(" ", 2)[1:] for ln in lines] == [["INFO", "[responses] k=2"], ["DEBUG", "a detail"]] * 2
     both = runner.invoke(app, ["run", str(root), "-q", "-v"])
     assert both.exit_code != 0 and "contradict" in str(both.exception)
+
+
+def test_stage_commands_append_to_the_same_run_log(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import hneurons.pipeline
+    from hneurons.cli.main import app
+
+    monkeypatch.setattr(hneurons.pipeline, "resolve_prompt_format", lambda cfg, log: None)
+    monkeypatch.setattr(hneurons.pipeline, "run_stage", lambda ctx, stage, force=False: ctx.log(f"[{stage}] ran"))
+    root = tmp_path / "r"
+    out = CliRunner().invoke(app, ["probe", str(root), "--preset", "smoke"])
+    assert out.exit_code == 0, out.output
+    assert (root / "manifest.json").is_file()
+    assert (root / "run.log").read_text().splitlines()[-1].endswith("INFO [probe] ran")

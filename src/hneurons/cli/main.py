@@ -166,18 +166,20 @@ def _stage_command(stage: str, doc: str, register: bool = True) -> Callable[...,
         force: Force = False,
         offline: OfflineOpt = False,
     ) -> None:
+        from hneurons import log
         from hneurons.pipeline import Context, resolve_prompt_format, run_stage
         from hneurons.rundir import RunDir
 
         _offline(offline)
         cfg = _config(preset, config, sets, model, run_dir)
-        switched = resolve_prompt_format(cfg, _log)
-        rd = RunDir(run_dir)
-        if not rd.manifest_path.is_file():
-            rd.init_manifest(cfg.to_dict(), None, cfg.seed)
-            if switched:
-                rd.update_manifest(prompt_format=switched)
-        run_stage(Context(cfg, rd, log=_log), stage, force=force)
+        with log.run_log(run_dir):  # one RUN_DIR/run.log for `run` and the stage commands
+            switched = resolve_prompt_format(cfg, log.say)
+            rd = RunDir(run_dir)
+            if not rd.manifest_path.is_file():
+                rd.init_manifest(cfg.to_dict(), None, cfg.seed)
+                if switched:
+                    rd.update_manifest(prompt_format=switched)
+            run_stage(Context(cfg, rd, log=log.say), stage, force=force)
 
     command.__doc__ = doc
     if register:
