@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hneurons.config_keys import KeyInfo as KeyInfo, coerce
+from hneurons.config_keys import describe as describe
 from hneurons.core.alpha import check_alpha
 from hneurons.errors import ConfigError
 
@@ -240,45 +242,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _coerce(value: Any, typ: Any, key: str) -> Any:
-    """Turn a TOML value or a ``--set`` string into the field's type, or explain why not."""
-    origin = typing.get_origin(typ)
-    args = typing.get_args(typ)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None or (isinstance(value, str) and value.lower() in {"none", "null", ""}):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if origin is list:
-        (inner,) = args
-        if isinstance(value, str):
-            value = [v for v in (s.strip() for s in value.strip("[]").split(",")) if v]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, inner, key) for v in value]
-    try:
-        if typ is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in {"true", "1", "yes", "on"}:
-                return True
-            if str(value).lower() in {"false", "0", "no", "off"}:
-                return False
-            raise ValueError
-        if typ is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if typ is float:
-            return float(value)
-        if typ is str:
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: {value!r} is not a valid {getattr(typ, '__name__', typ)}") from None
-    return value
-
-
 def _set(cfg: Config, key: str, value: Any) -> None:
     parts = key.split(".")
     obj: Any = cfg
@@ -291,7 +254,7 @@ def _set(cfg: Config, key: str, value: Any) -> None:
     if name not in fields:
         raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(type(obj))
-    setattr(obj, name, _coerce(value, hints[name], key))
+    setattr(obj, name, coerce(value, hints[name], key))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from hneurons.cli.judge import register as register_judge_command
 from hneurons.cli.apply import register as register_use_commands
+from hneurons.cli.config import register as register_config_command
 from hneurons.cli.extras import register_compare, register_plan
 from hneurons.cli.scale import register as register_scale_commands
 from hneurons.cli.serve import register as register_serve_command
@@ -32,13 +33,37 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Find, test and use hallucination-associated neurons (H-Neurons) in causal LMs.")
 console = Console(stderr=True)
 
-Preset = Annotated[Optional[str], typer.Option("--preset", "-p", help="smoke | default | paper (default: default; "
-                                                                     "an existing run keeps its own config)")]
+Preset = Annotated[Optional[str], typer.Option("--preset", "-p", metavar="[smoke|default|paper]", help=(
+    "preset (default: default; an existing run keeps its own config)"))]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with config sections")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. --set responses.k=5 (repeatable)")]
-Force = Annotated[bool, typer.Option("--force", help="re-run even if inputs are unchanged")]
+Force = Annotated[bool, typer.Option("--force", metavar="", help="re-run even if inputs are unchanged")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="HF model directory, .gguf file, or gemma-3-270m (the packaged base model; default: embedded SmolLM2-135M-Instruct)")]
 RunDirArg = Annotated[Path, typer.Argument(help="run directory (e.g. runs/default)")]
+
+
+def package_version() -> str:
+    """The installed distribution's version, or the source tree's ``hneurons.__version__`` (run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hneurons")
+    except PackageNotFoundError:
+        from hneurons import __version__
+
+        return __version__
+
+
+def _print_version(on: bool) -> None:
+    if on:
+        print(f"hneurons {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", metavar="", callback=_print_version, is_eager=True,
+                                                help="print the package version and exit")] = False) -> None:
+    """Find, test and use hallucination-associated neurons (H-Neurons) in causal LMs."""
 
 
 def _offline(on: bool) -> None:
@@ -82,25 +107,50 @@ def _config(preset: str | None, config: Path | None, sets: list[str] | None, mod
     return load_config(preset or "default", file=config, overrides=overrides)
 
 
+def _run_dir(positional: Path | None, runs: Path | None, name: str | None, preset: str | None) -> Path:
+    """``hneurons run RUN_DIR`` is ``--runs PARENT --name NAME``; both ways at once must name the same folder."""
+    from hneurons.errors import ConfigError
+
+    if positional is None:
+        return (runs or Path("runs")) / (name or preset or "default")
+    implied = (runs or positional.parent) / (name or positional.name)
+    if implied.resolve() != positional.resolve():
+        raise ConfigError(f"run directory {positional} disagrees with --runs/--name ({implied}); give one of them")
+    return positional
+
+
 @app.command()
 def run(
+    run_dir_arg: Annotated[Optional[Path], typer.Argument(
+        metavar="RUN_DIR", help="run directory to create or resume (= --runs PARENT --name NAME)")] = None,
     preset: Preset = None,
     config: ConfigFile = None,
     sets: Sets = None,
     model: ModelOpt = None,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="run directory name under --runs")] = None,
-    runs: Annotated[Path, typer.Option("--runs", help="parent folder of run directories")] = Path("runs"),
+    runs: Annotated[Optional[Path], typer.Option("--runs", help="parent folder of run directories (default: runs)")] = None,
     force: Force = False,
     stages: Annotated[Optional[list[str]], typer.Option("--stage", help="run only these stages (repeatable)")] = None,
     offline: OfflineOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="warnings and errors only, no progress bars")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="also debug lines")] = False,
 ) -> None:
-    """Run every stage in order and write the HTML report (resumes an interrupted run)."""
+    """Run every stage in order and write the HTML report (resumes an interrupted run).
+
+    Every log line, at every level and with a timestamp, is also appended to RUN_DIR/run.log.
+    """
+    from hneurons import log
+    from hneurons.errors import ConfigError
     from hneurons.pipeline import run_all
 
+    if quiet and verbose:
+        raise ConfigError("--quiet and --verbose contradict each other; give one of them")
+    log.configure(quiet=quiet, verbose=verbose)
     _offline(offline)
-    run_dir = runs / (name or preset or "default")
+    run_dir = _run_dir(run_dir_arg, runs, name, preset)
     cfg = _config(preset, config, sets, model, run_dir)
-    report = run_all(cfg, run_dir, stages=stages, force=force, log=_log)
+    with log.run_log(run_dir):
+        report = run_all(cfg, run_dir, stages=stages, force=force, log=log.say)
     console.print(f"[bold green]done[/]: run directory {run_dir}")
     if report.is_file():
         console.print(f"report: {report.resolve()}")
@@ -116,18 +166,20 @@ def _stage_command(stage: str, doc: str, register: bool = True) -> Callable[...,
         force: Force = False,
         offline: OfflineOpt = False,
     ) -> None:
+        from hneurons import log
         from hneurons.pipeline import Context, resolve_prompt_format, run_stage
         from hneurons.rundir import RunDir
 
         _offline(offline)
         cfg = _config(preset, config, sets, model, run_dir)
-        switched = resolve_prompt_format(cfg, _log)
-        rd = RunDir(run_dir)
-        if not rd.manifest_path.is_file():
-            rd.init_manifest(cfg.to_dict(), None, cfg.seed)
-            if switched:
-                rd.update_manifest(prompt_format=switched)
-        run_stage(Context(cfg, rd, log=_log), stage, force=force)
+        with log.run_log(run_dir):  # one RUN_DIR/run.log for `run` and the stage commands
+            switched = resolve_prompt_format(cfg, log.say)
+            rd = RunDir(run_dir)
+            if not rd.manifest_path.is_file():
+                rd.init_manifest(cfg.to_dict(), None, cfg.seed)
+                if switched:
+                    rd.update_manifest(prompt_format=switched)
+            run_stage(Context(cfg, rd, log=log.say), stage, force=force)
 
     command.__doc__ = doc
     if register:
@@ -210,6 +262,7 @@ register_plan(app)
 register_compare(app)
 register_trust_commands(app)
 register_scale_commands(app)
+register_config_command(app)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="a setting on top of the run's, e.g. --set spans.llm_url=URL (repeatable)")]
 TrustCodeOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", help="let the model folder's own Python code (auto_map) run; only for models you trust")]
-OfflineOpt = Annotated[bool, typer.Option("--offline", help="open no network connection at all (also HNEURONS_OFFLINE=1)")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", metavar="", help="open no network connection at all (also HNEURONS_OFFLINE=1)")]
 MaxInputOpt = Annotated[int, typer.Option(
     "--max-input-bytes", min=1, help="refuse an input line, question or request larger than this, before tokenizing")]
 RunDirArg = Annotated[Path, typer.Argument(help="run directory (e.g. runs/default)")]
