@@ -1,6 +1,6 @@
 """The adapter table: one row per architecture, keyed by ``config.model_type``.
 
-A row says where a model keeps its FFN neurons (the paper, arXiv 2512.01797, §1.3: a neuron is one
+A row says where a model keeps its FFN neurons (the paper, arXiv 2512.01797, §6.1.2 Eq. 1: a neuron is one
 input coordinate of a decoder layer's MLP down-projection). Adding an architecture is adding a
 row here; :func:`hneurons.core.arch.resolve` turns a row plus a loaded model into a
 :class:`~hneurons.core.arch.Layout`. Kept apart from the resolution so that tools that only need
