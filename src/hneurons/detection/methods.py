@@ -92,7 +92,7 @@ def refit_columns(train: TrainData, cols: np.ndarray) -> Any:
 
 
 def h_indices(probe: HNeuronProbe) -> np.ndarray:
-    """Flat indices of the H-Neurons (positive probe weight, the paper §4.3)."""
+    """Flat indices of the H-Neurons (positive probe weight, the paper §3 and §6.1.3)."""
     return np.flatnonzero(np.asarray(probe.coef_) > 0)
 
 

@@ -1,4 +1,4 @@
-"""The C path: the grid, warm-started fits over it, and the paper's C rule (arXiv 2512.01797 §4.4)."""
+"""The C path: the grid, warm-started fits over it, and the paper's C rule (arXiv 2512.01797, §6.1.3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """C rules beside the paper's: K-fold CV with the one-standard-error rule, and stability selection.
 
-Why: the paper's rule (arXiv 2512.01797 §4.4) decides C on a few dozen held-out questions plus a
+Why: the paper's rule (arXiv 2512.01797, §6.1.3) decides C on a few dozen held-out questions plus a
 suppression term that, with a weak model, rests on a handful of correct answers; two runs of the
 same code then pick C an order of magnitude apart. Both rules here use every labelled question:
 
