@@ -28,78 +28,80 @@ AlphaOpt = Annotated[float, typer.Option("--alpha", help="scale the H-Neurons by
 AbstainOpt = Annotated[Optional[float], typer.Option("--abstain-above", help="abstain when p_hallucination exceeds this")]
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``score``, ``generate`` and ``serve`` to ``app``."""
+def score(
+    input: Annotated[Path, typer.Option("--input", "-i", help=".jsonl or .csv with 'question', optional 'answer' and 'id'")],
+    run_dir: RunDirArg = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="jsonl to append results to (resumable)")] = Path("scores.jsonl"),
+    model: ModelOpt = None,
+    force: ForceOpt = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    on_long: Annotated[str, typer.Option("--on-long", help="truncate | refuse inputs longer than the model's context")] = "truncate",
+    probe: ProbeOpt = None,
+    sets: SetOpt = None,
+    trust_remote_code: TrustCodeOpt = False,
+    offline: OfflineOpt = False,
+    max_input_bytes: MaxInputOpt = MAX_INPUT_BYTES,
+) -> None:
+    """Score (question, answer) pairs with the run's probe; missing answers are generated first."""
+    from hneurons.errors import DataError
+    from hneurons.apply.score import read_items, score_file
+    from hneurons.trust import check_input_lines
 
-    @app.command()
-    def score(
-        input: Annotated[Path, typer.Option("--input", "-i", help=".jsonl or .csv with 'question', optional 'answer' and 'id'")],
-        run_dir: RunDirArg = None,
-        output: Annotated[Path, typer.Option("--output", "-o", help="jsonl to append results to (resumable)")] = Path("scores.jsonl"),
-        model: ModelOpt = None,
-        force: ForceOpt = False,
-        batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
-        on_long: Annotated[str, typer.Option("--on-long", help="truncate | refuse inputs longer than the model's context")] = "truncate",
-        probe: ProbeOpt = None,
-        sets: SetOpt = None,
-        trust_remote_code: TrustCodeOpt = False,
-        offline: OfflineOpt = False,
-        max_input_bytes: MaxInputOpt = MAX_INPUT_BYTES,
-    ) -> None:
-        """Score (question, answer) pairs with the run's probe; missing answers are generated first."""
-        from hneurons.errors import DataError
-        from hneurons.apply.score import read_items, score_file
-        from hneurons.trust import check_input_lines
+    use = UseOptions(run_dir, probe, model, force, sets, trust_remote_code, offline)
+    use.source()
+    check_input_lines(input, max_input_bytes)  # before anything is parsed or tokenized
+    if not read_items(input):  # report input errors before loading the model
+        raise DataError(f"{input} has no items; give one JSON object per line (or CSV row) with a 'question'")
+    stats = score_file(use.state(), input, output, batch_size=batch_size, on_long=on_long)
+    console.print(f"scored {stats['scored']} item(s), skipped {stats['skipped']} already in {output}")
 
-        use = UseOptions(run_dir, probe, model, force, sets, trust_remote_code, offline)
-        use.source()
-        check_input_lines(input, max_input_bytes)  # before anything is parsed or tokenized
-        if not read_items(input):  # report input errors before loading the model
-            raise DataError(f"{input} has no items; give one JSON object per line (or CSV row) with a 'question'")
-        stats = score_file(use.state(), input, output, batch_size=batch_size, on_long=on_long)
-        console.print(f"scored {stats['scored']} item(s), skipped {stats['skipped']} already in {output}")
 
-    @app.command()
-    def generate(
-        run_dir: Annotated[Optional[str], typer.Argument(help="run directory (omit it with --probe)", show_default=False)] = None,
-        questions: Annotated[Optional[list[str]], typer.Argument(help="one or more questions", show_default=False)] = None,
-        alpha: AlphaOpt = 1.0,
-        abstain_above: AbstainOpt = None,
-        max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="default: the run's")] = None,
-        temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
-        model: ModelOpt = None,
-        force: ForceOpt = False,
-        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per question")] = False,
-        probe: ProbeOpt = None,
-        sets: SetOpt = None,
-        trust_remote_code: TrustCodeOpt = False,
-        offline: OfflineOpt = False,
-        max_input_bytes: MaxInputOpt = MAX_INPUT_BYTES,
-    ) -> None:
-        """Answer questions with guarded generation: H-Neurons scaled by α, each answer scored."""
-        from hneurons.config import check_guard
-        from hneurons.errors import DataError
-        from hneurons.apply.guard import guarded_generate
+def generate(
+    run_dir: Annotated[Optional[str], typer.Argument(help="run directory (omit it with --probe)", show_default=False)] = None,
+    questions: Annotated[Optional[list[str]], typer.Argument(help="one or more questions", show_default=False)] = None,
+    alpha: AlphaOpt = 1.0,
+    abstain_above: AbstainOpt = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="default: the run's")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
+    model: ModelOpt = None,
+    force: ForceOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per question")] = False,
+    probe: ProbeOpt = None,
+    sets: SetOpt = None,
+    trust_remote_code: TrustCodeOpt = False,
+    offline: OfflineOpt = False,
+    max_input_bytes: MaxInputOpt = MAX_INPUT_BYTES,
+) -> None:
+    """Answer questions with guarded generation: H-Neurons scaled by α, each answer scored."""
+    from hneurons.config import check_guard
+    from hneurons.errors import DataError
+    from hneurons.apply.guard import guarded_generate
 
-        use = UseOptions(None, probe, model, force, sets, trust_remote_code, offline)
-        questions = use.questions(run_dir, questions)
-        check_guard(alpha, abstain_above)  # before the model loads
-        for i, q in enumerate(questions):
-            if not q.strip():
-                raise DataError(f"question {i + 1} is empty; every question needs text")
-        check_questions(questions, max_input_bytes)
-        results = guarded_generate(use.state(), questions, alpha=alpha, abstain_above=abstain_above,
-                                   max_new_tokens=max_new_tokens, temperature=temperature)
-        if as_json:
-            for r in results:
-                typer.echo(json.dumps(r, ensure_ascii=False))
-            return
-        table = Table(title=f"guarded generation (α = {alpha:g})")
-        for col in ("question", "answer", "p_hallucination", "top neuron"):
-            table.add_column(col)
+    use = UseOptions(None, probe, model, force, sets, trust_remote_code, offline)
+    questions = use.questions(run_dir, questions)
+    check_guard(alpha, abstain_above)  # before the model loads
+    for i, q in enumerate(questions):
+        if not q.strip():
+            raise DataError(f"question {i + 1} is empty; every question needs text")
+    check_questions(questions, max_input_bytes)
+    results = guarded_generate(use.state(), questions, alpha=alpha, abstain_above=abstain_above,
+                               max_new_tokens=max_new_tokens, temperature=temperature)
+    if as_json:
         for r in results:
-            p = "-" if r["p_hallucination"] is None else f"{r['p_hallucination']:.3f}"
-            top = r["top_neurons"][0] if r["top_neurons"] else None
-            table.add_row(r["question"], r["answer"] + (" [abstained]" if r["abstained"] else ""), p,
-                          top["name"] if top else "-")
-        Console().print(table)
+            typer.echo(json.dumps(r, ensure_ascii=False))
+        return
+    table = Table(title=f"guarded generation (α = {alpha:g})")
+    for col in ("question", "answer", "p_hallucination", "top neuron"):
+        table.add_column(col)
+    for r in results:
+        p = "-" if r["p_hallucination"] is None else f"{r['p_hallucination']:.3f}"
+        top = r["top_neurons"][0] if r["top_neurons"] else None
+        table.add_row(r["question"], r["answer"] + (" [abstained]" if r["abstained"] else ""), p,
+                      top["name"] if top else "-")
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``score`` and ``generate`` to ``app`` (``serve`` lives in :mod:`hneurons.cli.serve`)."""
+    app.command()(score)
+    app.command()(generate)
