@@ -221,6 +221,7 @@ def test_score_output_resumes_from_torn_appends(tmp_path: Path, monkeypatch) -> 
     import hneurons.apply.score as scoring
 
     monkeypatch.setattr(scoring, "state_of", lambda run, model, force: None)
+    monkeypatch.setattr(scoring, "probe_key", lambda state: "probe-under-test")  # no real probe here
     monkeypatch.setattr(scoring, "score", lambda state, part, **kw: [{"id": it["id"], "p_hallucination": len(it["question"]) / 100}
                                                                    for it in part])
     inp = tmp_path / "in.jsonl"
