@@ -20,7 +20,6 @@ Module imports stay light (no torch, no config) so the HTTP clients can call :fu
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -68,16 +67,10 @@ def read_manifest(root: Path) -> dict[str, Any]:
     path = Path(root) / "manifest.json"
     if not path.is_file():
         raise StageError(f"{root} is not a run directory (no manifest.json); pass the folder `hneurons run` wrote")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); restore it or re-run the pipeline") from None
-    except OSError as exc:
-        raise DataError(f"{path} cannot be read ({exc.strerror}); check its permissions") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path} holds a JSON {type(data).__name__}, not an object; it was not written by "
-                        "`hneurons run` — restore it or use another run directory")
-    return data
+    from hneurons.data.readers import read_json_object
+
+    return read_json_object(path, DataError, "it was not written by `hneurons run`: restore it or use another "
+                                             "run directory")
 
 
 def recorded_settings(manifest: Mapping[str, Any], path: Path | str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from hneurons.apply.state import FittedProbe, check_probe, read_run_probe
 from hneurons.errors import DataError, StageError
-from hneurons.probe.estimator import HNeuronProbe
+from hneurons.probe.estimator import HNeuronProbe, read_probe_file
 from hneurons.rundir.files import default_file_mode
 
 FORMAT = "hneurons.portable-probe/1"
@@ -82,14 +82,7 @@ def export_probe(run_dir: str | Path, out: str | Path) -> Path:
 
 
 def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as fh:
-            header = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"probe file {path} is not a readable safetensors file ({exc}); export it again") from None
+    header, tensors = read_probe_file(path, "export it again")
     try:
         meta = json.loads(header["hneurons"])
     except (KeyError, ValueError):

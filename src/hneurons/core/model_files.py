@@ -160,17 +160,9 @@ def gguf_keys(path: Path) -> set[str]:
 
 def read_model_json(path: Path) -> dict[str, Any]:
     """A model folder's JSON file (config, tokenizer config) as an object, or one line naming it."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-        raise ModelLoadError(f"{path} is not valid JSON ({detail}); restore it from the model's repository") from None
-    except OSError as exc:
-        raise ModelLoadError(f"{path} cannot be read ({exc.strerror}); check its permissions") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} holds a JSON {type(data).__name__}, not an object; restore it from the "
-                             "model's repository")
-    return data
+    from hneurons.data.readers import read_json_object
+
+    return read_json_object(path, ModelLoadError, "restore it from the model's repository")
 
 
 def check_model_dir(path: Path) -> None:

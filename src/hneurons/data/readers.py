@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hneurons.errors import DataError
+from hneurons.errors import DataError, HNeuronsError
 
 Row = tuple[int, dict[str, Any]]  # (1-based line, or record number for JSON arrays and parquet; the row)
 OnBad = Callable[[int, str], None]  # row-level error handler: (line, message); the row is skipped
@@ -216,3 +216,21 @@ def iter_rows(path: str | Path, *, formats: tuple[str, ...] = FORMATS, on_bad: O
 def read_rows(path: str | Path, **kwargs: Any) -> list[Row]:
     """All rows of :func:`iter_rows` (for inputs read whole, e.g. before a model loads)."""
     return list(iter_rows(path, **kwargs))
+
+
+def read_json_object(path: Path, error: type[HNeuronsError], restore: str) -> dict[str, Any]:
+    """A JSON file that must hold one object (a model's config, a run's manifest), or one line naming it.
+
+    ``error`` is the caller's error class (a model file raises ModelLoadError, a run file DataError);
+    ``restore`` says how to get a good copy back.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise error(f"{path} is not valid JSON ({detail}); {restore}") from None
+    except OSError as exc:
+        raise error(f"{path} cannot be read ({exc.strerror}); check its permissions") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} holds a JSON {type(data).__name__}, not an object; {restore}")
+    return data

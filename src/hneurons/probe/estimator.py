@@ -47,6 +47,20 @@ def liblinear_l1(C: float, tol: float = 1e-4, max_iter: int = 1000, random_state
     return LogisticRegression(C=C, solver="liblinear", tol=tol, max_iter=max_iter, random_state=random_state, **pen)
 
 
+def read_probe_file(path: Path, fix: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """The header metadata and tensors of a probe's safetensors file, or one line saying ``fix``.
+
+    safetensors holds plain arrays and a JSON header: nothing in a probe file can run code.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            return fh.metadata() or {}, {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"probe file {path} is not a readable safetensors file ({exc}); {fix}") from None
+
+
 class HNeuronProbe(ClassifierMixin, BaseEstimator):
     """L1 logistic probe over flattened neuron features; positive weights are the H-neurons.
 
@@ -286,17 +300,10 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HNeuronProbe":
         """Read a probe written by :meth:`save`."""
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
         if not path.is_file():
             raise DataError(f"probe file {path} does not exist; run the probe stage first")
-        try:
-            with safe_open(str(path), framework="numpy") as fh:
-                header = fh.metadata() or {}
-                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise DataError(f"probe file {path} is not a readable safetensors file: {exc}") from None
+        header, tensors = read_probe_file(path, "run the probe stage again")
         try:
             meta = json.loads(header["hneurons"])
             if meta.get("format") != _FORMAT:
