@@ -141,7 +141,7 @@ class OpenAIBackend:
         out: list[list[Generation]] = [[] for _ in prompts]
         with concurrent.futures.ThreadPoolExecutor(self.max_concurrency) as pool:
             futures = {pool.submit(self._one, p, params, i): i for i, p in enumerate(prompts)}
-            bar = tqdm(total=len(prompts), desc="sampling", unit="prompt", disable=not progress)
+            bar = tqdm(total=len(prompts), desc="sampling", unit="prompt", disable=None if progress else True)
             try:
                 for fut in concurrent.futures.as_completed(futures):
                     out[futures[fut]] = fut.result()

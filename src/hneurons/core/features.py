@@ -178,7 +178,7 @@ def extract_cett(model: torch.nn.Module, layout: Layout, items: Sequence[Feature
     # token): features ask for the last position only, statistics for the answer positions only.
     keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
     wnorms = [column_norms(layout, layer) for layer in range(layout.n_layers)]  # once, not per batch
-    bar = tqdm(total=len(items), desc="CETT features", unit="resp", disable=not opts.progress)
+    bar = tqdm(total=len(items), desc="CETT features", unit="resp", disable=None if opts.progress else True)
     for batch in length_batches([len(it.input_ids) for it in items], opts.batch_size, opts.max_tokens):
         ids, attn, masks = _batch_inputs(items, batch, opts)
         # the span check runs for every model; positions are passed only where the forward takes them

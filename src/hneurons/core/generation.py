@@ -367,7 +367,7 @@ class HFBackend:
         if len(seeds) != len(prompts):
             raise ConfigError(f"{len(seeds)} seeds for {len(prompts)} prompts; give one seed per row")
         out: list[Generation | None] = [None] * len(prompts)
-        bar = tqdm(total=len(prompts), desc="sampling", unit="resp", disable=not progress)
+        bar = tqdm(total=len(prompts), desc="sampling", unit="resp", disable=None if progress else True)
         with torch.inference_mode():
             for part in length_batches([len(p) for p in prompts], self.batch_size, self.max_batch_tokens):
                 gens = self._run_batch([list(prompts[i]) for i in part], [seeds[i] for i in part], part, params,

@@ -23,6 +23,7 @@ import json
 import mmap
 import os
 import struct
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hneurons.core.arch import Layout, resolve  # noqa: E402
 from hneurons.core.model_files import (BASE_ALIASES, BASE_NAME, BASE_PACKAGE, BASE_PIP, CACHE_ENV,  # noqa: E402,F401
@@ -168,6 +170,8 @@ def load_model(
         device_map: passed to ``from_pretrained`` (e.g. "auto") for models larger than one device.
         trust_remote_code: only when you trust the model's code; never on by default.
     """
+    if not sys.stderr.isatty():  # one output channel: no \r progress fragments in a redirected log
+        hf_logging.disable_progress_bar()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_model_source(name)

@@ -157,7 +157,7 @@ def neuron_drift(instruct: WeightSource, base: WeightSource, scope: str = "globa
     up = np.empty(L * F)
     down = np.empty(L * F)
     gate = np.full(L * F, np.nan)
-    for layer in tqdm(range(L), desc="drift", unit="layer", disable=not progress):
+    for layer in tqdm(range(L), desc="drift", unit="layer", disable=None if progress else True):
         # MoE layers (docs/MOE.md): one row per (expert, j) then shared neurons, as in Layout's flat
         # index; padding slots of narrower layers are "both rows zero", i.e. drift 0.
         width = instruct.width(layer) if hasattr(instruct, "width") else F

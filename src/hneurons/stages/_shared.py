@@ -48,7 +48,7 @@ def answers_logged(ctx: Any, log_path: Path, params_key: str, recs: list[Any], p
     backend = make_backend()
     ctx.log(f"{what} {len(recs) - len(done)} questions ({len(done)} already in {log_path.name})")
     mine = []  # this rank's chunks (every chunk in one process), merged in order below
-    for start, part in tqdm(distributed.shard(todo), desc=log_path.stem, unit="chunk"):
+    for start, part in tqdm(distributed.shard(todo), desc=log_path.stem, unit="chunk", disable=None):
         gens = backend.generate([prompt_of(rec) for rec in part], replace(params, seed=params.seed + start),
                                 progress=False)
         lines = [{"qid": rec.id, "text": g[0].text, "finish_reason": g[0].finish_reason,

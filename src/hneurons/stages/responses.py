@@ -100,7 +100,7 @@ class _Sampler:
         todo = unfinished_chunks(records, chunk, lambda r: len(done.get((r.id, phase), [])) >= params.n)
         log_path = self.ctx.rundir.path("responses", "samples.jsonl")
         mine: list[list[dict]] = []  # this rank's chunks (all of them in one process), merged below
-        bar = tqdm(total=sum(len(part) for _, part in todo), desc=f"responses ({phase})", unit="q")
+        bar = tqdm(total=sum(len(part) for _, part in todo), desc=f"responses ({phase})", unit="q", disable=None)
         for start, part in distributed.shard(todo):
             t0 = time.perf_counter()
             # the seed follows the chunk's position in the list, so resumed chunks sample as before
