@@ -182,16 +182,22 @@ def load_are_you_sure(path: Path) -> list[Record]:
     return out
 
 
+def _judged_label(row: dict[str, Any], path: Path, line: int, positive: str, negative: str) -> int:
+    """A development file's GPT-4o ``label`` as 1 (``positive``) / 0, or one line naming the row."""
+    verdict = get_field(row, "label", path, line)
+    if verdict not in (positive, negative):
+        raise DataError(f"{path}:{line}: field 'label' must be '{positive}' or '{negative}'")
+    return int(verdict == positive)
+
+
 def load_judge_validation_triviaqa(path: Path) -> list[Record]:
     """GPT-4o-judged TriviaQA responses; ``label`` 1 = GPT-4o said correct."""
     out = []
     for line, row in iter_rows(path, what="data file"):
-        verdict = get_field(row, "label", path, line)
-        if verdict not in ("correct", "hallucinated"):
-            raise DataError(f"{path}:{line}: field 'label' must be 'correct' or 'hallucinated'")
+        label = _judged_label(row, path, line, "correct", "hallucinated")
         out.append(Record(
             id=str(get_field(row, "id", path, line)), question=get_field(row, "question", path, line),
-            answers=_dedupe_keep_order(_str_list(row, "answers", path, line)), label=int(verdict == "correct"),
+            answers=_dedupe_keep_order(_str_list(row, "answers", path, line)), label=label,
             extra={"response": get_field(row, "response", path, line, str, required=False) or "",
                    "model": row.get("model"), "answer_tokens": row.get("answer_tokens"),
                    "question_id": row.get("question_id")},
@@ -203,12 +209,10 @@ def load_judge_validation_falseqa(path: Path) -> list[Record]:
     """GPT-4o-judged FalseQA responses; ``label`` 1 = ACCEPTED (complied with the false premise)."""
     out = []
     for line, row in iter_rows(path, what="data file"):
-        verdict = get_field(row, "label", path, line)
-        if verdict not in ("ACCEPTED", "REFUSED"):
-            raise DataError(f"{path}:{line}: field 'label' must be 'ACCEPTED' or 'REFUSED'")
+        label = _judged_label(row, path, line, "ACCEPTED", "REFUSED")
         out.append(Record(
             id=str(get_field(row, "id", path, line)), question=get_field(row, "question", path, line),
-            label=int(verdict == "ACCEPTED"),
+            label=label,
             extra={"response": get_field(row, "response", path, line, str, required=False) or "",
                    "alpha": row.get("alpha"), "question_id": row.get("question_id")},
         ))

@@ -79,7 +79,7 @@ def read_labelled(path: Path) -> list[tuple[int, dict[str, Any] | None, str]]:
         if isinstance(row, dict) and "question" not in row and isinstance(row.get("goal"), str):
             row["question"] = row["goal"]
         out.append((lineno, row, ""))
-    return sorted(out, key=lambda t: t[0])
+    return out
 
 
 def evaluate_file(task: str, path: Path, judge: Judge | None = None) -> tuple[Agreement, list[tuple[int, str]]]:
