@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hneurons.plan import make_plan
+from hneurons.plan import costs, make_plan
 from hneurons.plan.model import ModelSpec, find_config, model_spec
 
 CONFIGS = Path(__file__).resolve().parent.parent / "data" / "configs"
@@ -73,7 +73,13 @@ def test_paper_preset_work_and_bytes_for_llama_8b() -> None:
     # 1,000 training + 250 held-out questions per class (20 % held out), one forward each
     assert st["features"].forwards == 2 * 1250
     assert st["features"].store_bytes == 2500 * 458_752 * 2 * 2  # answer + other regions, float16
-    assert st["probe"].probe_ram == 8 * 4000 * 458_752  # 3-vs-1: 4,000 float32 rows, loaded + stacked
+    # 3-vs-1: 4,000 float16 rows read from the store × the measured 1.27 peak-RSS overhead (benchmarks/scale.py)
+    assert st["probe"].probe_ram == int(1.27 * 4000 * 458_752 * 2)
+    # 1 + 5 CV folds + 20 stability subsamples = 26 paths of 8 C at the measured 322 s (same shape), plus
+    # 10 stability resamples, each a cold fit at 9.0 / 13.7 of a path
+    fit_s = 322 * 26 + 10 * 322 * 9.0 / 13.7
+    assert costs.probe_seconds(4000, 458_752, 8, 26, 10) == pytest.approx(fit_s)
+    assert st["probe"].seconds > fit_s  # plus the suppression check's generations
     # α grid of 7: 6 scaled α × (H + 3 random sets) + α = 1 once; items 687 + 1,000 + 1,000 × 4 turns + 390,
     # and the qa family's 500 questions in each of its 4 sets
     assert st["intervene"].generations == 25 * (687 + 1000 + 4 * 1000 + 390 + 4 * 500)

@@ -148,6 +148,13 @@ def _engines(name: str, kind: str, w: Work, p: costs.Placement) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
+def _probe_paths(pr: Any) -> int:
+    """C paths the probe stage fits: the paper's rule, plus cv1se's folds and stability's subsamples when
+    that rule picks the neurons or ``probe.compare_rules`` computes it beside the chosen one."""
+    extra = {"cv1se": pr.cv_folds, "stability": pr.stability_subsamples}
+    return 1 + sum(n for rule, n in extra.items() if pr.compare_rules or pr.c_rule == rule)
+
+
 def _stage(name: str, spec: ModelSpec, cfg: Any, w: Work, p: costs.Placement, kind: str) -> StagePlan:
     """Combine a stage's generations (on ``kind``), hooked forwards and probe fit into its row."""
     regions = 3 if cfg.features.prompt_region else 2
@@ -157,13 +164,14 @@ def _stage(name: str, spec: ModelSpec, cfg: Any, w: Work, p: costs.Placement, ki
     probe_s = 0.0
     if name == "probe":
         pr = cfg.probe
-        probe_s = costs.probe_seconds(w.probe_rows, spec.n_flat, len(pr.Cs) if pr.Cs else pr.n_Cs, pr.stability_resamples)
+        probe_s = costs.probe_seconds(w.probe_rows, spec.n_flat, len(pr.Cs) if pr.Cs else pr.n_Cs, _probe_paths(pr),
+                                      pr.stability_resamples)
     seconds = None if g_s is None or f_s is None else g_s + f_s + probe_s
     keys = [k for k in (g_key, f_key, "cpu_probe_path" if name == "probe" else "") if k]
     return StagePlan(
         stage=name, engine=_engines(name, kind, w, p), generations=w.generations, new_tokens=w.new_tokens,
         forwards=w.forwards, tokens_read=w.prefill + w.forward_tokens, store_bytes=w.store_rows * spec.n_flat * regions * width,
-        probe_ram=8 * w.probe_rows * spec.n_flat, peak_gpu_bytes=max(g_mem, f_mem) if p.gpus else 0.0,
+        probe_ram=costs.probe_ram(w.probe_rows, spec.n_flat, width), peak_gpu_bytes=max(g_mem, f_mem) if p.gpus else 0.0,
         seconds=seconds, time_source=", ".join(dict.fromkeys(keys)), notes=list(w.notes))
 
 

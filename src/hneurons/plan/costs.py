@@ -65,13 +65,15 @@ CPU_MEASURED = (
     Source("cpu_forward", 1280.0, "tok/s", "hooked CETT forwards on SmolLM2-135M, bf16, 2 cores: the default run's features "
            "stage read 370 responses in 18 s, × 62.3 tokens per chat sequence (mean over 48 TriviaQA sequences in "
            "benchmarks/extraction.py)", "README.md, 'The default run, measured'", "2026-12-02"),
-    Source("cpu_probe_path", 13.7, "s", "L1 path over 8 C (newton_cd, warm-started), 1,000 rows × 46,080 neurons "
-           "float32, peak RSS 337 MB; one cold fit 9.0 s (load average 8 on 2 cores: other agents were running)",
-           "benchmarks/probe.py --n-questions 250", "2026-12-06"),
+    Source("cpu_probe_path", 322.0, "s", "L1 path over 8 C (newton_cd, warm-started) from the float16 feature store, "
+           "4,000 rows × 458,752 neurons (Llama-3.1-8B shape), peak RSS 1.27× the float16 matrix (load average "
+           "10-14 on 2 cores: an upper bound)", "benchmarks/scale.py --shape 8b --json (docs/BENCHMARKS.md)", "2026-12-06"),
 )
 EMBEDDED_PARAMS = 134.5e6
-PROBE_REF_CELLS = 1000 * 46080
-PROBE_ONE_FIT_S = 9.0
+PROBE_REF_CELLS = 4000 * 458_752
+PROBE_RSS_OVER_MATRIX = 1.27  # peak RSS of that fit over the matrix in the store's dtype (no float32 copy is made)
+# one cold fit at one C over a warm-started 8-C path, both on 1,000 × 46,080 (benchmarks/probe.py: 9.0 s vs 13.7 s)
+PROBE_COLD_FIT_OVER_PATH = 9.0 / 13.7
 
 
 def source(key: str) -> Source:
@@ -147,7 +149,13 @@ def cpu_rate(spec: ModelSpec, key: str) -> float:
     return source(key).figure * EMBEDDED_PARAMS / spec.params_active
 
 
-def probe_seconds(rows: int, n_flat: int, n_Cs: int, resamples: int) -> float:  # noqa: N803 - C is the paper's symbol
-    """L1 path plus stability refits, scaled linearly in rows × neurons from the CPU measurement."""
-    scale = rows * n_flat / PROBE_REF_CELLS
-    return source("cpu_probe_path").figure * scale * n_Cs / 8 + (resamples if resamples >= 2 else 0) * PROBE_ONE_FIT_S * scale
+def probe_seconds(rows: int, n_flat: int, n_Cs: int, paths: int, resamples: int) -> float:  # noqa: N803 - C is the paper's symbol
+    """``paths`` C paths (the paper's rule, plus one per CV fold and stability subsample: each reads every row,
+    the left-out ones at weight 0) and the stability refits, scaled linearly in rows × neurons × C values."""
+    path_s = source("cpu_probe_path").figure * rows * n_flat / PROBE_REF_CELLS * n_Cs / 8
+    return path_s * paths + (resamples if resamples >= 2 else 0) * PROBE_COLD_FIT_OVER_PATH * path_s
+
+
+def probe_ram(rows: int, n_flat: int, width: int) -> int:
+    """Peak RSS of the fit: the rows in the store's dtype (``width`` bytes) times the measured overhead."""
+    return int(PROBE_RSS_OVER_MATRIX * rows * n_flat * width)
