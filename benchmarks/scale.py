@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hneurons.core.rows import release_pages
 from hneurons.core.store import FeatureStore, StoreShape
 from hneurons.probe.design import Design, row_chunk, rows_from_stack
 from hneurons.probe.estimator import HNeuronProbe
@@ -130,6 +131,7 @@ def welch_top(X: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:
     step = row_chunk(X)
     for a in range(0, X.shape[0], step):
         blk = np.asarray(X[a : a + step], dtype=np.float32)
+        release_pages(X, a, a + step)
         for c in (0, 1):
             rows = blk[y[a : a + step] == c]
             s[c] += rows.sum(axis=0, dtype=np.float64)

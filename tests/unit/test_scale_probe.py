@@ -163,3 +163,32 @@ def test_memmap_reused_and_short_file_refused(tmp_path):
     data.write_bytes(data.read_bytes()[:-10])
     with pytest.raises(DataError, match=r"rows.bin holds 86 bytes but .* says 6 x 8 float16 \(96 bytes\)"):
         st.load_rows(["answer", "other"], memmap=tmp_path / "map")
+
+
+def _rss_file_kb() -> int:
+    """File-backed resident memory of this process (mapped file pages), from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+def test_passes_over_a_memmap_give_its_pages_back(tmp_path):
+    """A full pass leaves no mapped page counted in the fit's RSS, and the result is the in-memory one."""
+    from hneurons.core.rows import release_pages
+
+    rng = np.random.default_rng(0)
+    dense = rng.random((2048, 8192), dtype=np.float32).astype(np.float16)  # 32 MiB
+    path = tmp_path / "rows.bin"
+    dense.tofile(path)
+    X = np.memmap(path, dtype=np.float16, mode="r", shape=dense.shape)
+    v = rng.standard_normal(dense.shape[0])
+    before = _rss_file_kb()
+    got = Design(X).rmatvec(v)
+    assert _rss_file_kb() - before < 8 * 1024  # 32 MiB read, < 8 MiB still mapped
+    np.testing.assert_allclose(got, Design(dense).rmatvec(v), rtol=1e-6, atol=1e-6)
+    float(np.asarray(X, dtype=np.float32).sum())  # touch every page
+    assert _rss_file_kb() - before > 24 * 1024
+    release_pages(X)
+    assert _rss_file_kb() - before < 1024
+    release_pages(dense)  # an in-memory array: nothing to do

@@ -22,7 +22,7 @@ from safetensors.numpy import save_file
 from hneurons.core import distributed
 from hneurons.core.arch import Layout
 from hneurons.core.features import STATS, ExtractOptions, FeatureItem, extract_cett
-from hneurons.core.rows import check_block_finite, check_finite, open_rows_memmap
+from hneurons.core.rows import check_block_finite, check_finite, open_rows_memmap, release_pages
 from hneurons.errors import DataError, FingerprintMismatch, HNeuronsError, StageError
 from hneurons.rundir import atomic_path, file_sha256, read_json, write_json
 
@@ -282,6 +282,7 @@ class FeatureStore:
         row = 0
         for name in idx["chunks"]:
             block_rows = self._copy_chunk(idx, name, regions, out, row, finite)
+            release_pages(out)  # written pages stay in the page cache (dirty until written back), not in our RSS
             row += block_rows
         if row != n:
             raise DataError(f"{self.path}: chunks hold {row} rows but the index says {n}; "

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from hneurons.core.rows import release_pages
 from hneurons.errors import ConfigError, DataError
 
 MODES = ("3-vs-1", "1-vs-1")
@@ -79,6 +80,7 @@ class Design:
             for s in part:
                 e = min(n, s + step)
                 np.copyto(buf[: e - s], X[s:e], casting="unsafe")
+                release_pages(X, s, e)
                 acc += buf[: e - s].T @ v32[s:e]
             return acc
 
@@ -91,6 +93,7 @@ class Design:
     def cols(self, idx: np.ndarray) -> np.ndarray:
         """Dense float64 ``[n, k]`` block of (standardised) columns ``idx``."""
         block = np.asarray(self.X[:, idx], dtype=np.float64)
+        release_pages(self.X)  # the columns' pages lie in every row
         if self.mean is not None:
             block = (block - self.mean[idx]) / self.scale[idx]
         return block
@@ -109,6 +112,7 @@ def check_finite_matrix(X: np.ndarray, what: str = "X") -> None:
     for s in range(0, X.shape[0], step):
         block = np.asarray(X[s : s + step])
         bad = nonfinite_mask(block)
+        release_pages(X, s, s + step)
         if bad.any():
             r, c = np.argwhere(bad)[0]
             raise DataError(
@@ -156,6 +160,7 @@ def feature_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     step = row_chunk(X)
     for s in range(0, n, step):
         blk = np.asarray(X[s : s + step], dtype=np.float64)
+        release_pages(X, s, s + step)
         s1 += blk.sum(axis=0)
         s2 += (blk * blk).sum(axis=0)
     mean = s1 / n
@@ -221,6 +226,7 @@ def rows_from_stack(stack: np.ndarray, labels: np.ndarray, mode: str) -> tuple[n
     step = row_chunk(stack)
     for s in range(0, n, step):
         empty[s : s + step] = np.isnan(np.asarray(stack[n + s : n + s + step], dtype=np.float32)).all(axis=1)
+        release_pages(stack, n + s, n + s + step)
     keep = np.flatnonzero(~empty)
     build_rows.last_dropped = int(empty.sum())
     X = stack if keep.size == n else stack[np.r_[q, n + keep]]
