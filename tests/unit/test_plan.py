@@ -75,9 +75,9 @@ def test_paper_preset_work_and_bytes_for_llama_8b() -> None:
     assert st["features"].store_bytes == 2500 * 458_752 * 2 * 2  # answer + other regions, float16
     # 3-vs-1: 4,000 float16 rows read from the store × the measured 1.27 peak-RSS overhead (benchmarks/scale.py)
     assert st["probe"].probe_ram == int(1.27 * 4000 * 458_752 * 2)
-    # 1 + 5 CV folds + 20 stability subsamples = 26 paths of 8 C at the measured 322 s (same shape), plus
+    # 1 + 5 CV folds + 20 stability subsamples = 26 paths of 8 C at the measured 85.5 s (same shape), plus
     # 10 stability resamples, each a cold fit at 9.0 / 13.7 of a path
-    fit_s = 322 * 26 + 10 * 322 * 9.0 / 13.7
+    fit_s = 85.5 * 26 + 10 * 85.5 * 9.0 / 13.7
     assert costs.probe_seconds(4000, 458_752, 8, 26, 10) == pytest.approx(fit_s)
     assert st["probe"].seconds > fit_s  # plus the suppression check's generations
     # α grid of 7: 6 scaled α × (H + 3 random sets) + α = 1 once; items 687 + 1,000 + 1,000 × 4 turns + 390,

@@ -65,9 +65,10 @@ CPU_MEASURED = (
     Source("cpu_forward", 1280.0, "tok/s", "hooked CETT forwards on SmolLM2-135M, bf16, 2 cores: the default run's features "
            "stage read 370 responses in 18 s, × 62.3 tokens per chat sequence (mean over 48 TriviaQA sequences in "
            "benchmarks/extraction.py)", "README.md, 'The default run, measured'", "2026-12-02"),
-    Source("cpu_probe_path", 322.0, "s", "L1 path over 8 C (newton_cd, warm-started) from the float16 feature store, "
+    Source("cpu_probe_path", 85.5, "s", "L1 path over 8 C (newton_cd, warm-started) from the float16 feature store, "
            "4,000 rows × 458,752 neurons (Llama-3.1-8B shape), peak RSS 1.27× the float16 matrix (load average "
-           "10-14 on 2 cores: an upper bound)", "benchmarks/scale.py --shape 8b --json (docs/BENCHMARKS.md)", "2026-12-06"),
+           "6-7 on 2 cores, other jobs running: an upper bound)", "benchmarks/scale.py --shape 8b --json "
+           "(docs/BENCHMARKS.md)", "2026-12-06"),
 )
 EMBEDDED_PARAMS = 134.5e6
 PROBE_REF_CELLS = 4000 * 458_752
