@@ -282,7 +282,6 @@ class FeatureStore:
         row = 0
         for name in idx["chunks"]:
             block_rows = self._copy_chunk(idx, name, regions, out, row, finite)
-            release_pages(out)  # written pages stay in the page cache (dirty until written back), not in our RSS
             row += block_rows
         if row != n:
             raise DataError(f"{self.path}: chunks hold {row} rows but the index says {n}; "
@@ -316,6 +315,8 @@ class FeatureStore:
                     if region in finite:
                         check_block_finite(block, path, region, row, d_ff, list(idx["qids"]))
                     out[r_i * n + row: r_i * n + row + rows] = block
+                    # a memmap's written pages go to the page cache (dirty until written back), not our RSS
+                    release_pages(out, r_i * n + row, r_i * n + row + rows)
         except DataError:
             raise
         except (OSError, ValueError, RuntimeError) as exc:  # unreadable although the hash matched

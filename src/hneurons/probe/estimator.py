@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from hneurons.core.rows import release_pages
 from hneurons.errors import ConfigError, DataError, NotFittedError
 from hneurons.rundir.files import default_file_mode
 from hneurons.probe.design import MODES, Design, as_labels, as_matrix, build_rows, check_finite_matrix, feature_stats, row_chunk
@@ -244,6 +245,7 @@ class HNeuronProbe(ClassifierMixin, BaseEstimator):
         step = row_chunk(X)
         for s in range(0, X.shape[0], step):
             blk = np.asarray(X[s : s + step][:, nz], dtype=np.float64)
+            release_pages(X, s, s + step)
             bad = ~np.isfinite(blk)
             if bad.any():
                 r, c = np.argwhere(bad)[0]

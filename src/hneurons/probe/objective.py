@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hneurons.core.rows import release_pages
+
 
 def log1pexp(t: np.ndarray) -> np.ndarray:
     """Stable log(1 + exp(t))."""
@@ -43,6 +45,7 @@ def l1_logistic_objective(
     z = np.full(X.shape[0], float(intercept))
     if nz.size:
         z += np.asarray(X[:, nz], dtype=np.float64) @ np.asarray(coef, dtype=np.float64)[nz]
+        release_pages(X)  # the columns' pages lie in every row of a memmap
     ys = np.where(np.asarray(y) > 0, 1.0, -1.0)
     loss = log1pexp(-ys * z)
     if sample_weight is not None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hneurons.core.rows import release_pages
 from hneurons.errors import ConfigError
 from hneurons.probe.path import PathPoint, fit_path
 
@@ -65,6 +66,7 @@ def _accuracy(X: Any, y: np.ndarray, rows: np.ndarray, pt: PathPoint) -> float:
     z = np.full(rows.size, pt.intercept)
     if nz.size:
         z += np.asarray(X[rows][:, nz], dtype=np.float64) @ pt.coef[nz]
+        release_pages(X)
     return float(((z > 0).astype(int) == y[rows]).mean())
 
 
