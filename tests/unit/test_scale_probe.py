@@ -192,3 +192,22 @@ def test_passes_over_a_memmap_give_its_pages_back(tmp_path):
     release_pages(X)
     assert _rss_file_kb() - before < 1024
     release_pages(dense)  # an in-memory array: nothing to do
+
+
+def test_gather_from_a_memmap_equals_fancy_indexing_and_keeps_no_pages(tmp_path):
+    """Column gathers (the solver's working set, objectives, CV scores) read a memmap in row steps."""
+    from hneurons.core import rows as rows_mod
+
+    rng = np.random.default_rng(1)
+    dense = rng.random((1024, 16384), dtype=np.float32).astype(np.float16)  # 32 MiB
+    path = tmp_path / "rows.bin"
+    dense.tofile(path)
+    X = np.memmap(path, dtype=np.float16, mode="r", shape=dense.shape)
+    cols = np.sort(rng.choice(dense.shape[1], 400, replace=False))  # one page per row and column
+    picked = np.sort(rng.choice(dense.shape[0], 300, replace=False))
+    before = _rss_file_kb()
+    got = rows_mod.gather(X, cols)
+    assert _rss_file_kb() - before < 8 * 1024
+    np.testing.assert_array_equal(got, dense[:, cols].astype(np.float64))
+    np.testing.assert_array_equal(rows_mod.gather(X, cols, picked), dense[picked][:, cols].astype(np.float64))
+    np.testing.assert_array_equal(rows_mod.gather(dense, cols, picked), dense[picked][:, cols].astype(np.float64))

@@ -86,3 +86,28 @@ def release_pages(X: np.ndarray, start: int = 0, stop: int | None = None) -> Non
     hi = min(len(mm), hi)
     if hi > lo:
         mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+GATHER_BYTES = 64 << 20  # rows of a memmap read per step when gathering columns
+
+
+def gather(X: np.ndarray, cols: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """``X[rows][:, cols]`` as float64, reading a memmap a few rows at a time and giving the pages back.
+
+    Why: the columns of a gather lie in every row, so ``X[:, cols]`` on a 70B-shape memmap maps
+    nearly the whole 18 GB file at once (and ``X[rows]`` copies whole rows); row steps keep the
+    resident set to one step. In-memory arrays take the one-shot path.
+    """
+    cols = np.asarray(cols)
+    if getattr(X, "_mmap", None) is None:
+        sub = X if rows is None else X[rows]
+        return np.asarray(sub[:, cols], dtype=np.float64)
+    idx = np.arange(X.shape[0]) if rows is None else np.asarray(rows)
+    out = np.empty((idx.size, cols.size))
+    step = max(1, GATHER_BYTES // max(1, X.shape[1] * X.itemsize))
+    for s in range(0, idx.size, step):
+        part = idx[s : s + step]
+        out[s : s + part.size] = X[part[:, None], cols[None, :]]
+        release_pages(X, int(part.min()), int(part.max()) + 1)
+    return out
+

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from hneurons.core.rows import release_pages
+from hneurons.core.rows import gather, release_pages
 from hneurons.errors import ConfigError, DataError
 
 MODES = ("3-vs-1", "1-vs-1")
@@ -92,8 +92,7 @@ class Design:
 
     def cols(self, idx: np.ndarray) -> np.ndarray:
         """Dense float64 ``[n, k]`` block of (standardised) columns ``idx``."""
-        block = np.asarray(self.X[:, idx], dtype=np.float64)
-        release_pages(self.X)  # the columns' pages lie in every row
+        block = gather(self.X, idx)
         if self.mean is not None:
             block = (block - self.mean[idx]) / self.scale[idx]
         return block

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hneurons.core.rows import release_pages
+from hneurons.core.rows import gather
 
 
 def log1pexp(t: np.ndarray) -> np.ndarray:
@@ -44,8 +44,7 @@ def l1_logistic_objective(
     nz = np.flatnonzero(coef)
     z = np.full(X.shape[0], float(intercept))
     if nz.size:
-        z += np.asarray(X[:, nz], dtype=np.float64) @ np.asarray(coef, dtype=np.float64)[nz]
-        release_pages(X)  # the columns' pages lie in every row of a memmap
+        z += gather(X, nz) @ np.asarray(coef, dtype=np.float64)[nz]
     ys = np.where(np.asarray(y) > 0, 1.0, -1.0)
     loss = log1pexp(-ys * z)
     if sample_weight is not None:

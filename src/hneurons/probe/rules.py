@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hneurons.core.rows import release_pages
+from hneurons.core.rows import gather
 from hneurons.errors import ConfigError
 from hneurons.probe.path import PathPoint, fit_path
 
@@ -65,8 +65,7 @@ def _accuracy(X: Any, y: np.ndarray, rows: np.ndarray, pt: PathPoint) -> float:
     nz = np.flatnonzero(pt.coef)
     z = np.full(rows.size, pt.intercept)
     if nz.size:
-        z += np.asarray(X[rows][:, nz], dtype=np.float64) @ pt.coef[nz]
-        release_pages(X)
+        z += gather(X, nz, rows) @ pt.coef[nz]
     return float(((z > 0).astype(int) == y[rows]).mean())
 
 
