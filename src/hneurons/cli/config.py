@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-PRESET_CHOICES = "[smoke|default|paper]"
+from hneurons.cli.help import PRESET_NAMES, SET_METAVAR, choices
 
 
 def _shown(value: Any) -> str:
@@ -38,11 +38,12 @@ def render(rows: list[Any], header: str, changed_only: bool = False) -> str:
 
 RunDirOpt = Annotated[Optional[Path], typer.Argument(
     metavar="RUN_DIR", help="a run directory: show the config recorded in its manifest")]
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", metavar=PRESET_CHOICES,
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", metavar=choices(PRESET_NAMES),
                                                   help="preset to show (default: default)")]
-SetsOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. --set responses.k=5 (repeatable)")]
-ChangedOpt = Annotated[bool, typer.Option("--changed", metavar="", help="only keys whose value differs from the default")]
-JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="a JSON list of {key, type, default, value, description, ...}")]
+SetsOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar=SET_METAVAR,
+                                                     help="override, e.g. --set responses.k=5 (repeatable)")]
+ChangedOpt = Annotated[bool, typer.Option("--changed", help="only keys whose value differs from the default")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="a JSON list of {key, type, default, value, description, ...}")]
 
 
 def show(
