@@ -92,7 +92,8 @@ def _allowed(hint: Any, info: Any) -> str:
         return "one of " + ", ".join(str(a) for a in typing.get_args(inner[0]))
     bounds = [f"{sign} {getattr(m, name)}" for m in getattr(info, "metadata", ()) for name, sign in _BOUNDS
               if getattr(m, name, None) is not None]
-    text = " and ".join(bounds) if bounds else f"a {type_name(inner[0])}"
+    name = type_name(inner[0])
+    text = " and ".join(bounds) if bounds else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
     return text + (" (or none)" if len(inner) < len(typing.get_args(hint)) else "")
 
 
@@ -107,10 +108,12 @@ def check_keys(cfg: Any) -> None:
         TypeAdapter(type(cfg)).validate_python(dataclasses.asdict(cfg))
     except ValidationError as exc:
         err = exc.errors()[0]
-        names = [str(p) for p in err["loc"] if not isinstance(p, int)]
-        owner = cfg
-        for name in names[:-1]:
-            owner = getattr(owner, name)
+        owner, names = cfg, []
+        for part in err["loc"]:  # (section, key), then a list index pydantic may add
+            names.append(str(part))
+            if not dataclasses.is_dataclass(getattr(owner, names[-1])):
+                break
+            owner = getattr(owner, names[-1])
         hint = typing.get_type_hints(type(owner))[names[-1]]
         info = type(owner).__pydantic_fields__[names[-1]]
         raise ConfigError(f"{'.'.join(names)} must be {_allowed(hint, info)}, got {err.get('input')!r} "

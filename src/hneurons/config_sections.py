@@ -188,7 +188,7 @@ class SpansConfig:
 class Config:
     """The whole configuration: a seed and one section per stage (and ``model``, ``spans``)."""
 
-    seed: int = Field(0, description="seed of every random choice (sampling, splits, random neuron sets)")
+    seed: int = Field(0, description="seed of every random choice: sampling, splits, random neuron sets")
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     responses: ResponsesConfig = dataclasses.field(default_factory=ResponsesConfig)
     spans: SpansConfig = dataclasses.field(default_factory=SpansConfig)

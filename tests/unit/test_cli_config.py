@@ -75,6 +75,19 @@ def test_a_bad_value_is_one_line_naming_key_value_and_what_is_allowed(override: 
     assert err.value.__context__ is None or err.value.__suppress_context__  # no pydantic traceback behind it
 
 
+def test_check_keys_names_the_key_of_a_value_set_after_loading() -> None:
+    from hneurons.config_keys import check_keys
+
+    cfg = load_config("paper")
+    cfg.probe.Cs = [0.1, "x"]  # a list element: pydantic reports (probe, Cs, 1)
+    with pytest.raises(ConfigError, match=r"^probe\.Cs must be a list\[float\] \(or none\), got 'x' \(the C path"):
+        check_keys(cfg)
+    cfg = load_config("paper")
+    cfg.seed = "s"
+    with pytest.raises(ConfigError, match=r"^seed must be an int, got 's' \(seed of every random choice"):
+        check_keys(cfg)
+
+
 def test_a_bad_choice_on_the_command_line_is_one_line() -> None:
     out = cli("config", "show", "--set", "model.prompt_format=html")
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
