@@ -32,6 +32,7 @@ class ModelConfig:
     device: str = Field("auto", description="torch device (auto = CUDA when present, else CPU)")
     device_map: str | None = Field(None, description="accelerate device_map for models larger than one device")
     trust_remote_code: bool = Field(False, description="let the model folder's own Python code run (caller only)")
+    # a model without a chat template falls back to plain with a warning (pipeline.resolve_prompt_format)
     prompt_format: Literal["chat", "plain"] = Field(
         "chat", description="chat: the tokenizer's template (a model without one falls back to plain); "
                             "plain: f'{q}\\nAnswer:' (paper §6.3.1)")
@@ -96,6 +97,7 @@ class ProbeConfig:
     stability_resamples: int = Field(10, description="bootstrap refits for the stability of the chosen neurons")
     solver: Literal["auto", "newton_cd", "liblinear"] = Field("auto", description="L1 logistic-regression solver "
                                                                                   "(liblinear = the reference)")
+    # C rules beside the paper's (issue 31 item 5); with compare_rules every rule is recorded in probe/rules.json
     c_rule: Literal["paper", "cv1se", "stability"] = Field("paper", description="the rule that picks C and with it "
                                                                                 "the H-Neurons")
     compare_rules: bool = Field(True, description="also compute the other C rules (probe/rules.json)")
@@ -118,6 +120,7 @@ class DetectConfig:
     n_questions: int = Field(2000, ge=1, description="questions sampled per set before balancing")
     nonexist_questions: int | None = Field(None, ge=1, description="size of the constructed NonExist set; "
                                                                    "None → n_questions")
+    # each risk-coverage item needs its own feature pass, while the balanced detection set is featurised anyway
     risk_coverage_items: int = Field(0, ge=0, description="held-out TriviaQA items for selective answering "
                                                           "(0 = every judged item)")
     per_class: int = Field(1000, description="items per class after balancing")
@@ -140,6 +143,7 @@ class InterveneConfig:
     n_items: int = Field(0, description="items per benchmark (0 = all; for qa per set, 0 → 500)")
     random_seeds: int = Field(3, description="random neuron sets as controls")
     faitheval_path: str | None = Field(None, description="the real FaithEval counterfactual file, if you have it")
+    # known_correct: compliance only counts items the model first answered correctly
     sycophancy_source: Literal["random", "known_correct"] = Field(
         "random", description="sycophancy items: random held-out TriviaQA questions, or those the model answered "
                               "correctly in detect")
