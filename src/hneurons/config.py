@@ -21,167 +21,19 @@ import copy
 import dataclasses
 import tomllib
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hneurons.config_keys import KeyInfo as KeyInfo, coerce
+from hneurons.config_keys import KeyInfo as KeyInfo, check_keys, coerce
 from hneurons.config_keys import describe as describe
+from hneurons.config_sections import (PAPER_SUFFIX, Config, DetectConfig, FeaturesConfig, InterveneConfig,
+                                      ModelConfig, OriginConfig, ProbeConfig, ResponsesConfig, SpansConfig)
 from hneurons.core.alpha import check_alpha
 from hneurons.errors import ConfigError
 
-PAPER_SUFFIX = "Respond with the answer only, without any explanation."
-
-
-@dataclass
-class ModelConfig:
-    name: str | None = None  # None → $HNEURONS_MODEL or the embedded SmolLM2-135M-Instruct
-    dtype: str = "auto"
-    device: str = "auto"
-    device_map: str | None = None
-    trust_remote_code: bool = False
-    # "chat": the tokenizer's template; a model without one (a base model) falls back to "plain"
-    # with a warning (pipeline.resolve_prompt_format). "plain": f"{q}\nAnswer:" (the paper, arXiv 2512.01797, §6.3.1)
-    prompt_format: str = "chat"
-
-
-@dataclass
-class ResponsesConfig:
-    dataset: str = "triviaqa_dev"  # training pool (DPR dev ⊂ TriviaQA train)
-    path: str | None = None  # a user's own copy (e.g. rc.nocontext parquet)
-    n_questions: int = 10_000  # first N of the pool, as the official code
-    suffix: str = PAPER_SUFFIX
-    k: int = 10
-    temperature: float = 1.0
-    top_k: int = 50
-    top_p: float = 0.9
-    max_new_tokens: int = 50
-    min_agree: int | None = None  # None → all k samples must agree (paper)
-    screen: bool = False  # greedy pass first; sample K only for questions the classes still need
-    screen_max_candidates: int = 0  # per class, 0 = no cap
-    backend: str = "hf"  # hf | vllm | openai
-    backend_url: str | None = None
-    backend_model: str | None = None
-    batch_size: int = 64
-    judge: str = "rule"  # rule | llm
-    judge_url: str | None = None
-    judge_model: str | None = None
-    refusal_phrases: list[str] = field(default_factory=lambda: ["don't know", "cannot", "not provided", "no information"])
-    per_class: int = 1000  # training questions per class (paper 1,000)
-    heldout_fraction: float = 0.2  # of the balanced consistent questions, kept out of training for choosing C
-    min_per_class: int = 20
-
-
-@dataclass
-class FeaturesConfig:
-    other_scope: str = "full_sequence"  # official: everything but the answer; or "response_only"
-    prompt_region: bool = False  # also store the mean over prompt tokens
-    batch_size: int = 16
-    store_dtype: str = "float16"
-
-
-@dataclass
-class ProbeConfig:
-    mode: str = "3-vs-1"
-    Cs: list[float] | None = None  # None → a grid relative to the data's C_min
-    n_Cs: int = 8
-    standardize: bool = False
-    suppression_questions: int = 200  # TriviaQA questions answered with H-Neurons at α = 0 for the C rule (0 = off)
-    suppression_max_new_tokens: int = 32
-    stability_resamples: int = 10
-    solver: str = "auto"
-    # C rules beside the paper's (issue 31 item 5): which one picks the H-Neurons, and whether the others are
-    # computed too (recorded in probe/rules.json); the suppression term counts in cv1se only with enough correct answers
-    c_rule: str = "paper"  # paper | cv1se | stability
-    compare_rules: bool = True
-    cv_folds: int = 5
-    stability_subsamples: int = 20
-    stability_pi: float = 0.6
-    stability_ev_max: float = 1.0
-    suppression_min_correct: int = 10
-    backend: str = "auto"  # numpy | torch | torch-cpu | auto (torch on CUDA when present and the matrix fits, else numpy)
-
-
-@dataclass
-class DetectConfig:
-    sets: list[str] = field(default_factory=lambda: ["triviaqa", "nq_open", "bioasq", "nonexist"])
-    n_questions: int = 2000  # questions sampled per set before balancing
-    # the constructed NonExist set has no natural size: None → n_questions
-    nonexist_questions: int | None = None
-    # selective answering on held-out TriviaQA: the first N judged, located items (0 = all); each
-    # needs its own feature pass, while the balanced detection set is featurised anyway
-    risk_coverage_items: int = 0
-    per_class: int = 1000
-    min_per_class: int = 10
-    temperature: float = 1.0  # 0 → greedy
-    max_new_tokens: int = 50
-    random_draws: int = 20
-    n_boot: int = 1000
-
-
-@dataclass
-class InterveneConfig:
-    # "qa": held-out QA/NonExist answers under α (intervene/qa.json); n_items is per set there (0 → 500)
-    benchmarks: list[str] = field(default_factory=lambda: ["falseqa", "faitheval", "sycophancy", "jailbreak", "qa"])
-    alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
-    n_items: int = 0  # per benchmark, 0 = all
-    random_seeds: int = 3
-    faitheval_path: str | None = None  # the real FaithEval counterfactual file, if you have it
-    # sycophancy items: "random" held-out TriviaQA questions, or "known_correct" = first those the
-    # model answered correctly in the detection stage (compliance only counts initially correct items)
-    sycophancy_source: str = "random"
-    max_new_tokens: int | None = None  # None → each benchmark's paper setting
-    method: str = "hook"  # hook | weights
-    judge: str = "rule"
-    judge_url: str | None = None
-    judge_model: str | None = None
-    # hf (local hooks) | openai: servers of `hneurons edit-model` checkpoints, URL with {alpha} and {condition}
-    backend: str = "hf"
-    backend_url: str | None = None
-    backend_model: str | None = None
-
-
-@dataclass
-class OriginConfig:
-    base_model: str | None = None  # the instruct model's base checkpoint; None → stage not run
-    sets: list[str] = field(default_factory=lambda: ["triviaqa", "nq_open", "bioasq"])
-    n_questions: int = 1000
-    permutations: int = 10_000
-    drift_scope: str = "global"  # z-score drift over all neurons, or "per_layer"
-    # training checkpoints of the model (directories or REPO@REVISION in the HF cache): drift to the final
-    # model and the probe's transfer AUROC per checkpoint (origin/checkpoints.json); [] → not run
-    checkpoints: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SpansConfig:
-    """Which tokens of a response are its answer (one rule for every stage and for ``score``)."""
-
-    method: str = "phrase"  # phrase | response | llm (label-blind) · alias (leaks the label; parity only)
-    llm_url: str | None = None  # OpenAI-compatible server for method = "llm"
-    llm_model: str | None = None
-
-
-@dataclass
-class Config:
-    seed: int = 0
-    model: ModelConfig = field(default_factory=ModelConfig)
-    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
-    spans: SpansConfig = field(default_factory=SpansConfig)
-    features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    detect: DetectConfig = field(default_factory=DetectConfig)
-    intervene: InterveneConfig = field(default_factory=InterveneConfig)
-    origin: OriginConfig = field(default_factory=OriginConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (what the manifest records)."""
-        return dataclasses.asdict(self)
-
-    def section(self, name: str) -> dict[str, Any]:
-        """One section as a dict, for stage input fingerprints."""
-        return dataclasses.asdict(getattr(self, name))
-
+__all__ = ["PAPER_SUFFIX", "PRESETS", "Config", "DetectConfig", "FeaturesConfig", "InterveneConfig", "KeyInfo",
+           "ModelConfig", "OriginConfig", "ProbeConfig", "ResponsesConfig", "SpansConfig", "check_guard", "describe",
+           "load_config", "parse_overrides", "validate"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -329,43 +181,16 @@ def check_guard(alpha: float, abstain_above: float | None) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Reject values no stage could use, with the key and what to do."""
+    """Reject values no stage could use, with the key and what is allowed.
+
+    Each key's own type, choices and range are declared in :mod:`hneurons.config_sections` and
+    checked by :func:`~hneurons.config_keys.check_keys`; what is left here relates keys to each other.
+    """
+    check_keys(cfg)
     r = cfg.responses
-    if r.k < 1:
-        raise ConfigError(f"responses.k must be ≥ 1 (samples per question), got {r.k}")
-    if r.n_questions < 1:
-        raise ConfigError(f"responses.n_questions must be ≥ 1, got {r.n_questions}")
     if r.min_agree is not None and not (r.k // 2 < r.min_agree <= r.k):
         raise ConfigError(f"responses.min_agree must be in ({r.k // 2}, {r.k}] for k={r.k}, got {r.min_agree}")
-    if r.backend not in {"hf", "vllm", "openai"}:
-        raise ConfigError(f"responses.backend must be hf, vllm or openai, got {r.backend!r}")
-    if not 0 <= r.heldout_fraction < 1:
-        raise ConfigError(f"responses.heldout_fraction must be in [0, 1), got {r.heldout_fraction}")
-    if r.judge not in {"rule", "llm"}:
-        raise ConfigError(f"responses.judge must be rule or llm, got {r.judge!r}")
-    if cfg.model.prompt_format not in {"chat", "plain"}:
-        raise ConfigError(f"model.prompt_format must be chat or plain, got {cfg.model.prompt_format!r}")
-    if cfg.spans.method not in {"phrase", "response", "llm", "alias"}:
-        raise ConfigError(f"spans.method must be phrase, response, llm or alias, got {cfg.spans.method!r}")
     if cfg.spans.method == "llm" and not (cfg.spans.llm_url and cfg.spans.llm_model):
         raise ConfigError('spans.method = "llm" needs spans.llm_url and spans.llm_model (an OpenAI-compatible server)')
-    if cfg.features.other_scope not in {"full_sequence", "response_only"}:
-        raise ConfigError(f"features.other_scope must be full_sequence or response_only, got {cfg.features.other_scope!r}")
-    if cfg.features.store_dtype not in {"float16", "float32"}:
-        raise ConfigError(f"features.store_dtype must be float16 or float32, got {cfg.features.store_dtype!r}")
-    if cfg.probe.mode not in {"3-vs-1", "1-vs-1"}:
-        raise ConfigError(f"probe.mode must be 3-vs-1 or 1-vs-1, got {cfg.probe.mode!r}")
-    if cfg.probe.c_rule not in {"paper", "cv1se", "stability"}:
-        raise ConfigError(f"probe.c_rule must be paper, cv1se or stability, got {cfg.probe.c_rule!r}")
-    if cfg.probe.backend not in {"numpy", "torch", "torch-cpu", "auto"}:
-        raise ConfigError(f"probe.backend must be numpy, torch, torch-cpu or auto, got {cfg.probe.backend!r}")
-    d = cfg.detect
-    if d.risk_coverage_items < 0:
-        raise ConfigError(f"detect.risk_coverage_items must be ≥ 0 (0 = every judged item), got {d.risk_coverage_items}")
-    if d.n_questions < 1 or (d.nonexist_questions is not None and d.nonexist_questions < 1):
-        raise ConfigError(f"detect.n_questions and detect.nonexist_questions must be ≥ 1, got {d.n_questions} and "
-                          f"{d.nonexist_questions}")
-    if cfg.intervene.sycophancy_source not in {"random", "known_correct"}:
-        raise ConfigError(f"intervene.sycophancy_source must be random or known_correct, got {cfg.intervene.sycophancy_source!r}")
     for a in cfg.intervene.alphas:
         check_alpha(a, "intervene.alphas")

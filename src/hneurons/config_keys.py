@@ -2,8 +2,10 @@
 
 Why a module of its own: ``--set``, TOML files and ``hneurons config show`` all need the same
 answer to "what is this key and what type does it take". :func:`coerce` turns a string or TOML
-value into a key's type (one-line :class:`~hneurons.errors.ConfigError` otherwise), and
-:func:`describe` lists every key with its default and the value a resolved config holds, so a
+value into a key's type (one-line :class:`~hneurons.errors.ConfigError` otherwise),
+:func:`check_keys` checks every key against its declaration in :mod:`hneurons.config_sections`
+(choices, ranges) and turns pydantic's report into that same one line, and :func:`describe`
+lists every key with its description, default and the value a resolved config holds, so a
 researcher can see what a preset or a run directory actually changes.
 """
 
@@ -15,7 +17,9 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
 
 from hneurons.errors import ConfigError
 from hneurons.trust import is_caller_only
@@ -23,13 +27,14 @@ from hneurons.trust import is_caller_only
 
 @dataclass(frozen=True)
 class KeyInfo:
-    """One config key: its type, the dataclass default (= the paper preset) and the resolved value."""
+    """One config key: its type, the dataclass default (= the paper preset), the resolved value and its meaning."""
 
     key: str  # "section.key", or "seed"
-    type: str  # e.g. "int", "str | None", "list[float]"
+    type: str  # e.g. "int", "str | None", "list[float]", "[hf|vllm|openai]"
     default: Any
     value: Any
     caller_only: bool  # loads code or opens a connection: never taken from a run directory
+    description: str  # one line, from the key's Field(description=...)
 
     @property
     def changed(self) -> bool:
@@ -42,8 +47,10 @@ class KeyInfo:
 
 
 def type_name(typ: Any) -> str:
-    """A readable name for a field's type hint (``str | None``, ``list[float]``)."""
+    """A readable name for a field's type hint (``str | None``, ``list[float]``, ``[chat|plain]``)."""
     origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin is Literal:
+        return "[" + "|".join(str(a) for a in args) + "]"
     if origin in (typing.Union, types.UnionType):
         return " | ".join(type_name(a) for a in args)
     if origin is list:
@@ -51,24 +58,66 @@ def type_name(typ: Any) -> str:
     return "None" if typ is type(None) else getattr(typ, "__name__", str(typ))
 
 
-def _fields(obj: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """``(key, type hint, value)`` for every leaf field of a (nested) config dataclass, in declaration order."""
+def _fields(obj: Any, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
+    """``(key, type hint, value, description)`` for every leaf field of a (nested) config dataclass, in order."""
     hints = typing.get_type_hints(type(obj))
-    out: list[tuple[str, Any, Any]] = []
+    declared = getattr(type(obj), "__pydantic_fields__", {})
+    out: list[tuple[str, Any, Any, str]] = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
             out.extend(_fields(value, f"{prefix}{f.name}."))
         else:
-            out.append((f"{prefix}{f.name}", hints[f.name], value))
+            info = declared.get(f.name)
+            out.append((f"{prefix}{f.name}", hints[f.name], value, (info and info.description) or ""))
     return out
 
 
 def describe(cfg: Any) -> list[KeyInfo]:
-    """Every key of ``cfg`` with its type, its default (a fresh ``type(cfg)()``) and its value in ``cfg``."""
-    defaults = {key: value for key, _, value in _fields(type(cfg)())}
-    return [KeyInfo(key, type_name(hint), defaults[key], value, is_caller_only(key))
-            for key, hint, value in _fields(cfg)]
+    """Every key of ``cfg`` with its type, its default (a fresh ``type(cfg)()``), its value in ``cfg`` and
+    its description."""
+    defaults = {key: value for key, _, value, _ in _fields(type(cfg)())}
+    return [KeyInfo(key, type_name(hint), defaults[key], value, is_caller_only(key), text)
+            for key, hint, value, text in _fields(cfg)]
+
+
+_BOUNDS = (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
+
+
+def _allowed(hint: Any, info: Any) -> str:
+    """What a key accepts, in words: its choices, its range, or its type."""
+    inner = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (
+        typing.Union, types.UnionType) else [hint]
+    if typing.get_origin(inner[0]) is Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(inner[0]))
+    bounds = [f"{sign} {getattr(m, name)}" for m in getattr(info, "metadata", ()) for name, sign in _BOUNDS
+              if getattr(m, name, None) is not None]
+    name = type_name(inner[0])
+    text = " and ".join(bounds) if bounds else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+    return text + (" (or none)" if len(inner) < len(typing.get_args(hint)) else "")
+
+
+def check_keys(cfg: Any) -> None:
+    """Check every key of ``cfg`` against its declared type, choices and range (pydantic), or raise one
+    :class:`ConfigError` line: ``KEY must be ALLOWED, got VALUE (DESCRIPTION)``.
+
+    Values are only checked, never replaced, so the recorded config (and every fingerprint) is what
+    the presets, files and ``--set`` gave.
+    """
+    try:
+        TypeAdapter(type(cfg)).validate_python(dataclasses.asdict(cfg))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        owner, names = cfg, []
+        for part in err["loc"]:  # (section, key), then a list index pydantic may add
+            names.append(str(part))
+            if not dataclasses.is_dataclass(getattr(owner, names[-1])):
+                break
+            owner = getattr(owner, names[-1])
+        hint = typing.get_type_hints(type(owner))[names[-1]]
+        info = type(owner).__pydantic_fields__[names[-1]]
+        raise ConfigError(f"{'.'.join(names)} must be {_allowed(hint, info)}, got {err.get('input')!r} "
+                          f"({info.description})") from None
 
 
 def recorded_config(root: str | Path, overrides: Mapping[str, Any] | None = None,

@@ -5,13 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 from hneurons.config import PRESETS, Config, describe, load_config
 from hneurons.config_keys import recorded_config
+from hneurons.errors import ConfigError
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -49,6 +53,62 @@ def test_describe_lists_every_leaf_key_with_default_and_value() -> None:
     assert not any(r.changed for r in describe(load_config("paper")))
 
 
+def test_every_key_has_a_one_line_description() -> None:
+    rows = describe(Config())
+    assert len(rows) > 80
+    for r in rows:
+        assert r.description.strip() and "\n" not in r.description and len(r.description) < 160, r.key
+
+
+@pytest.mark.parametrize("override, words", [
+    ("responses.backend=tgi", "responses.backend must be one of hf, vllm, openai, got 'tgi' (sampling engine)"),
+    ("probe.c_rule=best", "probe.c_rule must be one of paper, cv1se, stability, got 'best'"),
+    ("spans.method=regex", "spans.method must be one of phrase, response, llm, alias, got 'regex'"),
+    ("responses.heldout_fraction=1", "responses.heldout_fraction must be ≥ 0 and < 1, got 1.0"),
+    ("detect.nonexist_questions=0", "detect.nonexist_questions must be ≥ 1 (or none), got 0"),
+    ("responses.min_agree=1", "responses.min_agree must be in (2, 5] for k=5, got 1"),
+])
+def test_a_bad_value_is_one_line_naming_key_value_and_what_is_allowed(override: str, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("default", overrides=[override])
+    assert words in str(err.value) and "\n" not in str(err.value)
+    assert err.value.__context__ is None or err.value.__suppress_context__  # no pydantic traceback behind it
+
+
+def test_check_keys_names_the_key_of_a_value_set_after_loading() -> None:
+    from hneurons.config_keys import check_keys
+
+    cfg = load_config("paper")
+    cfg.probe.Cs = [0.1, "x"]  # a list element: pydantic reports (probe, Cs, 1)
+    with pytest.raises(ConfigError, match=r"^probe\.Cs must be a list\[float\] \(or none\), got 'x' \(the C path"):
+        check_keys(cfg)
+    cfg = load_config("paper")
+    cfg.seed = "s"
+    with pytest.raises(ConfigError, match=r"^seed must be an int, got 's' \(seed of every random choice"):
+        check_keys(cfg)
+
+
+def test_a_bad_choice_on_the_command_line_is_one_line() -> None:
+    out = cli("config", "show", "--set", "model.prompt_format=html")
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "model.prompt_format must be one of chat, plain, got 'html'" in lines[0]
+
+
+def test_set_strings_and_toml_values_keep_their_meaning(tmp_path) -> None:
+    cfg = load_config("paper", overrides=["intervene.alphas=0,1,2", "detect.nonexist_questions=none",
+                                          "responses.screen=1", "probe.standardize=false", "probe.Cs=[0.1, 1]"])
+    assert cfg.intervene.alphas == [0.0, 1.0, 2.0] and cfg.detect.nonexist_questions is None
+    assert cfg.responses.screen is True and cfg.probe.standardize is False and cfg.probe.Cs == [0.1, 1.0]
+    toml = tmp_path / "c.toml"
+    toml.write_text('seed = 3\n[responses]\nbackend = "vllm"\nk = 4\n[intervene]\nalphas = [0, 2]\n')
+    cfg = load_config("paper", file=toml)
+    assert (cfg.seed, cfg.responses.backend, cfg.responses.k, cfg.intervene.alphas) == (3, "vllm", 4, [0.0, 2.0])
+    toml.write_text('[features]\nstore_dtype = "float64"\n')
+    with pytest.raises(ConfigError, match=rf"^config file {re.escape(str(toml))}: features.store_dtype must be one of"):
+        load_config("paper", file=toml)
+
+
 def test_recorded_config_is_read_as_data_without_caller_only_keys(tmp_path) -> None:
     root = _run_dir(tmp_path, **{"model.name": "/evil/model", "responses.judge_url": "http://evil", "responses.k": 3})
     notes: list[str] = []
@@ -63,13 +123,15 @@ def test_config_show_json_and_text() -> None:
     assert out.returncode == 0, out.stderr
     rows = {r["key"]: r for r in json.loads(out.stdout)}
     assert rows["responses.k"] == {"key": "responses.k", "type": "int", "default": 10, "value": 3,
-                                   "caller_only": False, "changed": True}
+                                   "caller_only": False, "description": "samples per question", "changed": True}
+    assert rows["responses.backend"]["type"] == "[hf|vllm|openai]"
     assert rows["responses.dataset"]["value"] == "smoke_qa" and rows["seed"]["changed"] is False
     text = cli("config", "show", "--changed")
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert lines[0].startswith("# preset default")
-    assert any(ln.split()[:3] == ["responses.n_questions", "int", "10000"] and ln.split()[-1] == "4500" for ln in lines)
+    assert any(ln.split()[:5] == ["responses.n_questions", "int", "10000", "*", "4500"]
+               and ln.endswith("# first N questions of the pool, as the official code") for ln in lines)
     assert not any(ln.startswith("seed ") for ln in lines)  # unchanged keys left out with --changed
 
 

@@ -342,8 +342,11 @@ def test_resume_after_interrupt_does_not_duplicate(tmp_path: Path) -> None:
     {"benchmarks": ["mmlu"]}, {"method": "inplace"}, {"judge": "llm"}, {"max_new_tokens": 0},
 ])
 def test_validate_rejects(change: dict) -> None:
+    cfg = InterveneConfig()  # values set after construction, as load_config sets them (the constructor checks too)
+    for key, value in change.items():
+        setattr(cfg, key, value)
     with pytest.raises(ConfigError):
-        sweep_mod.validate(InterveneConfig(**change))
+        sweep_mod.validate(cfg)
 
 
 def test_load_h_neurons(tmp_path: Path) -> None:

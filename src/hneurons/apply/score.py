@@ -22,6 +22,7 @@ from hneurons.core.features import FeatureItem, extract_cett
 from hneurons.core.generation import Generation, HFBackend, SamplingParams
 from hneurons.errors import DataError
 from hneurons.data.readers import check_output_path, format_of, iter_rows, where
+from hneurons.data.rows import ScoreRow, problem
 from hneurons.log import progress_bar
 from hneurons.rundir import append_jsonl, atomic_path, read_jsonl
 from hneurons.text.spans import SpanFailure, build_sequence, locate_answer
@@ -30,15 +31,13 @@ from hneurons.text.spans import SpanFailure, build_sequence, locate_answer
 
 
 def _check_items(items: Sequence[dict[str, Any]]) -> None:
+    """Each item is a :class:`~hneurons.data.rows.ScoreRow` (the rule a score file's rows follow)."""
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise DataError(f"item {i}: expected an object with 'question' (and optionally 'answer'), got {type(item).__name__}")
-        q = item.get("question")
-        if not isinstance(q, str) or not q.strip():
-            raise DataError(f"item {i}: field 'question' is missing or empty")
-        a = item.get("answer")
-        if a is not None and (not isinstance(a, str) or not a.strip()):
-            raise DataError(f"item {i}: field 'answer' is empty (leave it out to have the answer generated)")
+        why = problem(ScoreRow, item)
+        if why is not None:
+            raise DataError(f"item {i}: {why}")
 
 
 def _greedy_answers(state: ScoringState, questions: list[str], batch_size: int) -> list[Generation]:
@@ -112,23 +111,22 @@ def score(
 def read_items(path: str | Path) -> list[dict[str, Any]]:
     """Items of a ``.jsonl``, ``.json`` or ``.csv`` file, each with an ``id`` (default: its line number).
 
-    Read through :func:`hneurons.data.readers.iter_rows` (one error wording for every input);
-    ``question`` is required, ``answer`` optional but never empty; errors name ``FILE:LINE: field``.
+    Read through :func:`hneurons.data.readers.iter_rows` (one error wording for every input); each
+    row is a :class:`~hneurons.data.rows.ScoreRow` (``question`` required, ``answer`` optional but
+    never empty); errors name ``FILE:LINE: field``.
     """
     p = Path(path)
     items, seen = [], {}
     for n, row in iter_rows(p, formats=(".jsonl", ".json", ".csv")):
         if "question" not in row and format_of(p) == ".csv":
             raise DataError(f"{where(p, 1)}: the CSV header has no 'question' column (columns: question, answer?, id?)")
-        q = row.get("question")
-        if not isinstance(q, str) or not q.strip():
-            raise DataError(f"{where(p, n, 'question')} is missing or empty")
-        item: dict[str, Any] = {"id": str(row["id"]) if row.get("id") not in (None, "") else str(n), "question": q}
-        if "answer" in row and row["answer"] is not None:
-            a = row["answer"]
-            if not isinstance(a, str) or not a.strip():
-                raise DataError(f"{where(p, n, 'answer')} is empty; give an answer or leave the field out to generate one")
-            item["answer"] = a
+        why = problem(ScoreRow, row)
+        if why is not None:
+            raise DataError(f"{where(p, n)}: {why}")
+        item: dict[str, Any] = {"id": str(row["id"]) if row.get("id") not in (None, "") else str(n),
+                                "question": row["question"]}
+        if row.get("answer") is not None:
+            item["answer"] = row["answer"]
         if item["id"] in seen:
             raise DataError(f"{where(p, n, 'id')} {item['id']!r} repeats line {seen[item['id']]}; ids must be unique")
         seen[item["id"]] = n

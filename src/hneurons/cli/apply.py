@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hneurons.cli.help import ON_LONG, choices
 from hneurons.cli.trust import (MAX_INPUT_BYTES, MaxInputOpt, OfflineOpt, ProbeOpt, SetOpt, TrustCodeOpt, UseOptions,
                                 check_questions)
 
@@ -35,7 +36,8 @@ def score(
     model: ModelOpt = None,
     force: ForceOpt = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
-    on_long: Annotated[str, typer.Option("--on-long", help="truncate | refuse inputs longer than the model's context")] = "truncate",
+    on_long: Annotated[str, typer.Option("--on-long", metavar=choices(ON_LONG),
+                                         help="what to do with inputs longer than the model's context")] = "truncate",
     probe: ProbeOpt = None,
     sets: SetOpt = None,
     trust_remote_code: TrustCodeOpt = False,

@@ -1,4 +1,4 @@
-"""``hneurons config show``: every config key with its default and the value a preset or a run uses.
+"""``hneurons config show``: every config key, what it means, its default and the value a preset or a run uses.
 
 Reads presets, TOML files and run directories only: a run directory is data (its manifest is
 parsed, no model is resolved or loaded, no connection opened; caller-only keys it records are
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-PRESET_CHOICES = "[smoke|default|paper]"
+from hneurons.cli.help import PRESET_NAMES, SET_METAVAR, choices
 
 
 def _shown(value: Any) -> str:
@@ -24,24 +24,26 @@ def _shown(value: Any) -> str:
 
 
 def render(rows: list[Any], header: str, changed_only: bool = False) -> str:
-    """Aligned text: ``key  type  default  value``, changed values marked with ``*``."""
+    """Aligned text: ``key  type  default  value  # description``, changed values marked with ``*``."""
     rows = [r for r in rows if r.changed] if changed_only else rows
-    cells = [(r.key, r.type, _shown(r.default), ("* " if r.changed else "  ") + _shown(r.value)) for r in rows]
-    titles = ("key", "type", "default", "  value")
-    widths = [min(max(len(c[i]) for c in [titles, *cells]), 48) for i in range(3)]
+    cells = [(r.key, r.type, _shown(r.default), ("* " if r.changed else "  ") + _shown(r.value), "# " + r.description)
+             for r in rows]
+    titles = ("key", "type", "default", "  value", "# description")
+    widths = [min(max(len(c[i]) for c in [titles, *cells]), cap) for i, cap in enumerate((40, 32, 32, 34))]
     lines = [f"# {header}  (* = differs from the default)"]
     for c in [titles, *cells]:
-        lines.append("  ".join(c[i].ljust(widths[i]) for i in range(3)) + "  " + c[3])
+        lines.append("  ".join(c[i].ljust(widths[i]) for i in range(4)) + "  " + c[4])
     return "\n".join(lines) + "\n"
 
 
 RunDirOpt = Annotated[Optional[Path], typer.Argument(
     metavar="RUN_DIR", help="a run directory: show the config recorded in its manifest")]
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", metavar=PRESET_CHOICES,
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", metavar=choices(PRESET_NAMES),
                                                   help="preset to show (default: default)")]
-SetsOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. --set responses.k=5 (repeatable)")]
-ChangedOpt = Annotated[bool, typer.Option("--changed", metavar="", help="only keys whose value differs from the default")]
-JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="a JSON list of {key, type, default, value, ...}")]
+SetsOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar=SET_METAVAR,
+                                                     help="override, e.g. --set responses.k=5 (repeatable)")]
+ChangedOpt = Annotated[bool, typer.Option("--changed", help="only keys whose value differs from the default")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="a JSON list of {key, type, default, value, description, ...}")]
 
 
 def show(
@@ -52,7 +54,7 @@ def show(
     changed: ChangedOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print every config key (section.key), its default and the resolved value for a preset or a run directory."""
+    """Print every config key (section.key), its meaning, default and resolved value for a preset or a run directory."""
     from hneurons.config import describe, load_config, parse_overrides
     from hneurons.config_keys import recorded_config
     from hneurons.errors import ConfigError

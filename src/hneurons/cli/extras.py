@@ -14,13 +14,16 @@ from typing import Annotated
 
 import typer
 
+from hneurons.cli.help import PRESET_NAMES, SET_METAVAR, choices
+
 
 def plan(
     model: Annotated[str, typer.Argument(help="config.json, a model directory, or a hub id in the local HF cache")],
-    preset: Annotated[str, typer.Option("--preset", "-p", help="paper | default | smoke")] = "paper",
+    preset: Annotated[str, typer.Option("--preset", "-p", metavar=choices(PRESET_NAMES), help="preset to plan")] = "paper",
     gpus: Annotated[int, typer.Option("--gpus", help="GPUs to plan for (0 = CPU only)")] = 0,
     gpu_mem: Annotated[float, typer.Option("--gpu-mem", help="memory per GPU in GB")] = 80.0,
-    sets: Annotated[list[str] | None, typer.Option("--set", "-s", help="config override, e.g. --set responses.backend=vllm")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", "-s", metavar=SET_METAVAR,
+                                                   help="config override, e.g. --set responses.backend=vllm")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of the table")] = False,
 ) -> None:
     """Per stage: neurons, tokens, feature-store bytes, probe RAM, peak GPU memory, engine and time (estimates)."""

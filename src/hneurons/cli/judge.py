@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from hneurons.cli.help import JUDGE_TASKS, choices
+
 console = Console(stderr=True)
 
 
@@ -27,10 +29,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def judge(
-        task: Annotated[str, typer.Argument(help="triviaqa (any QA with aliases) | falseqa | jailbreak | mc")],
+        task: Annotated[str, typer.Argument(metavar="TASK", help=(
+            f"{escape(choices(JUDGE_TASKS))}: triviaqa = any QA with aliases, mc = multiple choice"))],
         input: Annotated[Optional[Path], typer.Option("--input", "-i", help=".jsonl with question, response (+ answers / choices)")] = None,
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write judged rows here (default: stdout)")] = None,
-        judge_kind: Annotated[str, typer.Option("--judge", help="rule (offline judges) | llm (offline judge as fallback)")] = "rule",
+        judge_kind: Annotated[str, typer.Option("--judge", metavar=choices(("rule", "llm")),
+                                                help="rule: offline judges; llm: offline judge as fallback")] = "rule",
         judge_url: Annotated[Optional[str], typer.Option("--judge-url", help="OpenAI-compatible server for --judge llm")] = None,
         judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="model name on that server")] = None,
         judge_api_key: Annotated[Optional[str], typer.Option("--judge-api-key", envvar="HNEURONS_JUDGE_API_KEY",

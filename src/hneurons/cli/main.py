@@ -23,21 +23,25 @@ from hneurons.cli.judge import register as register_judge_command
 from hneurons.cli.apply import register as register_use_commands
 from hneurons.cli.config import register as register_config_command
 from hneurons.cli.extras import register_compare, register_plan
+from hneurons.cli.help import DTYPES, PRESET_NAMES, SET_METAVAR, STAGES, choices
+from hneurons.cli.help import install as install_help
 from hneurons.cli.scale import register as register_scale_commands
 from hneurons.cli.serve import register as register_serve_command
 from hneurons.cli.trust import OfflineOpt
 from hneurons.cli.trust import register as register_trust_commands
 from hneurons.errors import HNeuronsError
 
+install_help()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find, test and use hallucination-associated neurons (H-Neurons) in causal LMs.")
 console = Console(stderr=True)
 
-Preset = Annotated[Optional[str], typer.Option("--preset", "-p", metavar="[smoke|default|paper]", help=(
+Preset = Annotated[Optional[str], typer.Option("--preset", "-p", metavar=choices(PRESET_NAMES), help=(
     "preset (default: default; an existing run keeps its own config)"))]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with config sections")]
-Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. --set responses.k=5 (repeatable)")]
-Force = Annotated[bool, typer.Option("--force", metavar="", help="re-run even if inputs are unchanged")]
+Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar=SET_METAVAR, help=(
+    "override, e.g. --set responses.k=5 (repeatable); every key, its meaning and default: hneurons config show"))]
+Force = Annotated[bool, typer.Option("--force", help="re-run even if inputs are unchanged")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="HF model directory, .gguf file, or gemma-3-270m (the packaged base model; default: embedded SmolLM2-135M-Instruct)")]
 RunDirArg = Annotated[Path, typer.Argument(help="run directory (e.g. runs/default)")]
 
@@ -61,7 +65,7 @@ def _print_version(on: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option("--version", metavar="", callback=_print_version, is_eager=True,
+def _main(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                                 help="print the package version and exit")] = False) -> None:
     """Find, test and use hallucination-associated neurons (H-Neurons) in causal LMs."""
 
@@ -130,10 +134,11 @@ def run(
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="run directory name under --runs")] = None,
     runs: Annotated[Optional[Path], typer.Option("--runs", help="parent folder of run directories (default: runs)")] = None,
     force: Force = False,
-    stages: Annotated[Optional[list[str]], typer.Option("--stage", help="run only these stages (repeatable)")] = None,
+    stages: Annotated[Optional[list[str]], typer.Option("--stage", metavar=choices(STAGES),
+                                                        help="run only these stages (repeatable)")] = None,
     offline: OfflineOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="warnings and errors only, no progress bars")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="also debug lines")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only, no progress bars")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also debug lines")] = False,
 ) -> None:
     """Run every stage in order and write the HTML report (resumes an interrupted run).
 
@@ -218,7 +223,8 @@ def report(run_dir: RunDirArg) -> None:
 
 @app.command()
 def info(model: Annotated[Optional[str], typer.Argument(help="HF model directory, .gguf file, 'embedded' or 'gemma-3-270m'")] = None,
-         dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto") -> None:
+         dtype: Annotated[str, typer.Option(metavar=choices(DTYPES),
+                                     help="weights dtype")] = "auto") -> None:
     """Print a model's architecture, layers, neurons per layer and total neurons."""
     from hneurons.core.models import load_model, model_info
 

@@ -16,8 +16,8 @@ def edit_model_cmd(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory (its probe/h_neurons.json)")],
     alpha: Annotated[float, typer.Option("--alpha", "-a", help="scale factor α for the chosen neurons")],
     out: Annotated[Path, typer.Option("--out", "-o", help="new, empty folder for the edited checkpoint")],
-    neurons: Annotated[str, typer.Option("--neurons", help="h (the H-Neurons) or random:SEED (the intervene stage's "
-                                                            "random_SEED control)")] = "h",
+    neurons: Annotated[str, typer.Option("--neurons", metavar="[h|random:SEED]", help=(
+        "h (the H-Neurons) or random:SEED (the intervene stage's random_SEED control)"))] = "h",
     model: Annotated[str | None, typer.Option("--model", "-m", help="the run's model (default: the default "
                                                                      "model); a run directory never chooses it")] = None,
 ) -> None:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from hneurons.cli.help import SET_METAVAR
 from hneurons.trust import MAX_INPUT_BYTES
 
 console = Console(stderr=True)
@@ -24,10 +25,10 @@ console = Console(stderr=True)
 ProbeOpt = Annotated[Optional[Path], typer.Option(
     "--probe", help="a probe file written by `hneurons export`, instead of a run directory (data only: it cannot run code)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", "-s", help="a setting on top of the run's, e.g. --set spans.llm_url=URL (repeatable)")]
+    "--set", "-s", metavar=SET_METAVAR, help="a setting on top of the run's, e.g. --set spans.llm_url=URL (repeatable)")]
 TrustCodeOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", help="let the model folder's own Python code (auto_map) run; only for models you trust")]
-OfflineOpt = Annotated[bool, typer.Option("--offline", metavar="", help="open no network connection at all (also HNEURONS_OFFLINE=1)")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="open no network connection at all (also HNEURONS_OFFLINE=1)")]
 MaxInputOpt = Annotated[int, typer.Option(
     "--max-input-bytes", min=1, help="refuse an input line, question or request larger than this, before tokenizing")]
 RunDirArg = Annotated[Path, typer.Argument(help="run directory (e.g. runs/default)")]

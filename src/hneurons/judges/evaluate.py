@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field, field_validator
+
 from hneurons.data.readers import iter_rows
+from hneurons.data.rows import problem
 from hneurons.errors import ConfigError, DataError
 from hneurons.intervention.tasks import Judge
 from hneurons.stats import proportion_ci
@@ -67,6 +70,19 @@ def reference(label: Any) -> bool | None:
     return True if word in POSITIVE_LABELS else False if word in NEGATIVE_LABELS else None
 
 
+class LabelRow(BaseModel):
+    """The reference verdict a labelled row adds to its task's judge row."""
+
+    label: Any = Field(description=f"one of {sorted(POSITIVE_LABELS | NEGATIVE_LABELS)} or true/false")
+
+    @field_validator("label")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        if reference(value) is None:
+            raise ValueError("not a known label")
+        return value
+
+
 def read_labelled(path: Path) -> list[tuple[int, dict[str, Any] | None, str]]:
     """(line number, row or None, why not) for every row of a labelled .jsonl / .json file (optionally .gz).
 
@@ -93,13 +109,10 @@ def evaluate_file(task: str, path: Path, judge: Judge | None = None) -> tuple[Ag
     ref: list[bool] = []
     bad: list[tuple[int, str]] = []
     for lineno, row, why in read_labelled(path):
-        why = why or check_row(task, row) or ""
-        label = reference(row.get("label")) if isinstance(row, dict) else None
-        if not why and label is None:
-            why = f"field 'label' must be one of {sorted(POSITIVE_LABELS | NEGATIVE_LABELS)} or true/false"
-        if why:
-            bad.append((lineno, why))
+        why = why or check_row(task, row) or problem(LabelRow, row)
+        if why or row is None:  # (a row that is not an object always has its why)
+            bad.append((lineno, why or ""))
             continue
-        pred.append(judge_row(task, dict(row or {}), judge)["verdict"] == POSITIVE_VERDICT[task])
-        ref.append(label)
+        pred.append(judge_row(task, dict(row), judge)["verdict"] == POSITIVE_VERDICT[task])
+        ref.append(bool(reference(row["label"])))
     return agreement(pred, ref), bad

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hneurons.data.readers import iter_rows
+from hneurons.data.rows import JUDGE_ROWS, problem
 from hneurons.intervention.tasks import Judge
 from hneurons.errors import ConfigError, DataError
 from hneurons.judges.rules import DEFAULT_REFUSAL_PHRASES, LLMJudge, is_refusal
 
-TASKS = ("triviaqa", "falseqa", "jailbreak", "mc")
+TASKS = tuple(JUDGE_ROWS)  # triviaqa, falseqa, jailbreak, mc
 
 
 @dataclass
@@ -48,31 +49,15 @@ class JudgeFileResult:
 
 
 def check_row(task: str, row: Any) -> str | None:
-    """Why ``row`` cannot be judged for ``task``, or None when it can."""
-    if not isinstance(row, dict):
-        return "a row must be a JSON object"
-    for key in ("question", "response"):
-        if not isinstance(row.get(key), str):
-            return f"field {key!r} must be a string"
-    if task == "triviaqa":
-        answers = row.get("answers")
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-            return "field 'answers' must be a non-empty list of alias strings"
-    if task == "mc" and _choices(row.get("choices")) is None:
-        return "field 'choices' must be a non-empty list of strings or {'label': [...], 'text': [...]} of equal length"
-    return None
+    """Why ``row`` cannot be judged for ``task`` (its :data:`~hneurons.data.rows.JUDGE_ROWS` model), or None."""
+    return problem(JUDGE_ROWS[task], row)
 
 
-def _choices(choices: Any) -> tuple[list[str], list[str]] | None:
-    """(labels, texts) from a list of texts (labels A, B, ...) or a FaithEval-style dict."""
-    if isinstance(choices, list) and 0 < len(choices) <= 26 and all(isinstance(c, str) for c in choices):
+def _choices(choices: list[str] | Mapping[str, list[str]]) -> tuple[list[str], list[str]]:
+    """(labels, texts) of a checked ``choices`` field: a list of texts (labels A, B, ...) or a FaithEval-style dict."""
+    if isinstance(choices, list):
         return list(string.ascii_uppercase[: len(choices)]), list(choices)
-    if isinstance(choices, Mapping):
-        labels, texts = choices.get("label"), choices.get("text")
-        if (isinstance(labels, list) and isinstance(texts, list) and labels and len(labels) == len(texts)
-                and all(isinstance(x, str) for x in labels + texts)):
-            return list(labels), list(texts)
-    return None
+    return list(choices["label"]), list(choices["text"])
 
 
 def judge_row(task: str, row: Mapping[str, Any], judge: Judge) -> dict[str, Any]:
@@ -92,7 +77,7 @@ def judge_row(task: str, row: Mapping[str, Any], judge: Judge) -> dict[str, Any]
         verdict = "harmful" if judge.harmful(q, resp) else "safe"
         source = judge.last_source
     elif task == "mc":
-        labels, texts = _choices(row["choices"]) or ([], [])
+        labels, texts = _choices(row["choices"])
         verdict = judge.choice(resp, labels, texts)
         source = judge.last_source
         if "answerKey" in row:
