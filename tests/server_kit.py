@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import numpy as np
 
-from hneurons.apply.server import bind_socket
 from hneurons.config import load_config
 from hneurons.probe.estimator import HNeuronProbe
 from hneurons.rundir import RunDir
@@ -57,6 +56,8 @@ def served(app: Any, timeout_s: float = 60) -> Iterator[str]:
     The socket is bound first, as ``hneurons serve`` binds it, so the port is ours before uvicorn starts.
     """
     import uvicorn
+
+    from hneurons.apply.server import bind_socket  # here: a synthetic run needs no server packages
 
     sock = bind_socket("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
