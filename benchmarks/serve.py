@@ -8,8 +8,8 @@ server path. Both servers run in this process on real uvicorn.
 "Generation alone" sends each question straight to its /v1/completions, with the prompt and fields the guard
 would send. "Generation + scoring" sends the same question as chat to a guarded `hneurons serve --upstream` in
 front of it, which forwards it and scores the answer with one forward pass of the local model. Both servers are
-child processes started as a user starts them; the two are measured alternately at each client count, so load
-from elsewhere falls on both. The overhead is the guarded p50 over the direct one, as a ratio and in ms.
+child processes started as a user starts them; the two take turns, one round of requests each, so that load from
+elsewhere falls on both. The overhead is the guarded p50 over the direct one, as a ratio and in ms.
 
 The last line is one JSON object.
 
@@ -57,22 +57,30 @@ def _chat(base: str, tokens: int) -> Request:
                                                       "max_tokens": tokens, "temperature": 0})
 
 
-def _measure(request: Request, requests: int, clients: int) -> dict[str, Any]:
-    """Send ``requests`` requests from ``clients`` threads; latency percentiles and throughput."""
+def _send(request: Request, numbers: range, clients: int) -> tuple[list[float], float]:
+    """Send requests ``numbers`` from ``clients`` threads; each one's latency and the wall time of all."""
     def one(i: int) -> float:
         url, body = request(i)
         t = time.perf_counter()
-        r = httpx.post(url, timeout=600, json=body)
+        r = httpx.post(url, timeout=3600, json=body)
         assert r.status_code == 200, r.text
         return time.perf_counter() - t
 
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        lat = list(pool.map(one, range(requests)))
-    wall = time.perf_counter() - start
+        lat = list(pool.map(one, numbers))
+    return lat, time.perf_counter() - start
+
+
+def _summary(lat: list[float], wall: float, clients: int) -> dict[str, Any]:
     return {"clients": clients, "p50_s": round(float(np.percentile(lat, 50)), 3),
             "p95_s": round(float(np.percentile(lat, 95)), 3), "max_s": round(max(lat), 3),
-            "req_per_s": round(requests / wall, 3)}
+            "req_per_s": round(len(lat) / wall, 3)}
+
+
+def _measure(request: Request, requests: int, clients: int) -> dict[str, Any]:
+    """Latency percentiles and throughput of ``requests`` requests from ``clients`` threads."""
+    return _summary(*_send(request, range(requests), clients), clients)
 
 
 def _in_process(loaded: LoadedModel, requests: int, tokens: int) -> dict[str, Any]:
@@ -93,6 +101,18 @@ def _overhead(alone: dict[str, Any], guarded: dict[str, Any]) -> dict[str, Any]:
             "req_per_s_ratio": round(guarded["req_per_s"] / alone["req_per_s"], 3)}
 
 
+def _alternately(a: Request, b: Request, requests: int, clients: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``a`` and ``b`` measured in turns of ``clients`` requests each, so that a change of load falls on both."""
+    lat: tuple[list[float], list[float]] = ([], [])
+    wall = [0.0, 0.0]
+    for start in range(0, requests, clients):
+        for k, request in enumerate((a, b)):
+            got, took = _send(request, range(start, min(start + clients, requests)), clients)
+            lat[k].extend(got)
+            wall[k] += took
+    return _summary(lat[0], wall[0], clients), _summary(lat[1], wall[1], clients)
+
+
 def _upstream(loaded: LoadedModel, requests: int, tokens: int) -> dict[str, Any]:
     """Generation alone (straight to an unguarded upstream) vs through a guarded `serve --upstream`."""
     base = Path(tempfile.mkdtemp())
@@ -107,10 +127,9 @@ def _upstream(loaded: LoadedModel, requests: int, tokens: int) -> dict[str, Any]
             return f"{up}/v1/completions", {"model": "embedded", "prompt": prompt(_question(i)), "max_tokens": tokens,
                                             "temperature": 0, "n": 1, "seed": i}
 
-        for request in (direct, _chat(front, tokens)):
-            _measure(request, 2, 1)  # warm-up
+        _alternately(direct, _chat(front, tokens), 2, 1)  # warm-up
         for c in CLIENTS:
-            alone, both = _measure(direct, requests, c), _measure(_chat(front, tokens), requests, c)
+            alone, both = _alternately(direct, _chat(front, tokens), requests, c)
             out["generation"].append(alone)
             out["generation_and_scoring"].append(both)
             out["overhead"].append(_overhead(alone, both))
