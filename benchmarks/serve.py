@@ -103,6 +103,7 @@ def _overhead(alone: dict[str, Any], guarded: dict[str, Any]) -> dict[str, Any]:
 
 def _alternately(a: Request, b: Request, requests: int, clients: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """``a`` and ``b`` measured in turns of ``clients`` requests each, so that a change of load falls on both."""
+    clients = min(clients, requests)
     lat: tuple[list[float], list[float]] = ([], [])
     wall = [0.0, 0.0]
     for start in range(0, requests, clients):
@@ -133,6 +134,7 @@ def _upstream(loaded: LoadedModel, requests: int, tokens: int) -> dict[str, Any]
             out["generation"].append(alone)
             out["generation_and_scoring"].append(both)
             out["overhead"].append(_overhead(alone, both))
+            print(json.dumps({"generation": alone, "generation_and_scoring": both}), file=sys.stderr, flush=True)
     return out
 
 

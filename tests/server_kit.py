@@ -50,7 +50,7 @@ def synthetic_run(root: Path, loaded: Any, max_new_tokens: int, neurons: int = 2
 
 
 @contextmanager
-def served(app: Any, timeout_s: float = 60) -> Iterator[str]:
+def served(app: Any, timeout_s: float = 300) -> Iterator[str]:
     """``app`` on real uvicorn in a daemon thread; yields its base URL (``http://127.0.0.1:PORT``).
 
     The socket is bound first, as ``hneurons serve`` binds it, so the port is ours before uvicorn starts.
