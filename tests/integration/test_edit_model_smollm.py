@@ -9,24 +9,26 @@ from the written safetensors, and served over ``/v1/completions`` to the sweep's
 from __future__ import annotations
 
 import shutil
-import socket
+import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from hneurons.config import PAPER_SUFFIX, load_config
-from hneurons.core.generation import HFBackend, SamplingParams
-from hneurons.core.hooks import scale_neurons
-from hneurons.data import load_dataset
-from hneurons.errors import ConfigError
-from hneurons.intervention.edit_model import MANIFEST, EditRequest, edit_model, neuron_set
-from hneurons.probe.h_neurons import load_h_neurons
-from hneurons.rundir import RunDir
-from hneurons.text.prompts import render_prompt, user_text
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server_kit import served  # noqa: E402
+
+from hneurons.config import PAPER_SUFFIX, load_config  # noqa: E402
+from hneurons.core.generation import HFBackend, SamplingParams  # noqa: E402
+from hneurons.core.hooks import scale_neurons  # noqa: E402
+from hneurons.data import load_dataset  # noqa: E402
+from hneurons.errors import ConfigError  # noqa: E402
+from hneurons.intervention.edit_model import MANIFEST, EditRequest, edit_model, neuron_set  # noqa: E402
+from hneurons.probe.h_neurons import load_h_neurons  # noqa: E402
+from hneurons.rundir import RunDir  # noqa: E402
+from hneurons.text.prompts import render_prompt, user_text  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -95,15 +97,8 @@ def test_edit_model_refuses_a_used_folder(run_dir: Path, tmp_path: Path) -> None
         edit_model(EditRequest(run_dir, 0.0, tmp_path / "used"), log=lambda _: None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _completions_server(model, tok) -> tuple[str, object]:
+def _completions_app(model, tok) -> object:
     """A minimal /v1/completions server over an edited checkpoint (one request at a time, no padding)."""
-    import uvicorn
     from fastapi import FastAPI
 
     app = FastAPI()
@@ -118,14 +113,7 @@ def _completions_server(model, tok) -> tuple[str, object]:
             gens = backend.generate([body["prompt"]], params, progress=False)[0]
         return {"choices": [{"index": i, "text": g.text, "finish_reason": g.finish_reason} for i, g in enumerate(gens)]}
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server
+    return app
 
 
 def test_sweep_engine_through_a_server_of_the_edited_checkpoint(loaded, run_dir: Path, prompts: list[str],
@@ -134,13 +122,9 @@ def test_sweep_engine_through_a_server_of_the_edited_checkpoint(loaded, run_dir:
 
     h = load_h_neurons(run_dir / "probe" / "h_neurons.json", loaded.layout.d_ff, loaded.layout.n_layers)
     model, tok = _edited(run_dir, tmp_path / "h_2", "h", 2.0)
-    url, server = _completions_server(model, tok)
-    try:
+    convs = [[{"role": "user", "content": user_text(q.question, PAPER_SUFFIX)}] for q in load_dataset("smoke_qa")[:20]]
+    with served(_completions_app(model, tok)) as url:
         generate, scaler = served_engine(url, "edited", loaded.tokenizer, True, {"H": h})  # one server: H at α = 2
-        convs = [[{"role": "user", "content": user_text(q.question, PAPER_SUFFIX)}]
-                 for q in load_dataset("smoke_qa")[:20]]
         with scaler(h, 2.0):
-            served = [g.text for g in generate(convs, GREEDY)]
-    finally:
-        server.should_exit = True
-    assert served == _hook_answers(loaded, h, 2.0, prompts, 1)
+            answers = [g.text for g in generate(convs, GREEDY)]
+    assert answers == _hook_answers(loaded, h, 2.0, prompts, 1)

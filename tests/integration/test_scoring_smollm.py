@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from hneurons.config import load_config  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server_kit import synthetic_run  # noqa: E402
+
 from hneurons.core.generation import HFBackend, SamplingParams  # noqa: E402
-from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
 from hneurons.apply.guard import guarded_generate  # noqa: E402
 from hneurons.apply.score import score, score_file  # noqa: E402
 from hneurons.apply.state import load_state  # noqa: E402
-from hneurons.rundir import RunDir  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -24,22 +25,9 @@ QUESTIONS = ["What is the capital of France?", "Who wrote Hamlet?", "Which plane
 MAX_NEW = 16
 
 
-
 @pytest.fixture(scope="module")
 def state(loaded, tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    n, d_ff = loaded.layout.n_neurons, loaded.layout.d_ff
-    rng = np.random.default_rng(0)
-    probe = HNeuronProbe(C=0.01, d_ff=d_ff)
-    coef = np.zeros(n)
-    idx = rng.choice(n, 30, replace=False)
-    coef[idx] = rng.normal(0, 20, 30)
-    probe.coef_, probe.intercept_, probe.classes_, probe.n_features_in_ = coef, -1.0, np.array([0, 1]), n
-    probe.save(root / "probe" / "probe.safetensors")
-    cfg = load_config("default", overrides={"responses.max_new_tokens": MAX_NEW})
-    (root / "manifest.json").write_text(json.dumps({"config": cfg.to_dict(), "model": {"fingerprint": loaded.fingerprint}}))
-    (root / "probe" / "h_neurons.json").write_text(json.dumps({"model_fingerprint": loaded.fingerprint, "neurons": []}))
-    RunDir(root).mark_done("probe", "fp", 0.0)  # a probe is used only with the marker that vouches for it
+    root = synthetic_run(tmp_path_factory.mktemp("run"), loaded, MAX_NEW, neurons=30)
     return load_state(root, model=loaded)
 
 

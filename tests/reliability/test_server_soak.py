@@ -10,21 +10,20 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import threading
-import time
+import sys
+from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from hneurons.config import load_config  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server_kit import served, synthetic_run  # noqa: E402
+
 from hneurons.core.models import load_model  # noqa: E402
-from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
 from hneurons.apply.state import load_state  # noqa: E402
-from hneurons.apply.server import bind_socket, create_app  # noqa: E402
-from hneurons.rundir import RunDir  # noqa: E402
+from hneurons.apply.server import create_app  # noqa: E402
 
 MAX_TOKENS = 4
 N_VALID = 64
@@ -32,34 +31,10 @@ N_VALID = 64
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
-    import uvicorn
-
     loaded = load_model(None, dtype="float32", device="cpu")
-    root = tmp_path_factory.mktemp("run")
-    n, d_ff = loaded.layout.n_neurons, loaded.layout.d_ff
-    rng = np.random.default_rng(0)
-    probe = HNeuronProbe(C=0.01, d_ff=d_ff)
-    coef = np.zeros(n)
-    coef[rng.choice(n, 24, replace=False)] = rng.normal(0, 20, 24)
-    probe.coef_, probe.intercept_, probe.classes_, probe.n_features_in_ = coef, -1.0, np.array([0, 1]), n
-    probe.save(root / "probe" / "probe.safetensors")
-    cfg = load_config("default", overrides={"responses.max_new_tokens": MAX_TOKENS})
-    (root / "manifest.json").write_text(json.dumps({"config": cfg.to_dict(), "model": {"fingerprint": loaded.fingerprint}}))
-    (root / "probe" / "h_neurons.json").write_text(json.dumps({"model_fingerprint": loaded.fingerprint, "neurons": []}))
-    RunDir(root).mark_done("probe", "fp", 0.0)  # a probe is used only with the marker that vouches for it
-    app = create_app(load_state(root, model=loaded), alpha=1.0, max_batch=32, batch_wait_s=0.25)
-    sock = bind_socket("127.0.0.1", 0)  # the CLI's own binding: a free port, held from here on
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=60)
-    sock.close()
+    root = synthetic_run(tmp_path_factory.mktemp("run"), loaded, MAX_TOKENS)
+    with served(create_app(load_state(root, model=loaded), alpha=1.0, max_batch=32, batch_wait_s=0.25)) as base:
+        yield base
 
 
 def _chat(i: int) -> dict:

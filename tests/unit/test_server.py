@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -14,54 +12,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_scoring import QUESTIONS, make_loaded, write_run  # noqa: E402
+from server_kit import served  # noqa: E402
+from test_scoring import QUESTIONS  # noqa: E402
 
 from hneurons.errors import ConfigError  # noqa: E402
 from hneurons.core.generation import row_seed  # noqa: E402
 from hneurons.apply.guard import guarded_generate  # noqa: E402
-from hneurons.apply.state import ABSTAIN_TEXT, load_state  # noqa: E402
+from hneurons.apply.state import ABSTAIN_TEXT  # noqa: E402
 from hneurons.apply.server import create_app  # noqa: E402
 
 MAX_TOKENS = 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    return load_state(write_run(tmp_path_factory.mktemp("run")), model=make_loaded(eos_bias=0.1))
-
-
 @pytest.fixture(scope="module")
 def server(state):
     app = create_app(state, batch_wait_s=0.3, max_batch=8)
-    with _Server(app) as url:
+    with served(app) as url:
         yield url, app
 
 
@@ -145,7 +111,7 @@ def test_client_disconnect_does_not_break_the_worker(server):
 def test_openai_client_and_abstention(state):
     openai = pytest.importorskip("openai")
     app = create_app(state, abstain_above=0.0)  # every scored answer is above 0: all abstain
-    with _Server(app) as url:
+    with served(app) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         resp = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": QUESTIONS[0]}],
                                               max_tokens=MAX_TOKENS, temperature=0)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_scoring import QUESTIONS, make_loaded, write_run  # noqa: E402
-from test_server import _Server  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server_kit import served  # noqa: E402
+from test_scoring import QUESTIONS  # noqa: E402
 
 from hneurons.apply.guard import guarded_generate  # noqa: E402
 from hneurons.apply.server import create_app  # noqa: E402
-from hneurons.apply.state import ABSTAIN_TEXT, load_state  # noqa: E402
+from hneurons.apply.state import ABSTAIN_TEXT  # noqa: E402
 from hneurons.core.generation import row_seed  # noqa: E402
 
 openai = pytest.importorskip("openai")
@@ -22,14 +23,9 @@ MAX_TOKENS = 8
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    return load_state(write_run(tmp_path_factory.mktemp("run")), model=make_loaded(eos_bias=0.1))
-
-
-@pytest.fixture(scope="module")
 def client(state):
     app = create_app(state, batch_wait_s=0.3, max_batch=8)
-    with _Server(app) as url:
+    with served(app) as url:
         yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0), app
 
 
@@ -104,7 +100,7 @@ def test_seeded_sampled_answer_is_the_same_alone_or_in_a_batch(client):
 
 def test_stream_with_abstention_never_shows_the_withheld_answer(state):
     app = create_app(state, abstain_above=0.0)  # every scored answer is above 0: all abstain
-    with _Server(app) as url:
+    with served(app) as url:
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         chunks = list(c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": QUESTIONS[0]}],
                                                 max_tokens=MAX_TOKENS, temperature=0, stream=True))

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server_kit import served  # noqa: E402
 from test_scoring import QUESTIONS, make_loaded, write_run  # noqa: E402
-from test_server import _Server  # noqa: E402
 
 from hneurons.apply.server import create_app  # noqa: E402
 from hneurons.apply.server.engines import prompt_tokens  # noqa: E402
@@ -21,11 +22,6 @@ from hneurons.apply.state import load_state  # noqa: E402
 from hneurons.errors import ConfigError  # noqa: E402
 
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    return load_state(write_run(tmp_path_factory.mktemp("run")), model=make_loaded(eos_bias=0.1))
 
 
 def _body(question: str = QUESTIONS[0], **extra) -> dict:
@@ -62,7 +58,7 @@ class _Spy:
 def test_api_key_refused_and_accepted_and_logged(state, tmp_path):
     log = tmp_path / "requests.jsonl"
     app = create_app(state, api_key="s3cret", request_log=str(log))
-    with _Server(app) as url:
+    with served(app) as url:
         assert "API key" in _err(httpx.post(url + CHAT, json=_body(), timeout=30), 401)
         wrong = httpx.post(url + CHAT, json=_body(), headers={"Authorization": "Bearer nope"}, timeout=30)
         assert _err(wrong, 401) and wrong.headers["www-authenticate"] == "Bearer"
@@ -82,7 +78,7 @@ def test_api_key_refused_and_accepted_and_logged(state, tmp_path):
 
 def test_oversize_body_413_by_header_and_while_reading(state):
     app = create_app(state, max_input_bytes=1000)
-    with _Server(app) as url:
+    with served(app) as url:
         big = json.dumps(_body("Who wrote Hamlet? " * 100)).encode()
         msg = _err(httpx.post(url + CHAT, content=big, timeout=30), 413)
         assert f"{len(big)} bytes" in msg and "limit of 1000 bytes" in msg
@@ -99,13 +95,13 @@ def test_oversize_body_413_by_header_and_while_reading(state):
 def test_over_long_prompt_is_refused_with_the_numbers_not_cut(state):
     limit = prompt_tokens(state, "Who?")
     app = create_app(state, max_prompt_tokens=limit)
-    with _Server(app) as url:
+    with served(app) as url:
         msg = _err(httpx.post(url + CHAT, json=_body("Who wrote Hamlet? " * 10), timeout=60), 400)
         n = prompt_tokens(state, "Who wrote Hamlet? " * 10)
         assert f"the prompt is {n} tokens, more than the limit of {limit} tokens" in msg and "nothing is truncated" in msg
         assert httpx.post(url + CHAT, json=_body("Who?"), timeout=60).status_code == 200
     app = create_app(state)  # no limit given: the model's context (256) minus max_tokens
-    with _Server(app) as url:
+    with served(app) as url:
         msg = _err(httpx.post(url + CHAT, json=_body("Who wrote Hamlet? " * 40, max_tokens=100), timeout=60), 400)
         assert "limit of 156 tokens" in msg
 
@@ -122,7 +118,7 @@ def slow_state(tmp_path_factory):
 def test_disconnect_cancels_the_running_request(slow_state, tmp_path, stream):
     log = tmp_path / "log.jsonl"
     app = create_app(slow_state, request_log=str(log))
-    with _Server(app) as url:
+    with served(app) as url:
         spy = _Spy(app.state.worker.engine)
         app.state.worker.engine = spy
         body = _body(QUESTIONS[1], max_tokens=200, stream=stream)
@@ -145,7 +141,7 @@ def test_disconnect_cancels_the_running_request(slow_state, tmp_path, stream):
 
 def test_full_queue_answers_429_with_retry_after(state):
     app = create_app(state, max_queue=1, max_batch=1, batch_wait_s=0.0)
-    with _Server(app) as url:
+    with served(app) as url:
         spy = _Spy(app.state.worker.engine, hold=True)
         app.state.worker.engine = spy
         with httpx.Client(timeout=60) as c1, httpx.Client(timeout=60) as c2:
@@ -173,7 +169,7 @@ def test_health_is_503_while_the_model_loads(state):
         return state
 
     app = create_app(loader)
-    with _Server(app) as url:
+    with served(app) as url:
         r = httpx.get(url + "/health", timeout=5)
         assert r.status_code == 503 and r.json()["status"] == "loading"
         assert "loading" in _err(httpx.post(url + CHAT, json=_body(), timeout=5), 503)
@@ -191,7 +187,7 @@ def test_a_failed_load_is_reported(state):
         raise ConfigError("no such model")
 
     app = create_app(loader)
-    with _Server(app) as url:
+    with served(app) as url:
         deadline = time.monotonic() + 10
         while (r := httpx.get(url + "/health", timeout=5)).status_code == 503 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -200,7 +196,7 @@ def test_a_failed_load_is_reported(state):
 
 def test_every_error_has_the_openai_shape(state):
     app = create_app(state)
-    with _Server(app) as url:
+    with served(app) as url:
         post = lambda raw: httpx.post(url + CHAT, content=raw, timeout=30)  # noqa: E731
         assert "no route /v1/nothing" in _err(httpx.post(url + "/v1/nothing", json={}, timeout=30), 404)
         assert "GET is not allowed" in _err(httpx.get(url + CHAT, timeout=30), 405)
@@ -214,7 +210,7 @@ def test_every_error_has_the_openai_shape(state):
 
 def test_metrics_in_prometheus_text_format(state):
     app = create_app(state)
-    with _Server(app) as url:
+    with served(app) as url:
         httpx.post(url + CHAT, json=_body(), timeout=60)
         httpx.post(url + CHAT, content=b"{", timeout=30)
         r = httpx.get(url + "/metrics", timeout=30)

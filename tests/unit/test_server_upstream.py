@@ -10,20 +10,16 @@ import pytest
 from fastapi import FastAPI, Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_scoring import QUESTIONS, make_loaded, write_run  # noqa: E402
-from test_server import _Server  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server_kit import served  # noqa: E402
+from test_scoring import QUESTIONS  # noqa: E402
 
 from hneurons.apply.score import score  # noqa: E402
 from hneurons.apply.server import Upstream, create_app  # noqa: E402
-from hneurons.apply.state import ABSTAIN_TEXT, load_state  # noqa: E402
+from hneurons.apply.state import ABSTAIN_TEXT  # noqa: E402
 from hneurons.errors import ConfigError  # noqa: E402
 
 ANSWERS = {QUESTIONS[0]: "William Shakespeare wrote it.", QUESTIONS[1]: "Paris is the capital."}
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    return load_state(write_run(tmp_path_factory.mktemp("run")), model=make_loaded(eos_bias=0.1))
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +34,14 @@ def upstream(state):
         question = next(q for q in ANSWERS if state.prompt(q) == body["prompt"])
         return {"choices": [{"index": 0, "text": " " + ANSWERS[question] + "\n", "finish_reason": "stop"}]}
 
-    with _Server(stub) as url:
+    with served(stub) as url:
         yield f"{url}/v1", seen
 
 
 def test_upstream_answers_are_scored_like_score(state, upstream):
     url, seen = upstream
     app = create_app(state, upstream=Upstream(url, "stub-model"))
-    with _Server(app) as base:
+    with served(app) as base:
         r = httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
             "messages": [{"role": "user", "content": QUESTIONS[0]}], "max_tokens": 9, "seed": 4, "n": 2})
         assert r.status_code == 200, r.text
@@ -65,7 +61,7 @@ def test_upstream_answers_are_scored_like_score(state, upstream):
 def test_upstream_abstains_and_streams_one_piece(state, upstream):
     url, _ = upstream
     app = create_app(state, upstream=Upstream(url, "stub-model"), abstain_above=0.0)
-    with _Server(app) as base:
+    with served(app) as base:
         with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=60, json={
                 "messages": [{"role": "user", "content": QUESTIONS[1]}], "stream": True}) as r:
             lines = [x for x in r.iter_lines() if x.startswith("data: ")]
@@ -78,7 +74,7 @@ def test_upstream_cannot_scale_neurons_and_reports_a_dead_upstream(state):
     with pytest.raises(ConfigError, match="--alpha"):
         create_app(state, upstream=Upstream("http://127.0.0.1:9/v1", "m"), alpha=0.5)
     app = create_app(state, upstream=Upstream("http://127.0.0.1:9/v1", "m", timeout_s=2))
-    with _Server(app) as base:
+    with served(app) as base:
         r = httpx.post(f"{base}/v1/chat/completions", timeout=60,
                        json={"messages": [{"role": "user", "content": QUESTIONS[0]}]})
     assert r.status_code == 502 and "cannot reach" in r.json()["error"]["message"]

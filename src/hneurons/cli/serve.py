@@ -12,9 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from hneurons.cli.apply import AbstainOpt, AlphaOpt, ForceOpt, ModelOpt, RunDirArg
-from hneurons.cli.trust import (MAX_INPUT_BYTES, MaxInputOpt, OfflineOpt, ProbeOpt, SetOpt, TrustCodeOpt,
-                                UseOptions)
+from hneurons.cli.apply import AbstainOpt, AlphaOpt, CommonOptions, ForceOpt, ModelOpt, RunDirArg, with_common_options
 
 console = Console(stderr=True)
 
@@ -30,6 +28,7 @@ def register(app: typer.Typer) -> None:
     """Add ``serve`` to ``app``."""
 
     @app.command()
+    @with_common_options
     def serve(
         run_dir: RunDirArg = None,
         port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
@@ -47,17 +46,14 @@ def register(app: typer.Typer) -> None:
         upstream_model: Annotated[Optional[str], typer.Option("--upstream-model", help="model name the upstream serves")] = None,
         model: ModelOpt = None,
         force: ForceOpt = False,
-        probe: ProbeOpt = None,
-        sets: SetOpt = None,
-        trust_remote_code: TrustCodeOpt = False,
-        offline: OfflineOpt = False,
-        max_input_bytes: MaxInputOpt = MAX_INPUT_BYTES,
+        *,
+        common: CommonOptions,
     ) -> None:
         """Serve OpenAI-compatible /v1/chat/completions and /v1/completions with guarded generation."""
         from hneurons.config import check_guard
         from hneurons.errors import ConfigError
 
-        use = UseOptions(run_dir, probe, model, force, sets, trust_remote_code, offline)
+        use = common.use(run_dir, model, force)
         use.source()
         check_guard(alpha, abstain_above)
         if (upstream is None) != (upstream_model is None):
@@ -66,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
         up = Upstream(upstream, upstream_model, os.environ.get("HNEURONS_UPSTREAM_KEY")) if upstream else None
         opts = ServeOptions(alpha=alpha, abstain_above=abstain_above, max_batch=max_batch, max_queue=max_queue,
-                            max_input_bytes=max_input_bytes, max_prompt_tokens=max_prompt_tokens,
+                            max_input_bytes=common.max_input_bytes, max_prompt_tokens=max_prompt_tokens,
                             api_key=api_key or os.environ.get("HNEURONS_API_KEY"), request_log=request_log,
                             upstream=up)
         sock = bind_socket(host, port)  # before the model loads: a busy port fails fast, and stays ours
