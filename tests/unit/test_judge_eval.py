@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from hneurons.data.registry import PACKAGED_DATA
 from hneurons.errors import ConfigError, DataError
+from hneurons.judges.card import judge_card
 from hneurons.judges.evaluate import agreement, evaluate_file, reference
 from test_cli_judge import cli, write_jsonl
 
@@ -69,6 +71,20 @@ def test_cli_eval_prints_agreement_and_writes_json(tmp_path: Path) -> None:
     assert "falseqa: 2/2 agree = 100.0%" in out.stdout and "judge +" in out.stdout
     d = json.loads((tmp_path / "m.json").read_text())
     assert d["confusion"] == {"tp": 1, "fp": 0, "fn": 0, "tn": 1} and d["judge"] == "rule"
+
+
+def test_eval_on_the_packaged_dev_files_reproduces_the_card() -> None:
+    """``--eval`` and the card describe the same shipped judges: the untrained alias matcher gives the
+    card's confusion matrix exactly; the FalseQA classifier, judged on the rows it was fitted on, gives
+    the card's in-sample ``train_agreement`` (the card's headline is grouped CV, which is lower).
+    Fails when weights are rebuilt without the card, or the card without the weights."""
+    card = judge_card()
+    folder = PACKAGED_DATA / "judge_validation"
+    tq, bad = evaluate_file("triviaqa", folder / "triviaqa_official_dev.jsonl.gz")
+    assert not bad and tq.to_dict()["confusion"] == card["triviaqa"]["confusion"]
+    fq, bad = evaluate_file("falseqa", folder / "falseqa_gpt4o_dev.jsonl.gz")
+    assert not bad and fq.n == card["falseqa"]["n"]
+    assert round(fq.agree / fq.n, 4) == card["falseqa"]["train_agreement"] > card["falseqa"]["agreement"]
 
 
 def test_cli_needs_input_or_eval(tmp_path: Path) -> None:
