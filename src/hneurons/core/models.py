@@ -200,18 +200,10 @@ def load_model(
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     layout = resolve(model)
-    display = display_name(source)
-    return LoadedModel(
-        model=model,
-        tokenizer=tok,
-        layout=layout,
-        name=display,
-        source=str(source),
-        fingerprint=fingerprint(str(source)),
-        device=dev if device_map is None else next(model.parameters()).device,
-        dtype=dt,
-        info={**layout.describe(), "n_parameters": sum(p.numel() for p in model.parameters())},
-    )
+    return LoadedModel(model=model, tokenizer=tok, layout=layout, name=display_name(source), source=str(source),
+                       fingerprint=fingerprint(str(source)),
+                       device=dev if device_map is None else next(model.parameters()).device, dtype=dt,
+                       info={**layout.describe(), "n_parameters": sum(p.numel() for p in model.parameters())})
 
 
 def model_info(loaded: LoadedModel) -> dict[str, Any]:
