@@ -173,15 +173,20 @@ def _rss_file_kb() -> int:
     pytest.skip("no RssFile in /proc/self/status")
 
 
+def _float16_memmap(tmp_path: Path, shape: tuple[int, int], seed: int) -> tuple[np.random.Generator, np.ndarray, np.memmap]:
+    """A random float16 matrix (the in-memory reference) and the same bytes memory-mapped read-only from a file."""
+    rng = np.random.default_rng(seed)
+    dense = rng.random(shape, dtype=np.float32).astype(np.float16)
+    path = tmp_path / "rows.bin"
+    dense.tofile(path)
+    return rng, dense, np.memmap(path, dtype=np.float16, mode="r", shape=shape)
+
+
 def test_passes_over_a_memmap_give_its_pages_back(tmp_path):
     """A full pass leaves no mapped page counted in the fit's RSS, and the result is the in-memory one."""
     from hneurons.core.rows import release_pages
 
-    rng = np.random.default_rng(0)
-    dense = rng.random((2048, 8192), dtype=np.float32).astype(np.float16)  # 32 MiB
-    path = tmp_path / "rows.bin"
-    dense.tofile(path)
-    X = np.memmap(path, dtype=np.float16, mode="r", shape=dense.shape)
+    rng, dense, X = _float16_memmap(tmp_path, (2048, 8192), seed=0)  # 32 MiB
     v = rng.standard_normal(dense.shape[0])
     before = _rss_file_kb()
     got = Design(X).rmatvec(v)
@@ -198,11 +203,7 @@ def test_gather_from_a_memmap_equals_fancy_indexing_and_keeps_no_pages(tmp_path)
     """Column gathers (the solver's working set, objectives, CV scores) read a memmap in row steps."""
     from hneurons.core import rows as rows_mod
 
-    rng = np.random.default_rng(1)
-    dense = rng.random((1024, 16384), dtype=np.float32).astype(np.float16)  # 32 MiB
-    path = tmp_path / "rows.bin"
-    dense.tofile(path)
-    X = np.memmap(path, dtype=np.float16, mode="r", shape=dense.shape)
+    rng, dense, X = _float16_memmap(tmp_path, (1024, 16384), seed=1)  # 32 MiB
     cols = np.sort(rng.choice(dense.shape[1], 400, replace=False))  # one page per row and column
     picked = np.sort(rng.choice(dense.shape[0], 300, replace=False))
     before = _rss_file_kb()
