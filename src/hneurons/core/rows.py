@@ -99,9 +99,8 @@ def gather(X: np.ndarray, cols: np.ndarray, rows: np.ndarray | None = None) -> n
     resident set to one step. In-memory arrays take the one-shot path.
     """
     cols = np.asarray(cols)
-    if getattr(X, "_mmap", None) is None:
-        sub = X if rows is None else X[rows]
-        return np.asarray(sub[:, cols], dtype=np.float64)
+    if getattr(X, "_mmap", None) is None:  # np.ix_: only the picked cells are copied, never whole rows
+        return np.asarray(X[:, cols] if rows is None else X[np.ix_(np.asarray(rows), cols)], dtype=np.float64)
     idx = np.arange(X.shape[0]) if rows is None else np.asarray(rows)
     out = np.empty((idx.size, cols.size))
     step = max(1, GATHER_BYTES // max(1, X.shape[1] * X.itemsize))
