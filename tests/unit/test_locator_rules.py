@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hneurons.text.frame import frame_completion
 from hneurons.text.locator import MAX_DIGITS, answer_phrase
 
 
@@ -33,6 +34,21 @@ def phrase(question: str, response: str) -> str:
     ("Which is the most senior United Kingdom Royal Palace?",
      "The most senior United Kingdom Royal Palace is the Royal Palace of St. James in London.",
      "Royal Palace of St. James in"),
+    # the question's frame repeated: the words after it, wherever the copula sits (a place keeps its country,
+    # "of" stays inside a name)
+    ("In the human body, the hormone cortisol (or hydrocortisone) is produced by which gland?",
+     "The hormone cortisol (or hydrocortisone) is produced by the adrenal cortex.", "adrenal cortex"),
+    ("Francois Fillon was appointed Prime minister of which country in May 2007?",
+     "The French President Francois Fillon was appointed Prime Minister of France in May 2007.", "France"),
+    ("Teatro La Fenice opera house is in which European city?", "Teatro La Fenice opera house is in Venice, Italy.",
+     "Venice, Italy"),
+    ("The Governor of which bank signs English banknotes?", "The Governor of the Bank of England signs them.",
+     "Bank of England"),
+    # another name asked for: the bracketed one after the restated name; an example after a restated type
+    ("How is the chemical compound Polyvinyl Chloride better known?",
+     "The chemical compound Polyvinyl Chloride (PVC) is a synthetic polymer.", "PVC"),
+    ("Which bodily fluid is secreted by the parotid glands?",
+     "The parotid glands secrete a variety of bodily fluids, including saliva, which is a mixture.", "saliva"),
     # a "where" question: the place object, capitalised or not
     ("Where do the Graafian follicles develop?",
      "The Graafian follicle is a type of cell found in the ovary.", "ovary"),
@@ -66,3 +82,16 @@ def test_rules_read_no_label() -> None:
     q = "In which year did the Berlin Wall fall?"
     right, wrong = phrase(q, "The wall came down in 1989."), phrase(q, "The wall came down in 1975.")
     assert (right, wrong) == ("1989", "1975")
+
+
+def test_frame_cues_need_a_restating_clause() -> None:
+    """An example after a clause that already names something ("France") is no answer; a frame the
+    response does not repeat gives nothing, and the other rules decide."""
+    def everything_echoes(text: str) -> float:
+        return 1.0 if "most tourists" in text else 0.0
+    q = "Which country hosts the most tourists?"
+    r = "France hosts the most tourists, including many from Germany."
+    assert frame_completion(q, r, 0, len(r), everything_echoes) is None
+    q2 = "Francois Fillon was appointed Prime minister of which country?"
+    r2 = "He led France."
+    assert frame_completion(q2, r2, 0, len(r2), lambda text: 0.0) is None

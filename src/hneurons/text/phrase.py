@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from hneurons.text.frame import frame_completion
+
 # Words that never carry the answer on the edge of a phrase: articles, prepositions,
 # auxiliaries, hedges and participles that link a subject to its answer ("located in", "known as").
 _EDGE_WORDS = frozenset(
@@ -370,10 +372,11 @@ def answer_phrase(question: str, response: str) -> tuple[int, int] | None:
     if listed is not None:
         return listed
     end = _first_sentence(response, start, end)
-    number = _number_answer(question, response, start, end)
-    if number is not None:
-        return number
     stems = _question_stems(question)
+    found = (_number_answer(question, response, start, end)
+             or frame_completion(question, response, start, end, lambda text: _echo(text, stems)))
+    if found is not None:
+        return found
     start = _appositive(response, start, end, stems) or start
     closing = len(response[end:]) - len(response[end:].lstrip("*\"”’'»"))  # a closing mark the filler trim cut off
     quoted = _quoted_answer(response, start, end + closing, stems)
