@@ -62,7 +62,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "detect.random_draws": 20,
         "intervene.n_items": 60,
         "intervene.sycophancy_source": "known_correct",
-        "intervene.alphas": [0.0, 1.0, 2.0, 3.0],
+        # three α instead of four: a slope's variance is σ²/(n·Σ(α-ᾱ)²), 1/4.67n for {0, 1, 3} against
+        # 1/5n for {0, 1, 2, 3}, for 5 generation passes instead of 7 (`make run` ≤ 30 min on 2 cores)
+        "intervene.alphas": [0.0, 1.0, 3.0],
         "intervene.random_seeds": 1,
         "intervene.max_new_tokens": 32,
     },
