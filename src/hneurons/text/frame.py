@@ -1,10 +1,14 @@
-"""The question's frame completed: "… produced by which gland?" → "… produced by **the adrenal cortex**".
+"""Where the question's own wording puts the answer: "… produced by which gland?" → "produced by **the adrenal cortex**".
 
 A question that ends in "<words> which/what <type>" asks for what follows those words; a response
 that repeats them ("The hormone cortisol is produced by the adrenal cortex") puts its answer right
-after them, wherever the sentence's subject or copula sits. The frame is the two words before the
-wh-word, so it is specific enough ("minister of", "located near", "softening of") not to match an
-unrelated "of". Reads only the question and the response, like the rest of :mod:`hneurons.text.phrase`.
+after them, wherever the sentence's subject or copula sits, which the copula rule of
+:mod:`hneurons.text.phrase` cannot know. The frame is the two words before the wh-word, specific
+enough ("minister of", "located near", "softening of") not to match an unrelated "of". Two more cues
+of the same kind: a question asking for another name gets the bracketed name after a restated one
+("Polyvinyl Chloride (PVC)"), and a clause that only restates the question gets the example it
+introduces ("a variety of bodily fluids, including saliva"). Reads only the question and the
+response, never a gold answer or a verdict, like the rest of the locator.
 """
 
 from __future__ import annotations
