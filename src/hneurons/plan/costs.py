@@ -3,7 +3,7 @@
 Three kinds of numbers, kept apart so the output can say which is which:
 
 * **measured here** (:data:`CPU_MEASURED`): this project's 2-core CPU machine on the embedded
-  SmolLM2-135M (README "The default run, measured"; ``benchmarks/probe.py``,
+  SmolLM2-135M (docs/RESULTS.md "The default run, measured"; ``benchmarks/probe.py``,
   ``benchmarks/extraction.py``), scaled to another model by its active parameters per token;
 * **published** (:data:`GPU_PUBLISHED`): vLLM output throughput of Llama-3.1-8B and -70B on H100
   (ShareGPT prompts, batch up to 256), scaled by active parameters to the nearest reference;
@@ -61,10 +61,10 @@ BW_EFFICIENCY = 0.7
 LAUNCH_S_PER_LAYER = 6e-4
 CPU_MEASURED = (
     Source("cpu_sampling", 339.0, "new tok/s", "sampling on SmolLM2-135M-Instruct (134.5 M parameters), bf16, 2 cores "
-           "(responses stage of the default run, commit 368e9d4)", "README.md, 'The default run, measured'", "2026-12-02"),
+           "(responses stage of the default run, commit 368e9d4)", "docs/RESULTS.md, 'The default run, measured'", "2026-12-02"),
     Source("cpu_forward", 1280.0, "tok/s", "hooked CETT forwards on SmolLM2-135M, bf16, 2 cores: the default run's features "
            "stage read 370 responses in 18 s, × 62.3 tokens per chat sequence (mean over 48 TriviaQA sequences in "
-           "benchmarks/extraction.py)", "README.md, 'The default run, measured'", "2026-12-02"),
+           "benchmarks/extraction.py)", "docs/RESULTS.md, 'The default run, measured'", "2026-12-02"),
     Source("cpu_probe_path", 85.5, "s", "L1 path over 8 C (newton_cd, warm-started) from the float16 feature store, "
            "4,000 rows × 458,752 neurons (Llama-3.1-8B shape), peak RSS 1.27× the float16 matrix (load average "
            "6-7 on 2 cores, other jobs running: an upper bound)", "benchmarks/scale.py --shape 8b --json "
