@@ -1,7 +1,7 @@
 """The comparison page: tables of cells and three figures, rendered through a Jinja2 template.
 
-The template (``compare/template.html``) autoescapes everything, so run names, reasons and
-config values from a run directory can never become markup. Figures are PNG data URIs drawn on
+The template (``report/templates/compare.html``, which extends the report's page) autoescapes
+everything, so run names, reasons and config values from a run directory can never become markup. Figures are PNG data URIs drawn on
 :class:`matplotlib.figure.Figure` without pyplot, in the report's colours (H-Neurons vermilion,
 random neurons grey), so the page needs nothing from the network and its CSP forbids loads.
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import io
 import math
-from importlib import resources
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from hneurons.report.figures import BASELINE_COLORS, RANDOM_COLOR
+from hneurons.report.html import render
 
 Cell = dict[str, str]
 
@@ -225,14 +225,11 @@ def judge_rows(runs: list[dict[str, Any]]) -> list[tuple[str, list[Cell]]]:
 
 def render_page(cmp: dict[str, Any]) -> str:
     """The whole HTML page (autoescaped)."""
-    from jinja2 import Environment
-
-    text = (resources.files("hneurons.compare") / "template.html").read_text(encoding="utf-8")
-    template = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string(text)
     runs = cmp["runs"]
+    names = [r["name"] for r in runs]
     figs = {"depth": depth_figure(runs, cmp["depth_bins"]), "detect": detect_figure(cmp), "slopes": slopes_figure(cmp)}
-    return template.render(
-        names=[r["name"] for r in runs], paths=[r["path"] for r in runs], figs=figs,
+    return render(
+        "compare.html", title=f"hneurons compare: {' vs '.join(names)}", names=names, paths=[r["path"] for r in runs], figs=figs,
         overview=overview_rows(runs), neurons=neuron_rows(runs), detect=detect_rows(cmp),
         intervene=intervene_rows(cmp), judges=judge_rows(runs), overlaps=cmp["overlaps"],
     )
