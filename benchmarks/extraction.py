@@ -38,7 +38,7 @@ import torch  # noqa: E402
 
 from hneurons.core.arch import Layout  # noqa: E402
 from hneurons.config import PAPER_SUFFIX  # noqa: E402
-from hneurons.data.registry import load_triviaqa, resolve_file  # noqa: E402
+from hneurons.data import load_dataset  # noqa: E402
 from hneurons.core.features import FeatureItem, extract_cett  # noqa: E402
 from hneurons.core.generation import length_batches  # noqa: E402
 from hneurons.core.hooks import CETT_EPS  # noqa: E402
@@ -46,9 +46,6 @@ from hneurons.core.models import load_model  # noqa: E402
 from hneurons.text.locator import locate_answer_span  # noqa: E402
 from hneurons.text.prompts import user_text  # noqa: E402
 from hneurons.text.spans import Span, build_sequence  # noqa: E402
-
-SHARED_COPY = Path("/work/shared/data/triviaqa/dpr_trivia_dev.jsonl.gz")
-
 
 def _short_answer(aliases: Sequence[str]) -> str | None:
     """The first alias that reads like a short answer (letters, ≤ 4 words)."""
@@ -60,12 +57,8 @@ def _short_answer(aliases: Sequence[str]) -> str | None:
 
 def build_items(tokenizer, n: int) -> list[FeatureItem]:
     """``n`` chat sequences: question + paper suffix, answered with a short gold alias."""
-    try:
-        path = resolve_file("triviaqa/dpr_trivia_dev.jsonl.gz")
-    except Exception:
-        path = SHARED_COPY
     items: list[FeatureItem] = []
-    for k, rec in enumerate(load_triviaqa(path)):
+    for k, rec in enumerate(load_dataset("triviaqa_dev")):
         answer = _short_answer(rec.answers)
         if answer is None:
             continue

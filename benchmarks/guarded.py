@@ -14,7 +14,6 @@ in, so the benchmark needs nothing but the embedded model. The last line is one 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -29,30 +28,14 @@ import torch  # noqa: E402
 from hneurons.config import PAPER_SUFFIX  # noqa: E402
 from hneurons.core.generation import HFBackend, SamplingParams  # noqa: E402
 from hneurons.core.models import load_model  # noqa: E402
+from hneurons.data import load_dataset  # noqa: E402
 from hneurons.probe.estimator import HNeuronProbe  # noqa: E402
 from hneurons.apply.guard import guarded_generate  # noqa: E402
 from hneurons.apply.state import ScoringState, load_state  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_CANDIDATES = [
-    ROOT / "src/hneurons/data/files/triviaqa/dpr_trivia_dev.jsonl.gz",
-    Path("/work/shared/data/triviaqa/dpr_trivia_dev.jsonl.gz"),
-]
-FALLBACK = ["Who wrote Hamlet?", "What is the capital of France?", "Which planet is the largest?",
-            "Who painted the Mona Lisa?", "What is the chemical symbol for gold?", "Where is Mount Kilimanjaro?"]
-
-
 def load_questions(n: int) -> list[str]:
-    path = next((p for p in DATA_CANDIDATES if p.exists()), None)
-    if path is None:
-        return [FALLBACK[i % len(FALLBACK)] for i in range(n)]
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            out.append(json.loads(line)["question"].strip())
-            if len(out) == n:
-                break
-    return out
+    """The first ``n`` packaged TriviaQA dev questions."""
+    return [r.question for r in load_dataset("triviaqa_dev")[:n]]
 
 
 def synthetic_probe(n_neurons: int, d_ff: int, n_nonzero: int = 30, seed: int = 0) -> HNeuronProbe:

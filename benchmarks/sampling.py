@@ -13,7 +13,6 @@ more); the batched run uses all ``--questions``.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -25,28 +24,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from hneurons.core.generation import Generation, HFBackend, SamplingParams  # noqa: E402
+from hneurons.data import load_dataset  # noqa: E402
 from hneurons.text.prompts import render_prompt  # noqa: E402
 
 SUFFIX = " Respond with the answer only, without any explanation."
-ROOT = Path(__file__).resolve().parents[1]
-DATA_CANDIDATES = [
-    ROOT / "src/hneurons/data/files/triviaqa/dpr_trivia_dev.jsonl.gz",
-    Path("/work/shared/data/triviaqa/dpr_trivia_dev.jsonl.gz"),
-]
-
-
 def load_questions(n: int) -> list[str]:
-    path = next((p for p in DATA_CANDIDATES if p.exists()), None)
-    if path is None:
-        looked = ", ".join(str(p) for p in DATA_CANDIDATES)
-        raise SystemExit(f"TriviaQA dev file not found (looked in {looked})")
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            out.append(json.loads(line)["question"].strip() + SUFFIX)
-            if len(out) == n:
-                break
-    return out
+    """The first ``n`` packaged TriviaQA dev questions with the answer-only suffix."""
+    return [r.question + SUFFIX for r in load_dataset("triviaqa_dev")[:n]]
 
 
 def load(dtype: str):
