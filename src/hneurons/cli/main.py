@@ -223,8 +223,7 @@ def report(run_dir: RunDirArg) -> None:
 
 @app.command()
 def info(model: Annotated[Optional[str], typer.Argument(help="HF model directory, .gguf file, 'embedded' or 'gemma-3-270m'")] = None,
-         dtype: Annotated[str, typer.Option(metavar=choices(DTYPES),
-                                     help="weights dtype")] = "auto") -> None:
+         dtype: Annotated[str, typer.Option(metavar=choices(DTYPES), help="weights dtype")] = "auto") -> None:
     """Print a model's architecture, layers, neurons per layer and total neurons."""
     from hneurons.core.models import load_model, model_info
 

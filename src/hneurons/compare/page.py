@@ -1,9 +1,10 @@
 """The comparison page: tables of cells and three figures, rendered through a Jinja2 template.
 
 The template (``report/templates/compare.html``, which extends the report's page) autoescapes
-everything, so run names, reasons and config values from a run directory can never become markup. Figures are PNG data URIs drawn on
-:class:`matplotlib.figure.Figure` without pyplot, in the report's colours (H-Neurons vermilion,
-random neurons grey), so the page needs nothing from the network and its CSP forbids loads.
+everything, so run names, reasons and config values from a run directory can never become markup.
+Figures are PNG data URIs drawn on :class:`matplotlib.figure.Figure` without pyplot, in the report's
+colours (H-Neurons vermilion, random neurons grey), so the page needs nothing from the network and
+its CSP forbids loads.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def render_page(cmp: dict[str, Any]) -> str:
     names = [r["name"] for r in runs]
     figs = {"depth": depth_figure(runs, cmp["depth_bins"]), "detect": detect_figure(cmp), "slopes": slopes_figure(cmp)}
     return render(
-        "compare.html", title=f"hneurons compare: {' vs '.join(names)}", names=names, paths=[r["path"] for r in runs], figs=figs,
-        overview=overview_rows(runs), neurons=neuron_rows(runs), detect=detect_rows(cmp),
+        "compare.html", title=f"hneurons compare: {' vs '.join(names)}", names=names, paths=[r["path"] for r in runs],
+        figs=figs, overview=overview_rows(runs), neurons=neuron_rows(runs), detect=detect_rows(cmp),
         intervene=intervene_rows(cmp), judges=judge_rows(runs), overlaps=cmp["overlaps"],
     )

@@ -109,4 +109,3 @@ def gather(X: np.ndarray, cols: np.ndarray, rows: np.ndarray | None = None) -> n
         out[s : s + part.size] = X[part[:, None], cols[None, :]]
         release_pages(X, int(part.min()), int(part.max()) + 1)
     return out
-

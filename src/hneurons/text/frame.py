@@ -1,4 +1,4 @@
-"""Where the question's own wording puts the answer: "… produced by which gland?" → "produced by **the adrenal cortex**".
+"""Where the question's own wording puts the answer: "… produced by which gland?" → "… by **the adrenal cortex**".
 
 A question that ends in "<words> which/what <type>" asks for what follows those words; a response
 that repeats them ("The hormone cortisol is produced by the adrenal cortex") puts its answer right
@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 # "<w1> <w2> which|what [type word]": the wh-word after at least two words, not opening the question
 _FRAME = re.compile(r"(?:^|\s)([^\W\d_]+)\s+([^\W\d_]+)\s+(?:which|what)\b", re.IGNORECASE)
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
+WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
+"""A word, apostrophes inside it kept ("O'Neill", "it’s"); :mod:`hneurons.text.phrase` splits with it too."""
 _DETERMINERS = frozenset("the a an his her their its".split())
 # Words that end the completion: the sentence goes on after the answer ("France in May 2007",
 # "the bones due to ...", "adrenal cortex, which ...").
@@ -26,6 +27,7 @@ _STOP_WORDS = frozenset(
     """in on at by for from to with into as and or but which who that whose where when while because
     due is was are were be been has have had it its this these those during after before since than
     located known called named""".split())
+_NOT_NAMES = _DETERMINERS | _STOP_WORDS  # capitalised only because a sentence starts with them
 MAX_COMPLETION_WORDS = 4
 
 
@@ -42,7 +44,7 @@ def _name_of(words: list[re.Match[str]], i: int) -> bool:
 def _completion(response: str, at: int, end: int) -> tuple[int, int] | None:
     """The phrase that starts at ``at``: at most four words, a leading article skipped, up to
     punctuation or a word that goes on with the sentence ("France in May 2007", "the bones due to")."""
-    words = list(_WORD.finditer(response, at, end))
+    words = list(WORD.finditer(response, at, end))
     if not words or response[at:words[0].start()].strip():
         return None
     picked: list[re.Match[str]] = []
@@ -80,8 +82,11 @@ def frame_completion(question: str, response: str, start: int, end: int,
     ``echo`` gives the question-echo share of a text: a candidate that restates the question
     (share ≥ 0.6) is no answer, and the caller's other rules decide.
     """
-    for found in (_after_frame(question, response, start, end), _other_name(question, response, start, end, echo),
-                  _example(question, response, start, end, echo)):
+    cues = (lambda: _after_frame(question, response, start, end),
+            lambda: _other_name(question, response, start, end, echo),
+            lambda: _example(question, response, start, end, echo))
+    for cue in cues:  # in order, and only until one gives an answer: this runs for every response
+        found = cue()
         if found is not None and echo(response[slice(*found)]) < 0.6:
             return found
     return None
@@ -110,11 +115,11 @@ def _new_name(text: str, question: str) -> bool:
     """A capitalised word the question does not hold ("France hosts …, including many"): the clause
     already names an answer, and what it includes is no answer."""
     asked = question.lower()
-    return any(w[0].isupper() and w.lower() not in asked and w.lower() not in _DETERMINERS | _STOP_WORDS
-               for w in _WORD.findall(text))
+    return any(w[0].isupper() and w.lower() not in asked and w.lower() not in _NOT_NAMES for w in WORD.findall(text))
 
 
-def _example(question: str, response: str, start: int, end: int, echo: Callable[[str], float]) -> tuple[int, int] | None:
+def _example(question: str, response: str, start: int, end: int,
+             echo: Callable[[str], float]) -> tuple[int, int] | None:
     m = _EXAMPLE.search(response, start, end)
     head = response[start:m.start()] if m else ""
     if m is None or echo(head) < 0.6 or _new_name(head, question):

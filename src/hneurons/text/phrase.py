@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from hneurons.text.frame import WORD as _WORD
 from hneurons.text.frame import frame_completion
 
 # Words that never carry the answer on the edge of a phrase: articles, prepositions,
@@ -73,7 +74,6 @@ _RELATIVE = re.compile(r"\s+(?:but|which|who|that|whose)\s", re.IGNORECASE)
 # A sentence end: [.!?] then space, unless the period ends an initial ("J. K.") or a known abbreviation.
 _SENT_END = re.compile(r"(?<=[.!?])\s+")
 _ABBREV = frozenset("mr mrs ms dr st jr sr mt ft vs etc no co inc ltd prof gen col lt sgt rev".split())
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 _EDGE_PUNCT = "\"'“”‘’`*_()[]{}<>«».,;:!?-–— \t"
 
 
