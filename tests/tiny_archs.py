@@ -29,15 +29,24 @@ GPT = dict(vocab_size=V, n_embd=D, n_inner=F, n_layer=L, n_head=4, n_positions=6
 GEMMA_ACTS = dict(hidden_act="silu", hidden_activation="gelu_pytorch_tanh")
 MOE = dict(GQA, num_local_experts=E, num_experts=E, n_routed_experts=E, moe_num_experts=E, num_experts_per_tok=K,
            moe_k=K, moe_intermediate_size=I)
-MLA = dict(head_dim=8, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, n_group=1,
-           topk_group=1, first_k_dense_replace=1, n_shared_experts=1)
+# Multi-head latent attention sizes (DeepSeek, MiniCPM3, Youtu).
+MLA_ATTN = dict(head_dim=8, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=8,
+                qk_nope_head_dim=8, v_head_dim=8)
+MLA = dict(MLA_ATTN, n_group=1, topk_group=1, first_k_dense_replace=1, n_shared_experts=1)
 
 CONFIGS: dict[str, dict] = {
     **{t: GQA for t in (
         "llama", "qwen2", "olmo", "olmo2", "olmo3", "granite", "smollm3", "phi3", "stablelm", "cohere", "cohere2",
         "exaone4", "internlm3", "qwen3", "seed_oss", "helium", "hunyuan_v1_dense", "ernie4_5",
         "diffllama", "cwm", "hyperclovax", "glm", "glm4", "nemotron", "arcee", "jais2",
-        "nanochat", "persimmon", "starcoder2", "biogpt", "ministral", "ministral3")},
+        "nanochat", "persimmon", "starcoder2", "biogpt", "ministral", "ministral3",
+        "exaone", "iquestcoder", "olmo_hybrid", "flint", "doge", "falcon_h1", "apertus", "apertus1p5_text")},
+    **{t: dict(GQA, **MLA_ATTN) for t in ("minicpm3", "youtu")},
+    **{t: dict(GQA, block_auto_adjust_ff_dim=False) for t in ("lfm2", "lfm3")},
+    "modernbert-decoder": dict(GQA, hidden_activation="gelu"),
+    "gemma4_text": dict(GQA, **GEMMA_ACTS, sliding_window=16),
+    "gemma4_unified_text": dict(GQA, **GEMMA_ACTS, sliding_window=16),
+    "mpt": dict(vocab_size=V, d_model=D, n_layers=L, n_heads=4, max_seq_len=64),  # d_ff = 4·d_model
     "qwen3_5_text": dict(GQA, layer_types=["full_attention"] * L),
     "mistral": dict(GQA, sliding_window=16),
     "granite_swa": dict(GQA, sliding_window=16),
@@ -67,6 +76,16 @@ CONFIGS: dict[str, dict] = {
     "deepseek_v3": dict(MOE, **MLA),
     "glm4_moe": dict(MOE, first_k_dense_replace=1, n_shared_experts=1, n_group=1, topk_group=1),
     "ernie4_5_moe": dict(MOE, moe_layer_start_index=1, moe_num_shared_experts=1),
+    "qwen3_next": dict(MOE, shared_expert_intermediate_size=24, layer_types=["full_attention"] * L),
+    "qwen3_5_moe_text": dict(MOE, shared_expert_intermediate_size=24, layer_types=["full_attention"] * L),
+    "deepseek_v32": dict(MOE, **MLA),
+    "glm4_moe_lite": dict(MOE, **MLA),
+    "exaone_moe": dict(MOE, first_k_dense_replace=1, n_shared_experts=1),
+    "solar_open": dict(MOE, n_shared_experts=1),
+    "hunyuan_v1_moe": dict(MOE, num_shared_expert=1),
+    "minimax_m2": MOE,
+    "cohere2_moe": MOE,
+    "jamba": dict(MOE, expert_layer_period=2, expert_layer_offset=1, attn_layer_period=1, attn_layer_offset=0),
 }
 
 
@@ -78,7 +97,8 @@ def _gemma3_multimodal() -> nn.Module:
     return Gemma3ForConditionalGeneration(cfg)
 
 
-MODEL_TYPES = sorted([*CONFIGS, "gemma3"])
+MULTIMODAL = ("gemma3", "gemma4", "gemma4_unified")
+MODEL_TYPES = sorted([*CONFIGS, *MULTIMODAL])
 
 
 def build(model_type: str, dtype: torch.dtype = torch.float64, experts: str = "eager") -> nn.Module:
@@ -90,6 +110,9 @@ def build(model_type: str, dtype: torch.dtype = torch.float64, experts: str = "e
     torch.manual_seed(0)
     if model_type == "gemma3":
         model = _gemma3_multimodal()
+    elif model_type in MULTIMODAL:  # the text decoder inside a conditional-generation wrapper
+        cfg = AutoConfig.for_model(model_type, text_config=CONFIGS[f"{model_type}_text"])
+        model = AutoModelForCausalLM.from_config(cfg)
     else:
         cfg = AutoConfig.for_model(model_type, **CONFIGS[model_type])
         model = AutoModelForCausalLM.from_config(cfg, experts_implementation=experts)
@@ -102,10 +125,15 @@ def build(model_type: str, dtype: torch.dtype = torch.float64, experts: str = "e
 
 def activation_name(model_type: str, cfg: object) -> str:
     """The config field that names the FFN activation (families disagree on its name)."""
-    if model_type in ("gemma2", "gemma3_text", "gemma3", "vaultgemma"):
+    if model_type in ("gemma2", "gemma3_text", "gemma3", "vaultgemma", "gemma4_text", "gemma4_unified_text",
+                      "gemma4", "gemma4_unified", "modernbert-decoder"):
         return cfg.hidden_activation
     if model_type == "falcon":
         return cfg.activation
+    if model_type == "mpt":
+        return "gelu"  # MptMLP: nn.GELU(approximate="none")
+    if model_type in ("lfm2", "lfm3"):
+        return "silu"  # hard-coded in Lfm2MLP
     if model_type == "bloom":
         return "gelu_new"  # BloomGelu: the tanh approximation, hard-coded
     for name in ("activation_function", "hidden_act"):

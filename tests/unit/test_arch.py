@@ -49,7 +49,7 @@ def test_row_resolves_the_true_down_projection(model_type: str) -> None:
     assert model.config.model_type == model_type
     layout = resolve(model)
     cfg = text_config(model.config)
-    width = 4 * D if model_type == "bloom" else F  # BLOOM has no intermediate-size option
+    width = 4 * D if model_type in ("bloom", "mpt") else F  # BLOOM and MPT have no intermediate size
     assert (layout.n_layers, layout.d_ff, layout.d_model, layout.n_neurons) == (L, width, D, L * width)
     assert layout.describe()["n_neurons"] == L * width and layout.experts is None
 
@@ -94,11 +94,13 @@ def test_row_resolves_the_true_down_projection(model_type: str) -> None:
         up_bias = layout.up_projs[layer].bias
         up_bias = None if up_bias is None else up_bias[-width:]
         pre_up = x @ up.T + (up_bias if up_bias is not None else 0)
+        # xIELU (Apertus) has learned parameters, which build() redrew: use the layer's own module.
+        layer_act = mlps[layer].act_fn if model_type.startswith("apertus") else act
         if gate is None:
-            expected_z = act(pre_up)
+            expected_z = layer_act(pre_up)
         else:
             assert gate.shape == (width, D)
-            expected_z = act(x @ gate.T) * pre_up
+            expected_z = layer_act(x @ gate.T) * pre_up
         torch.testing.assert_close(z, expected_z, rtol=tol, atol=tol)
 
     # α by hook equals α by weight edit, and the neurons matter.

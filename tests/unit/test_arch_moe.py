@@ -28,7 +28,8 @@ from hneurons.core.hooks import CETT_EPS, capture_cett, record_cett, scale_down_
 from tests.tiny_archs import D, E, K, L, MODEL_TYPES, assert_alpha_hook_equals_weight_edit, build
 
 MOE = [t for t in MODEL_TYPES if ARCHITECTURES[t].is_moe]
-FIRST_DENSE = {"deepseek_v2", "deepseek_v3", "glm4_moe", "ernie4_5_moe"}  # layer 0 is a dense FFN
+FIRST_DENSE = {"deepseek_v2", "deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "ernie4_5_moe", "exaone_moe",
+               "jamba"}  # layer 0 is a dense FFN
 IDS = torch.tensor([[1, 7, 21, 5, 33, 9, 12, 40, 3, 60]])
 
 
@@ -168,7 +169,8 @@ def _hand_cett(model_type: str, model: nn.Module, layout: Layout, tap: _Tap, den
     return out
 
 
-@pytest.mark.parametrize("model_type", ["qwen2_moe", "gpt_oss", "deepseek_v3", "mixtral"])
+@pytest.mark.parametrize("model_type", ["qwen2_moe", "gpt_oss", "deepseek_v3", "mixtral", "qwen3_next",
+                                        "hunyuan_v1_moe", "jamba"])
 def test_moe_cett_equals_hand_computation(model_type: str) -> None:
     model = build(model_type)
     layout = resolve(model)
