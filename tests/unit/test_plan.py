@@ -198,3 +198,30 @@ def test_packaged_sizes_match_the_loaders() -> None:
     assert BENCHMARKS["qa"][0] == qa.QA_PER_SET_DEFAULT and BENCHMARKS["qa"][2] == len(qa.QA_SETS)
     for name, (_, max_new, _) in BENCHMARKS.items():
         assert tasks.get_benchmark(name).params().max_new_tokens == max_new, name
+
+
+def _write_config(tmp_path: Path, model_type: str, text: dict) -> Path:
+    from transformers import AutoConfig
+
+    AutoConfig.for_model(model_type, text_config=text).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_multimodal_wrapper_whose_text_model_is_a_row(tmp_path: Path) -> None:
+    """config.json says qwen3_5_moe (not a row); AutoModelForCausalLM builds qwen3_5_moe_text (a row)."""
+    from tests.tiny_archs import MOE
+
+    text = dict(MOE, shared_expert_intermediate_size=24, layer_types=["full_attention"] * 2)
+    s = model_spec(str(_write_config(tmp_path, "qwen3_5_moe", text)))
+    assert s.model_type == "qwen3_5_moe_text"
+    assert s.widths == (4 * 16 + 24,) * 2 and s.n_neurons == 176  # 4 experts of 16, shared expert of 24
+
+
+def test_heterogeneous_per_layer_config_gemma4(tmp_path: Path) -> None:
+    """Gemma 4 refuses a global head_dim; the KV estimate sums its layers (sliding: 2 KV heads × 8,
+    full: 2 × 512, K and V, 2 bytes) instead of failing with transformers' exception."""
+    from tests.tiny_archs import GEMMA_ACTS, GQA
+
+    s = model_spec(str(_write_config(tmp_path, "gemma4", dict(GQA, **GEMMA_ACTS, sliding_window=16))))
+    assert s.model_type == "gemma4" and s.n_neurons == 2 * 48
+    assert s.kv_bytes_per_token == 2 * 2 * 8 * 2 + 2 * 2 * 512 * 2

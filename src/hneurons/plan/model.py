@@ -149,23 +149,51 @@ def _experts_params(layout: Any) -> tuple[int, int]:
     return per_expert, layers
 
 
+def _field(cfg: Any, name: str) -> Any:
+    """A config field, or ``None``: heterogeneous configs (Gemma 4) refuse a global per-layer
+    field such as ``head_dim`` with their own exception, which ``getattr``'s default does not catch."""
+    try:
+        return getattr(cfg, name, None)
+    except Exception:  # noqa: BLE001 (AmbiguousGlobalPerLayerAttributeError is no AttributeError)
+        return None
+
+
 def _attention(tcfg: Any) -> tuple[int, int]:
-    """(KV bytes per token in bf16 over all layers, positions) from the language model's config."""
-    heads = int(getattr(tcfg, "num_attention_heads", 0) or 0)
-    kv_heads = int(getattr(tcfg, "num_key_value_heads", None) or heads)
-    head_dim = getattr(tcfg, "head_dim", None) or (int(tcfg.hidden_size) // heads if heads else 0)
-    n_layers = int(getattr(tcfg, "num_hidden_layers", 0) or 0)
-    positions = int(getattr(tcfg, "max_position_embeddings", 0) or 0)
-    return 2 * n_layers * kv_heads * int(head_dim) * 2, positions
+    """(KV bytes per token in bf16 over all layers, positions) from the language model's config.
+
+    Per-layer configs are summed layer by layer where the config has them (Gemma 4's local and
+    global layers differ in head size)."""
+    layers = _field(tcfg, "per_layer_config") or [tcfg] * int(_field(tcfg, "num_hidden_layers") or 0)
+    total = 0
+    for cfg in layers:
+        heads = int(_field(cfg, "num_attention_heads") or _field(tcfg, "num_attention_heads") or 0)
+        kv_heads = int(_field(cfg, "num_key_value_heads") or _field(tcfg, "num_key_value_heads") or heads)
+        head_dim = _field(cfg, "head_dim") or (int(_field(tcfg, "hidden_size") or 0) // heads if heads else 0)
+        total += 2 * kv_heads * int(head_dim) * 2
+    return total, int(_field(tcfg, "max_position_embeddings") or 0)
+
+
+def _check_type(data: dict[str, Any]) -> None:
+    """Refuse an unknown type in one line naming the closest row, before building anything.
+
+    A multimodal wrapper whose text model is a row (config.json ``qwen3_5_moe`` holding a
+    ``qwen3_5_moe_text`` text_config) passes: ``AutoModelForCausalLM`` builds the text model.
+    """
+    from hneurons.core.arch import ARCHITECTURES, arch_for
+
+    text = data.get("text_config")
+    if isinstance(text, dict) and text.get("model_type") in ARCHITECTURES:
+        return
+    arch_for(str(data["model_type"]))
 
 
 def model_spec(model: str, cache: Path | None = None) -> ModelSpec:
     """Read ``model``'s config and lay out its neurons as a run would (refuses unknown model types)."""
-    from hneurons.core.arch import arch_for, resolve, text_config
+    from hneurons.core.arch import resolve, text_config
 
     path = find_config(model, cache)
     data = read_config(path)
-    arch_for(str(data["model_type"]))  # unknown type: one line naming the closest supported row
+    _check_type(data)
     skeleton = _skeleton(data, path)
     layout = resolve(skeleton)
     tcfg = text_config(skeleton.config)
