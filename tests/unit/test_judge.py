@@ -91,6 +91,8 @@ def test_alias_echo_rule_allows_offered_options():
 @pytest.mark.parametrize(("response", "aliases", "correct"), [
     ("A silk moth.", ["Silkmoth"], True),  # spaces dropped or added (7+ letters joined)
     ("Online", ["On Line"], False),  # too short to join safely
+    ("A car battery has around 1.2 volts", ["12 volts"], False),  # a decimal is not glued into 12
+    ("About 12 volts", ["1.2 volts"], False), ("About 12 volts", ["12 Volts"], True),
     ("Thomas More", ["SIR THOMAS MOORE"], True),  # title dropped, one letter off in a 4+ letter word
     ("Thomas Mare", ["Thomas Moore"], False),  # two letters off
     ("Saint Maximilian Kolbe", ["Fr. Maximilian Kolbe"], True),

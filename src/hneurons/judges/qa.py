@@ -103,13 +103,14 @@ def _has_near_run(tokens: Sequence[str], alias: Sequence[str], question: Sequenc
     """A run of ``tokens`` is the alias written differently: spaces dropped or added ("silk moth" /
     "Silkmoth", joined text of 7+ letters), or, for an alias of two or more words, one word of 4+
     letters misspelled by one letter ("Thomas More" / "Thomas Moore"). A run the question already
-    holds does not count ("Diane Keaton" for "Dianne Keaton" when the question names Diane Keaton)."""
+    holds does not count ("Diane Keaton" for "Dianne Keaton" when the question names Diane Keaton).
+    Two numbers are never joined: "1.2 volts" (tokens 1, 2, volts) is not "12 volts"."""
     joined = "".join(alias)
     for k in range(1, 4):
         for i in range(len(tokens) - k + 1):
             w = tokens[i:i + k]
             if ((k != len(alias) or len(alias) == 1) and len(joined) >= 7 and "".join(w) == joined
-                    and not _has_run(question, w)):
+                    and not _joins_digits(w) and not _joins_digits(alias) and not _has_run(question, w)):
                 return True
     if len(alias) < 2:
         return False
@@ -120,6 +121,12 @@ def _has_near_run(tokens: Sequence[str], alias: Sequence[str], question: Sequenc
                 and not _has_run(question, w)):
             return True
     return False
+
+
+def _joins_digits(words: Sequence[str]) -> bool:
+    """Joining ``words`` would glue a digit to a digit ("1" "2" → "12"): a decimal point or a
+    range the normaliser turned into a space, not a word written with a space."""
+    return any(a[-1:].isdigit() and b[:1].isdigit() for a, b in zip(words, words[1:]))
 
 
 def _has_run(tokens: Sequence[str], run: Sequence[str]) -> bool:
