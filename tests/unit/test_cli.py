@@ -24,6 +24,13 @@ def test_archs_lists_the_table() -> None:
     assert "mixture-of-experts" in out.stdout and "mlp.experts.down_proj[e]" in out.stdout
 
 
+def test_python_dash_m_hneurons_is_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "hneurons", "archs"], capture_output=True, text=True, timeout=300,
+                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "COLUMNS": "200",
+                              "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    assert out.returncode == 0 and "gemma4" in out.stdout and "qwen3_next" in out.stdout
+
+
 @pytest.mark.parametrize("command", ["run", "responses", "features", "probe", "detect", "intervene", "origin",
                                      "report", "info", "archs", "score", "generate", "serve", "judge"])
 def test_every_command_has_help(command: str) -> None:
