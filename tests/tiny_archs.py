@@ -46,6 +46,7 @@ CONFIGS: dict[str, dict] = {
     "modernbert-decoder": dict(GQA, hidden_activation="gelu"),
     "gemma4_text": dict(GQA, **GEMMA_ACTS, sliding_window=16),
     "gemma4_unified_text": dict(GQA, **GEMMA_ACTS, sliding_window=16),
+    "opt": dict(COMMON, ffn_dim=F, word_embed_proj_dim=D),
     "mpt": dict(vocab_size=V, d_model=D, n_layers=L, n_heads=4, max_seq_len=64),  # d_ff = 4·d_model
     "qwen3_5_text": dict(GQA, layer_types=["full_attention"] * L),
     "mistral": dict(GQA, sliding_window=16),

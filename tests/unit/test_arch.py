@@ -25,7 +25,7 @@ from transformers.activations import ACT2FN
 
 from hneurons.core.arch import ARCHITECTURES, arch_for, resolve, supported_architectures, text_config
 from hneurons.errors import UnsupportedArchitecture
-from hneurons.core.hooks import CETT_EPS, capture_cett, down_output
+from hneurons.core.hooks import CETT_EPS, capture_cett, down_output, record_cett
 from tests.tiny_archs import D, F, L, MODEL_TYPES, V, activation_name, assert_alpha_hook_equals_weight_edit, build
 
 DENSE = [t for t in MODEL_TYPES if not ARCHITECTURES[t].is_moe]
@@ -75,6 +75,8 @@ def test_row_resolves_the_true_down_projection(model_type: str) -> None:
     for h in handles:
         h.remove()
 
+    if ARCHITECTURES[model_type].flat_tokens:  # OPT's FFN sees [batch·seq, d]: one sequence here
+        captured = {k: v.view(1, *v.shape) for k, v in captured.items()}
     act = ACT2FN[activation_name(model_type, cfg)]
     tol = 1e-7 if model_type == "bloom" else 1e-9  # BloomGelu rounds √(2/π) to 8 digits
     for layer in range(L):
@@ -109,7 +111,7 @@ def test_row_resolves_the_true_down_projection(model_type: str) -> None:
     assert_alpha_hook_equals_weight_edit(layout, neurons, lambda: _logits(model), base)
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "phi", "gpt_neox", "bloom"])
+@pytest.mark.parametrize("model_type", ["gpt2", "phi", "gpt_neox", "bloom", "opt"])
 def test_cett_of_biased_ffn_excludes_the_bias(model_type: str) -> None:
     """h in CETT is W_down·z (the paper, arXiv 2512.01797, §6.1.2 Eqs. 1–3): per-token CETT from capture_cett equals the hand value
     without the bias, so Σ_j CETT ≥ 1 holds (triangle inequality), which fails with the bias in."""
@@ -126,11 +128,40 @@ def test_cett_of_biased_ffn_excludes_the_bias(model_type: str) -> None:
     for h in handles:
         h.remove()
     for layer in range(L):
-        z = captured[layer][0]
+        z = captured[layer].reshape(1, t, -1)[0]  # OPT hands its FFN [seq, d_ff]
         w = layout.down_weight(layer)
         hand = z.abs() * w.norm(dim=0) / ((z @ w.T).norm(dim=-1, keepdim=True) + CETT_EPS)
         torch.testing.assert_close(feats[0, layer].double(), hand, rtol=1e-5, atol=1e-7)
         assert (feats[0, layer].sum(-1) >= 1 - 1e-5).all()
+
+
+def test_flat_token_row_keeps_rows_and_positions_apart() -> None:
+    """OPT hands its FFN [batch·seq, d_ff]; per (row, token) CETT from capture_cett and record_cett
+    must be the hand value of that row and token, so two rows of a batch never mix."""
+    model = build("opt")
+    layout = resolve(model)
+    ids = torch.tensor([[1, 7, 21, 5, 33, 9], [4, 8, 15, 16, 23, 42]])
+    b, t = ids.shape
+    neurons = [0, 5, F + 3, F + 40]
+    captured: dict[int, torch.Tensor] = {}
+    handles = [layout.down_projs[i].register_forward_hook(lambda mod, args, out, i=i: captured.__setitem__(i, args[0]))
+               for i in range(L)]
+    with torch.no_grad(), capture_cett(layout, torch.eye(t)[None].repeat(b, 1, 1)) as feats, \
+            record_cett(layout, neurons) as records:
+        model(input_ids=ids)
+    for h in handles:
+        h.remove()
+    hand = []
+    for layer in range(L):
+        assert captured[layer].shape == (b * t, F)  # the row really flattens
+        z = captured[layer].reshape(b, t, F)
+        w = layout.down_weight(layer)
+        hand.append(z.abs() * w.norm(dim=0) / ((z @ w.T).norm(dim=-1, keepdim=True) + CETT_EPS))
+        torch.testing.assert_close(feats[:, layer].double(), hand[layer], rtol=1e-5, atol=1e-7)
+    assert len(records) == 1 and records[0].shape == (b, t, len(neurons))
+    for c, flat in enumerate(neurons):
+        layer, j = divmod(flat, F)
+        torch.testing.assert_close(records[0][..., c].double(), hand[layer][..., j], rtol=1e-5, atol=1e-7)
 
 
 def test_gemma3_multimodal_never_picks_the_vision_tower() -> None:

@@ -37,6 +37,8 @@ class Arch:
         shared_scale: path to the one-output linear whose sigmoid scales the shared expert (Qwen2-MoE).
         expert_format: ``"gate_up"`` (gate half first, ``act_fn(gate) * up``) or ``"gpt_oss"``
             (transposed [E, H, 2I], interleaved gate/up, biases, clamped GLU with ``alpha``/``limit``).
+        flat_tokens: the decoder layer flattens [batch, seq] into one token axis before its FFN
+            (OPT), so the down-projection sees [batch·seq, d_ff]; the hooks restore the batch axis.
     """
 
     layers: tuple[str, ...]
@@ -50,6 +52,7 @@ class Arch:
     shared: str | None = None
     shared_scale: str | None = None
     expert_format: Literal["gate_up", "gpt_oss"] = "gate_up"
+    flat_tokens: bool = False
 
     @property
     def is_moe(self) -> bool:
@@ -100,6 +103,7 @@ ARCHITECTURES: dict[str, Arch] = {
     "jais2": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
     "apertus": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
     "apertus1p5_text": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
+    "opt": Arch(("model.decoder.layers",), down_proj="fc2", up_proj="fc1", d_ff_attr="ffn_dim", flat_tokens=True),
     "mpt": Arch(("transformer.blocks",), down_proj="ffn.down_proj", up_proj="ffn.up_proj", d_ff_attr=None),
     "nanochat": Arch(_DECODER, down_proj="mlp.fc2", up_proj="mlp.fc1"),
     "phi": Arch(_DECODER, down_proj="mlp.fc2", up_proj="mlp.fc1"),

@@ -163,6 +163,8 @@ class Layout:
     up_projs: list[nn.Module | None]
     gate_projs: list[nn.Module | None] | None
     experts: list[Experts | None] | None = None
+    layers: list[nn.Module] | None = None
+    """The decoder layers themselves (hooks of :attr:`Arch.flat_tokens` rows read the batch shape there)."""
 
     @property
     def n_neurons(self) -> int:
@@ -312,7 +314,7 @@ def resolve(model: nn.Module) -> Layout:
                 d_model = ex.down(0).shape[0]
     d_ff = max(widths)
     _check_d_ff(arch, model_type, tcfg, d_ff)
-    return Layout(model_type, arch, n_layers, int(d_ff), int(d_model), down, up, gate, experts)
+    return Layout(model_type, arch, n_layers, int(d_ff), int(d_model), down, up, gate, experts, list(layers))
 
 
 def _decoder_layers(model: nn.Module, arch: Arch, model_type: str, tcfg: object) -> nn.ModuleList | list:

@@ -175,6 +175,8 @@ def _dense_capture(module: nn.Module, layer: int, wnorm: torch.Tensor, weights: 
     def hook(mod: nn.Module, args: tuple, output: torch.Tensor) -> None:
         z = args[0]
         h = down_output(mod, output)
+        if z.dim() == 2:  # a flat_tokens row (OPT): [B·T, d] back to [B, T, d]
+            z, h = z.view(weights.shape[0], -1, z.shape[-1]), h.view(weights.shape[0], -1, h.shape[-1])
         inv = 1.0 / (h.float().norm(dim=-1) + eps)  # [B, T]
         w = weights * inv.unsqueeze(1)  # [B, R, T]
         buf = scratch.get(z.device)
@@ -201,6 +203,7 @@ def record_cett(layout: Layout, neurons: Iterable[int] | np.ndarray, eps: float 
     records: list[torch.Tensor] = []
     step: dict[str, torch.Tensor | None] = {"buf": None}
     last_layer = max(grouped) if grouped else -1
+    shapes: dict[int, tuple[int, int]] = {}  # flat_tokens rows: each layer's [batch, seq]
     handles = []
 
     def emit(layer: int, vals: torch.Tensor, cols: torch.Tensor) -> None:
@@ -230,12 +233,28 @@ def record_cett(layout: Layout, neurons: Iterable[int] | np.ndarray, eps: float 
                  index: torch.Tensor = index, wnorm: torch.Tensor = wnorm, cols: torch.Tensor = cols) -> None:
             z = args[0]
             h = down_output(mod, output)
+            if z.dim() == 2 and layer in shapes:  # a flat_tokens row (OPT): restore [B, T]
+                z, h = z.view(*shapes[layer], z.shape[-1]), h.view(*shapes[layer], h.shape[-1])
             emit(layer, z.index_select(-1, index).float().abs() * wnorm / (h.float().norm(dim=-1, keepdim=True) + eps),
                  cols)
 
         handles.append(module.register_forward_hook(hook))
+        if layout.arch.flat_tokens and layout.layers is not None:
+            handles.append(_batch_shape_hook(layout.layers[layer], layer, shapes))
     with _hooks(handles):
         yield records
+
+
+def _batch_shape_hook(layer_module: nn.Module, layer: int,
+                      shapes: dict[int, tuple[int, int]]) -> torch.utils.hooks.RemovableHandle:
+    """Record the [batch, seq] of a decoder layer's input, which its FFN sees flattened (OPT)."""
+
+    def pre_hook(mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        if isinstance(hidden, torch.Tensor) and hidden.dim() == 3:
+            shapes[layer] = (int(hidden.shape[0]), int(hidden.shape[1]))
+
+    return layer_module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
 
 @contextmanager
