@@ -8,8 +8,8 @@ Presets:
 
 * ``paper`` — the paper's sizes and settings (the paper, arXiv 2512.01797, §6): 10,000 questions, K = 10 at T = 1.0,
   all 10 samples must agree, 1,000 + 1,000 training questions. Needs a GPU and hours.
-* ``default`` — the README's main job on the embedded 135M model on 2 CPU cores (23.5 min on a quiet
-  machine at 1239b40; docs/RESULTS.md).
+* ``default`` — the README's main job on the embedded 135M model on 2 CPU cores (19.8 min on a quiet
+  machine at 53ca601; docs/RESULTS.md).
   The model answers only ~7 % of TriviaQA correctly and almost never 10/10 at T = 1, so this
   preset screens with a greedy pass and checks consistency with K = 5 samples at T = 0.5
   (see README "Default preset" for the measured effect). Everything else follows the paper.
