@@ -445,3 +445,13 @@ def test_formatters_take_anything_a_json_file_holds() -> None:
     assert fmt.seconds(90) == "90.0 s" and fmt.seconds(600) == "10.0 min" and fmt.seconds(9000) == "2.50 h"
     assert fmt.neuron({"layer": 3, "neuron": 17}) == "L3.N17" and fmt.neuron({"layer": 3, "neuron": 2, "expert": 5}) \
         == "L3.E5.N2" and fmt.neuron({"layer": 3, "neuron": 2, "name": "L3.shared.N2"}) == "L3.shared.N2"
+
+
+def test_auroc_axis_reaches_every_bar() -> None:
+    """A bar under the axis would vanish (NonExist's residual probe read 0.286 at 53ca601)."""
+    from hneurons.report.figures import auroc_axis_floor
+
+    assert auroc_axis_floor([0.755, 0.6, 0.5]) == 0.3
+    assert auroc_axis_floor([0.8, 0.286, float("nan")]) == 0.2
+    assert auroc_axis_floor([0.41 - 0.15, 0.9]) == 0.2
+    assert auroc_axis_floor([0.04]) == 0.0 and auroc_axis_floor([]) == 0.3

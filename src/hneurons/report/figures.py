@@ -152,6 +152,7 @@ def detection_bars(sets: Mapping[str, Mapping[str, Any]], methods: Sequence[str]
     fig = _fig(max(6.0, 1.9 * len(names) + 2.2), 3.2)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(methods))
+    floor: list[float] = []
     for i, m in enumerate(methods):
         vals, lo, hi = [], [], []
         for s in names:
@@ -164,13 +165,22 @@ def detection_bars(sets: Mapping[str, Mapping[str, Any]], methods: Sequence[str]
         xs = np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width
         ax.bar(xs, vals, width, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], capsize=2, label=m,
                color=_method_color(m, methods), error_kw={"elinewidth": 0.8})
+        floor.extend(np.subtract(vals, lo))
     ax.axhline(0.5, color="black", lw=0.6, ls=":")
     ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels(names)
-    ax.set_ylim(0.3, 1.0)
+    ax.set_ylim(auroc_axis_floor(floor), 1.0)
     ax.set_ylabel("AUROC" if metric == "auroc" else "accuracy")
     ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return _png(fig)
+
+
+def auroc_axis_floor(values: Sequence[float]) -> float:
+    """The AUROC axis starts at 0.3, or lower (in steps of 0.1) when a bar or interval reaches below:
+    a value under the axis would draw no bar at all, and an AUROC under 0.5 is a finding to show."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    low = min(finite, default=0.3)
+    return 0.3 if low >= 0.3 else max(0.0, math.floor(low * 10) / 10)
 
 
 def risk_coverage(methods: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> str:
@@ -297,7 +307,7 @@ def transfer_bars(transfer: Mapping[str, Mapping[str, Any]]) -> str:
     ax.axhline(0.5, color="black", lw=0.6, ls=":")
     ax.set_xticks(xs)
     ax.set_xticklabels(names)
-    ax.set_ylim(0.3, 1.0)
+    ax.set_ylim(auroc_axis_floor([*(v - yerr[0]), *inst, *rnd]), 1.0)
     ax.set_ylabel("AUROC")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return _png(fig)
