@@ -213,6 +213,17 @@ def test_unsupported_type_names_the_closest_row(model_type: str, closest: str) -
     assert [name for name, _ in supported_architectures()] == sorted(ARCHITECTURES)
 
 
+@pytest.mark.parametrize(("model_type", "why"), [("llama4_text", "experts' input"), ("bitnet", "normalisation"),
+                                                 ("gemma3n_text", "sparsifies")])
+def test_known_unsupported_family_says_why_not_a_sibling(model_type: str, why: str) -> None:
+    """Llama-4 must not be pointed at the llama row: the refusal names the family's reason."""
+    with pytest.raises(UnsupportedArchitecture) as exc:
+        arch_for(model_type)
+    msg = str(exc.value)
+    assert "\n" not in msg and why in msg and "closest supported" not in msg
+    assert model_type not in ARCHITECTURES
+
+
 def test_row_that_does_not_match_the_model_is_rejected() -> None:
     model = build("gpt2")
     model.config.model_type = "llama"  # llama's paths do not exist in a GPT-2 module tree

@@ -158,8 +158,25 @@ def text_config(config: object) -> object:
     return sub if sub is not None and hasattr(sub, "num_hidden_layers") else config
 
 
+# Families whose FFN the table cannot describe, and why: their refusal says so instead of pointing
+# at a sibling row ("llama" for llama4) that would not fit.
+KNOWN_UNSUPPORTED: dict[str, str] = {
+    **dict.fromkeys(("llama4", "llama4_text"), "its router weights scale the experts' input and every expert "
+                    "runs on every token, so a neuron's contribution is not g·z·W_down"),
+    "bitnet": "a normalisation sits between the activation and the down-projection, and its weights are "
+              "packed ternary values, so ‖W_down[:, j]‖ is not read from the module",
+    **dict.fromkeys(("gemma3n", "gemma3n_text"), "its FFN sparsifies activations per layer and adds "
+                    "per-layer input embeddings, which the CETT definition here does not cover"),
+}
+
+
 def arch_for(model_type: str) -> Arch:
     """Look up a table row, or name the closest supported one (a typo or a sibling family)."""
+    if model_type in KNOWN_UNSUPPORTED:
+        raise UnsupportedArchitecture(
+            f"model_type {model_type!r} is not supported: {KNOWN_UNSUPPORTED[model_type]} "
+            "(docs/MODELS.md lists what is; `hneurons archs` shows the table)."
+        )
     try:
         return ARCHITECTURES[model_type]
     except KeyError:
