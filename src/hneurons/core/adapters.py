@@ -81,28 +81,21 @@ ARCHITECTURES: dict[str, Arch] = {
              "hunyuan_v1_dense", "ernie4_5", "diffllama", "vaultgemma", "cwm", "hyperclovax",
              "exaone", "iquestcoder", "minicpm3", "olmo_hybrid", "youtu", "flint", "doge", "gemma4_text",
              "gemma4_unified_text"),
-    "gemma3": Arch(_GEMMA3_MM, **_GATED),
-    "gemma4": Arch(_GEMMA3_MM, **_GATED),
-    "gemma4_unified": Arch(_GEMMA3_MM, **_GATED),
+    **{t: Arch(_GEMMA3_MM, **_GATED) for t in ("gemma3", "gemma4", "gemma4_unified")},
     # Hybrid (Mamba / short-convolution) decoders keep a gated FFN under another name.
     "falcon_h1": Arch(_DECODER, down_proj="feed_forward.down_proj", up_proj="feed_forward.up_proj",
                       gate_proj="feed_forward.gate_proj"),
     # LFM2 shrinks intermediate_size by a multiplier when block_auto_adjust_ff_dim is set: no check.
-    "lfm2": Arch(_DECODER, down_proj="feed_forward.w2", up_proj="feed_forward.w3", gate_proj="feed_forward.w1",
-                 d_ff_attr=None),
-    "lfm3": Arch(_DECODER, down_proj="feed_forward.w2", up_proj="feed_forward.w3", gate_proj="feed_forward.w1",
-                 d_ff_attr=None),
+    **{t: Arch(_DECODER, down_proj="feed_forward.w2", up_proj="feed_forward.w3", gate_proj="feed_forward.w1",
+               d_ff_attr=None) for t in ("lfm2", "lfm3")},
     # Phi-3 / GLM fuse gate and up into one linear ([2·d_ff, d]); its first half is the gate.
     "phi3": Arch(_DECODER, **_FUSED),
     "glm": Arch(_DECODER, **_FUSED),
     "glm4": Arch(_DECODER, **_FUSED),
     "modernbert-decoder": Arch(_DECODER, down_proj="mlp.Wo", up_proj="mlp.Wi"),
     # Ungated two-layer FFNs.
-    "nemotron": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
-    "arcee": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
-    "jais2": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
-    "apertus": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
-    "apertus1p5_text": Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj"),
+    **{t: Arch(_DECODER, down_proj="mlp.down_proj", up_proj="mlp.up_proj")
+       for t in ("nemotron", "arcee", "jais2", "apertus", "apertus1p5_text")},
     "opt": Arch(("model.decoder.layers",), down_proj="fc2", up_proj="fc1", d_ff_attr="ffn_dim", flat_tokens=True),
     "mpt": Arch(("transformer.blocks",), down_proj="ffn.down_proj", up_proj="ffn.up_proj", d_ff_attr=None),
     "nanochat": Arch(_DECODER, down_proj="mlp.fc2", up_proj="mlp.fc1"),
@@ -130,12 +123,10 @@ ARCHITECTURES: dict[str, Arch] = {
     "deepseek_v3": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
     "glm4_moe": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
     "ernie4_5_moe": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
-    "qwen3_next": Arch(_DECODER, **_MOE, shared="mlp.shared_expert", shared_scale="mlp.shared_expert_gate"),
-    "qwen3_5_moe_text": Arch(_DECODER, **_MOE, shared="mlp.shared_expert", shared_scale="mlp.shared_expert_gate"),
-    "deepseek_v32": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
-    "glm4_moe_lite": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
-    "exaone_moe": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
-    "solar_open": Arch(_DECODER, **_MOE, shared="mlp.shared_experts"),
+    **{t: Arch(_DECODER, **_MOE, shared="mlp.shared_expert", shared_scale="mlp.shared_expert_gate")
+       for t in ("qwen3_next", "qwen3_5_moe_text")},
+    **{t: Arch(_DECODER, **_MOE, shared="mlp.shared_experts")
+       for t in ("deepseek_v32", "glm4_moe_lite", "exaone_moe", "solar_open")},
     "hunyuan_v1_moe": Arch(_DECODER, **_MOE, shared="mlp.shared_mlp"),
     "minimax_m2": Arch(_DECODER, **_MOE),
     "cohere2_moe": Arch(_DECODER, **_MOE),
@@ -171,7 +162,8 @@ KNOWN_UNSUPPORTED: dict[str, str] = {
 
 
 def arch_for(model_type: str) -> Arch:
-    """Look up a table row, or name the closest supported one (a typo or a sibling family)."""
+    """Look up a table row; refuse a :data:`KNOWN_UNSUPPORTED` family with its reason, any other
+    unknown type by naming the closest supported row (a typo or a sibling family)."""
     if model_type in KNOWN_UNSUPPORTED:
         raise UnsupportedArchitecture(
             f"model_type {model_type!r} is not supported: {KNOWN_UNSUPPORTED[model_type]} "

@@ -106,11 +106,12 @@ def _has_near_run(tokens: Sequence[str], alias: Sequence[str], question: Sequenc
     holds does not count ("Diane Keaton" for "Dianne Keaton" when the question names Diane Keaton).
     Two numbers are never joined: "1.2 volts" (tokens 1, 2, volts) is not "12 volts"."""
     joined = "".join(alias)
+    joinable = len(joined) >= 7 and not _joins_digits(alias)
     for k in range(1, 4):
         for i in range(len(tokens) - k + 1):
             w = tokens[i:i + k]
-            if ((k != len(alias) or len(alias) == 1) and len(joined) >= 7 and "".join(w) == joined
-                    and not _joins_digits(w) and not _joins_digits(alias) and not _has_run(question, w)):
+            if ((k != len(alias) or len(alias) == 1) and joinable and "".join(w) == joined
+                    and not _joins_digits(w) and not _has_run(question, w)):
                 return True
     if len(alias) < 2:
         return False
