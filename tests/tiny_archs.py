@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, Gemma3Config, Gemma3ForConditionalGeneration
+from transformers import (AutoConfig, AutoModelForCausalLM, Gemma3Config, Gemma3ForConditionalGeneration, Llama4Config,
+                          Llama4ForConditionalGeneration)
 
 from hneurons.core.arch import Layout
 from hneurons.core.hooks import scale_down_weights, scale_neurons
@@ -87,6 +88,9 @@ CONFIGS: dict[str, dict] = {
     "minimax_m2": MOE,
     "cohere2_moe": MOE,
     "jamba": dict(MOE, expert_layer_period=2, expert_layer_offset=1, attn_layer_period=1, attn_layer_offset=0),
+    # Llama 4: experts every other layer (layer 1), dense layers intermediate_size_mlp wide
+    "llama4_text": dict(MOE, intermediate_size=I, intermediate_size_mlp=F, interleave_moe_layer_step=2,
+                        moe_layers=None, attention_chunk_size=64),
 }
 
 
@@ -98,7 +102,15 @@ def _gemma3_multimodal() -> nn.Module:
     return Gemma3ForConditionalGeneration(cfg)
 
 
-MULTIMODAL = ("gemma3", "gemma4", "gemma4_unified")
+def _llama4_multimodal() -> nn.Module:
+    """Llama 4 as released: the text model inside the image-text wrapper (AutoModelForCausalLM
+    would build the text model alone)."""
+    vision = dict(hidden_size=16, intermediate_size=F, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14, vision_output_dim=16, projector_input_dim=16, projector_output_dim=16)
+    return Llama4ForConditionalGeneration(Llama4Config(text_config=CONFIGS["llama4_text"], vision_config=vision))
+
+
+MULTIMODAL = ("gemma3", "gemma4", "gemma4_unified", "llama4")
 MODEL_TYPES = sorted([*CONFIGS, *MULTIMODAL])
 
 
@@ -111,6 +123,8 @@ def build(model_type: str, dtype: torch.dtype = torch.float64, experts: str = "e
     torch.manual_seed(0)
     if model_type == "gemma3":
         model = _gemma3_multimodal()
+    elif model_type == "llama4":
+        model = _llama4_multimodal()
     elif model_type in MULTIMODAL:  # the text decoder inside a conditional-generation wrapper
         cfg = AutoConfig.for_model(model_type, text_config=CONFIGS[f"{model_type}_text"])
         model = AutoModelForCausalLM.from_config(cfg)

@@ -213,10 +213,10 @@ def test_unsupported_type_names_the_closest_row(model_type: str, closest: str) -
     assert [name for name, _ in supported_architectures()] == sorted(ARCHITECTURES)
 
 
-@pytest.mark.parametrize(("model_type", "why"), [("llama4_text", "experts' input"), ("bitnet", "normalisation"),
-                                                 ("gemma3n_text", "sparsifies")])
+@pytest.mark.parametrize(("model_type", "why"), [("bitnet", "normalisation"), ("gemma3n_text", "sparsifies"),
+                                                 ("gemma3n", "sparsifies")])
 def test_known_unsupported_family_says_why_not_a_sibling(model_type: str, why: str) -> None:
-    """Llama-4 must not be pointed at the llama row: the refusal names the family's reason."""
+    """BitNet must not be pointed at the llama row: the refusal names the family's reason."""
     with pytest.raises(UnsupportedArchitecture) as exc:
         arch_for(model_type)
     msg = str(exc.value)

@@ -27,7 +27,9 @@ from hneurons.errors import ConfigError, UnsupportedArchitecture
 from hneurons.core.hooks import CETT_EPS, capture_cett, record_cett, scale_down_weights, scale_neurons
 from tests.tiny_archs import D, E, K, L, MODEL_TYPES, assert_alpha_hook_equals_weight_edit, build
 
-MOE = [t for t in MODEL_TYPES if ARCHITECTURES[t].is_moe]
+# Gated routing only: Llama 4's input-weighted experts have their own hand computation
+# (tests/unit/test_arch_llama4.py).
+MOE = [t for t in MODEL_TYPES if ARCHITECTURES[t].is_moe and ARCHITECTURES[t].router is None]
 FIRST_DENSE = {"deepseek_v2", "deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "ernie4_5_moe", "exaone_moe",
                "jamba"}  # layer 0 is a dense FFN
 IDS = torch.tensor([[1, 7, 21, 5, 33, 9, 12, 40, 3, 60]])
@@ -259,7 +261,7 @@ def test_neuron_names_cover_experts_shared_dense_and_padding() -> None:
     assert (info["n_experts"], info["expert_width"], info["moe_layers"]) == (E, ds.experts_of(1).width, 1)
 
 
-@pytest.mark.parametrize("model_type", ["qwen2_moe", "gpt_oss", "deepseek_v3"])
+@pytest.mark.parametrize("model_type", ["qwen2_moe", "gpt_oss", "deepseek_v3", "llama4_text"])
 def test_drift_is_per_expert_neuron(model_type: str) -> None:
     from hneurons.origin.drift import neuron_drift
 

@@ -253,8 +253,8 @@ def archs() -> None:
             shared = f" + shared {a.shared}" if a.shared else ""
             table.add_row(key, " | ".join(a.layers), escape(f"{a.experts}.down_proj[e]{shared}"),
                           escape(f"{a.experts}.gate_up_proj[e]"),
-                          "(fused, gate half)" if a.expert_format == "gate_up" else "(fused, interleaved)",
-                          f"MoE, {a.expert_format}")
+                          "(fused, interleaved)" if a.expert_format == "gpt_oss" else "(fused, gate half)",
+                          f"MoE, {a.expert_format}" + (", input-weighted" if a.router else ""))
         else:
             table.add_row(key, " | ".join(a.layers), a.down_proj, a.up_proj, a.gate_proj or "-", a.weight_layout)
     Console().print(table)

@@ -35,8 +35,12 @@ class Arch:
         moe_block: MoE rows: path to the whole MoE block, whose output is CETT's h.
         shared: path to the shared-expert MLP (``gate_proj``/``up_proj``/``down_proj``), if any.
         shared_scale: path to the one-output linear whose sigmoid scales the shared expert (Qwen2-MoE).
-        expert_format: ``"gate_up"`` (gate half first, ``act_fn(gate) * up``) or ``"gpt_oss"``
-            (transposed [E, H, 2I], interleaved gate/up, biases, clamped GLU with ``alpha``/``limit``).
+        expert_format: ``"gate_up"`` (gate half first, ``act_fn(gate) * up``), ``"gpt_oss"``
+            (transposed [E, H, 2I], interleaved gate/up, biases, clamped GLU with ``alpha``/``limit``)
+            or ``"llama4"`` (transposed [E, H, 2I] with the gate half first, ``down_proj`` [E, I, H]).
+        router: input-weighted MoE rows (Llama 4): path to the router, whose scores scale each
+            expert's *input*; the experts module then gets [E·N, d_model] (every expert, every token,
+            unrouted rows zero) and no routing arguments, so the hooks read the routes here.
         flat_tokens: the decoder layer flattens [batch, seq] into one token axis before its FFN
             (OPT), so the down-projection sees [batch·seq, d_ff]; the hooks restore the batch axis.
     """
@@ -51,7 +55,8 @@ class Arch:
     moe_block: str | None = None
     shared: str | None = None
     shared_scale: str | None = None
-    expert_format: Literal["gate_up", "gpt_oss"] = "gate_up"
+    expert_format: Literal["gate_up", "gpt_oss", "llama4"] = "gate_up"
+    router: str | None = None
     flat_tokens: bool = False
 
     @property
@@ -64,8 +69,8 @@ _GATED = dict(down_proj="mlp.down_proj", up_proj="mlp.up_proj", gate_proj="mlp.g
 _FUSED = dict(down_proj="mlp.down_proj", up_proj="mlp.gate_up_proj")  # gate half first ([2·d_ff, d])
 _DECODER = ("model.layers",)
 _GPT = ("transformer.h",)
-# Gemma 3 multimodal checkpoints wrap the text model; the path differs across transformers versions.
-_GEMMA3_MM = ("model.language_model.layers", "language_model.model.layers", "model.layers")
+# Multimodal checkpoints (Gemma 3/4, Llama 4) wrap the text model; the path differs across transformers versions.
+_WRAPPED = ("model.language_model.layers", "language_model.model.layers", "model.layers")
 _MOE = dict(_GATED, experts="mlp.experts", moe_block="mlp", d_ff_attr=None)
 
 
@@ -81,7 +86,7 @@ ARCHITECTURES: dict[str, Arch] = {
              "hunyuan_v1_dense", "ernie4_5", "diffllama", "vaultgemma", "cwm", "hyperclovax",
              "exaone", "iquestcoder", "minicpm3", "olmo_hybrid", "youtu", "flint", "doge", "gemma4_text",
              "gemma4_unified_text"),
-    **{t: Arch(_GEMMA3_MM, **_GATED) for t in ("gemma3", "gemma4", "gemma4_unified")},
+    **{t: Arch(_WRAPPED, **_GATED) for t in ("gemma3", "gemma4", "gemma4_unified")},
     # Hybrid (Mamba / short-convolution) decoders keep a gated FFN under another name.
     "falcon_h1": Arch(_DECODER, down_proj="feed_forward.down_proj", up_proj="feed_forward.up_proj",
                       gate_proj="feed_forward.gate_proj"),
@@ -135,6 +140,11 @@ ARCHITECTURES: dict[str, Arch] = {
                   d_ff_attr=None),
     "granitemoe": Arch(_DECODER, **dict(_MOE, experts="block_sparse_moe.experts", moe_block="block_sparse_moe")),
     "gpt_oss": Arch(_DECODER, **_MOE, expert_format="gpt_oss"),
+    **{t: Arch(layers, down_proj="feed_forward.down_proj", up_proj="feed_forward.up_proj",
+               gate_proj="feed_forward.gate_proj", experts="feed_forward.experts", moe_block="feed_forward",
+               shared="feed_forward.shared_expert", router="feed_forward.router", expert_format="llama4",
+               d_ff_attr=None)
+       for t, layers in (("llama4_text", _DECODER), ("llama4", _WRAPPED))},
 }
 
 
@@ -150,10 +160,8 @@ def text_config(config: object) -> object:
 
 
 # Families whose FFN the table cannot describe, and why: their refusal says so instead of pointing
-# at a sibling row ("llama" for llama4) that would not fit.
+# at a sibling row ("llama" for bitnet) that would not fit.
 KNOWN_UNSUPPORTED: dict[str, str] = {
-    **dict.fromkeys(("llama4", "llama4_text"), "its router weights scale the experts' input and every expert "
-                    "runs on every token, so a neuron's contribution is not g·z·W_down"),
     "bitnet": "a normalisation sits between the activation and the down-projection, and its weights are "
               "packed ternary values, so ‖W_down[:, j]‖ is not read from the module",
     **dict.fromkeys(("gemma3n", "gemma3n_text"), "its FFN sparsifies activations per layer and adds "

@@ -76,11 +76,13 @@ class Experts:
 
     block: nn.Module
     module: nn.Module
-    fmt: Literal["gate_up", "gpt_oss"]
+    fmt: Literal["gate_up", "gpt_oss", "llama4"]
     n_experts: int
     width: int
     shared: nn.Module | None = None
     shared_scale: nn.Module | None = None
+    router: nn.Module | None = None
+    """Set for input-weighted experts (Llama 4): the router whose scores scale each expert's input."""
 
     @property
     def n_routed(self) -> int:
@@ -100,7 +102,7 @@ class Experts:
     def down(self, e: int) -> torch.Tensor:
         """W_down of expert e as a [d_model, width] view (column j belongs to neuron j)."""
         w = self.module.down_proj[e]
-        return w.t() if self.fmt == "gpt_oss" else w
+        return w if self.fmt == "gate_up" else w.t()
 
     def down_bias(self) -> torch.Tensor | None:
         """Per-expert output biases [E, d_model] (gpt-oss), excluded from h like dense biases."""
@@ -109,6 +111,9 @@ class Experts:
     def _half(self, e: int, which: int) -> torch.Tensor:
         if self.fmt == "gpt_oss":  # [H, 2I], gate/up interleaved in columns
             return self.module.gate_up_proj[e][:, which::2].t()
+        if self.fmt == "llama4":  # [H, 2I], gate half first in columns
+            w = self.module.gate_up_proj[e]
+            return (w[:, : self.width] if which == 0 else w[:, self.width:]).t()
         w = self.module.gate_up_proj[e]  # [2I, H], gate half first
         return w[: self.width] if which == 0 else w[self.width:]
 
@@ -279,8 +284,12 @@ def _experts(layer: nn.Module, arch: Arch, where: str) -> Experts | None:
         )
     shared = _get(layer, arch.shared) if arch.shared else None
     scale = _get(layer, arch.shared_scale) if arch.shared_scale else None
-    width = down.shape[1] if arch.expert_format == "gpt_oss" else down.shape[2]
-    return Experts(block, module, arch.expert_format, int(down.shape[0]), int(width), shared, scale)
+    router = _get(layer, arch.router) if arch.router else None
+    if arch.router and router is None:
+        raise UnsupportedArchitecture(f"{where}: no router at {arch.router!r}; fix its row in "
+                                      "hneurons.core.arch.ARCHITECTURES.")
+    width = down.shape[2] if arch.expert_format == "gate_up" else down.shape[1]
+    return Experts(block, module, arch.expert_format, int(down.shape[0]), int(width), shared, scale, router)
 
 
 def resolve(model: nn.Module) -> Layout:

@@ -283,8 +283,7 @@ def scale_neurons(
         if ex is None:
             handles += [_scale_inputs(layout.down_projs[layer], idx, factor)] if idx else []
             continue
-        routed = moe_scale_routed(ex, idx, factor)  # the fused experts: no module per expert to hook
-        handles += [routed] if routed is not None else []
+        handles += moe_scale_routed(ex, idx, factor)  # the fused experts: no module per expert to hook
         shared = [(j - ex.n_routed, f) for j, f in zip(idx, factor) if j >= ex.n_routed]
         if shared:  # a shared expert is a dense FFN: scale the input of its down-projection
             handles.append(_scale_inputs(ex.shared.down_proj, [j for j, _ in shared], [f for _, f in shared]))

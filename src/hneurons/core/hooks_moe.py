@@ -3,8 +3,9 @@
 An MoE layer's neurons are (expert, j). The fused 3-D expert weights have no per-expert module to
 hook, so the experts module is hooked and each routed expert's z is recomputed for the tokens
 routed to it (:meth:`~hneurons.core.arch.Experts.activations`); CETT includes the router weight g
-(the expert's output enters h multiplied by it) and uses the whole MoE block's output as h; α
-scaling adds the scaled neurons' change to the experts' output. A shared expert is an ordinary
+(the expert's output enters h multiplied by it; for Llama 4's input-weighted experts g is 1, the
+router score being inside z already) and uses the whole MoE block's output as h; α scaling adds
+the scaled neurons' change to the experts' output. A shared expert is an ordinary
 FFN inside the block: its z is its down-projection's input.
 
 Like the dense hooks, everything runs in float32 and stays on the layer's device.
@@ -13,6 +14,7 @@ Like the dense hooks, everything runs in float32 and stays on the layer's device
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,10 +22,52 @@ from torch import nn
 from hneurons.core.arch import Experts
 
 
-def _expert_call(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(token states [N, d_model], chosen experts [N, k], router weights [N, k]) of an experts call."""
-    hidden, index, weights = [*args, *kwargs.values()][:3]
-    return hidden, index, weights
+@dataclass
+class _Call:
+    """One call of a fused experts module, read the same way whatever the routing style.
+
+    Gated routing (Mixtral, DeepSeek, …): the module gets the token states [N, d_model], the chosen
+    experts [N, k] and the router weights [N, k], which multiply the experts' outputs.
+    Input-weighted routing (Llama 4, :attr:`Experts.router`): the module gets every expert's
+    input stacked, [E·N, d_model], already scaled by the router score (zero where unrouted); the
+    chosen experts come from the router's hook and the output weights are 1.
+    """
+
+    hidden: torch.Tensor
+    index: torch.Tensor
+    gates: torch.Tensor
+    stacked: bool
+
+    def inputs(self, e: int, tok: torch.Tensor) -> torch.Tensor:
+        """What expert e reads for the token rows ``tok``."""
+        return self.hidden[e, tok] if self.stacked else self.hidden[tok]
+
+    def rows(self, e: int, tok: torch.Tensor) -> torch.Tensor:
+        """Where expert e's output for ``tok`` sits in the module's output."""
+        return tok + e * self.hidden.shape[1] if self.stacked else tok
+
+
+def _expert_call(ex: Experts, state: dict, args: tuple, kwargs: dict) -> _Call:
+    """The :class:`_Call` of one experts forward (``state["route"]`` holds the router's choice)."""
+    values = [*args, *kwargs.values()]
+    if ex.router is None:
+        hidden, index, weights = values[:3]
+        return _Call(hidden, index, weights, stacked=False)
+    index = state.pop("route")
+    stacked = values[0].view(ex.n_experts, -1, values[0].shape[-1])
+    return _Call(stacked, index, torch.ones(index.shape, dtype=stacked.dtype, device=stacked.device), stacked=True)
+
+
+def _route_hook(ex: Experts, state: dict) -> list[torch.utils.hooks.RemovableHandle]:
+    """For input-weighted experts: keep the router's top-k choice [N, k] for the experts call."""
+    if ex.router is None:
+        return []
+    router = ex.router
+
+    def on_router(mod: nn.Module, args: tuple, output: tuple) -> None:
+        state["route"] = output[1].topk(router.top_k, dim=-1).indices  # (scores, logits): its own top-k
+
+    return [router.register_forward_hook(on_router)]
 
 
 def _routes(top_k_index: torch.Tensor, n_experts: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -53,18 +97,18 @@ def _routed_bias(ex: Experts, index: torch.Tensor, weights: torch.Tensor) -> tor
 
 
 def _moe_h_hooks(ex: Experts, state: dict, on_h: Callable[[torch.Tensor, tuple[int, int]], None],
-                 routed: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], object],
+                 routed: Callable[[_Call], object],
                  shared: bool) -> list[torch.utils.hooks.RemovableHandle]:
     """Hooks that collect one MoE block's pieces and hand h (bias-free, float32, [N, d_model]) to ``on_h``.
 
-    ``routed(hidden, index, weights)`` runs on the experts call and its result is kept in
+    ``routed(call)`` runs on the experts call and its result is kept in
     ``state["routed"]``; the shared expert's z and scale are kept when ``shared`` is set.
     """
 
     def on_experts(mod: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
-        hidden, index, weights = _expert_call(args, kwargs)
-        state["routed"] = routed(hidden, index, weights)
-        state["bias"] = _routed_bias(ex, index, weights)
+        call = _expert_call(ex, state, args, kwargs)
+        state["routed"] = routed(call)
+        state["bias"] = _routed_bias(ex, call.index, call.gates)
 
     def on_shared(mod: nn.Module, args: tuple, output: torch.Tensor) -> None:
         state["shared"] = args[0].reshape(-1, args[0].shape[-1])
@@ -80,14 +124,19 @@ def _moe_h_hooks(ex: Experts, state: dict, on_h: Callable[[torch.Tensor, tuple[i
         sb = getattr(ex.shared.down_proj, "bias", None) if ex.shared is not None else None
         if isinstance(sb, torch.Tensor):
             h = h - state.get("scale", 1.0) * sb.float()
-        on_h(h, (out.shape[0], out.shape[1]) if out.dim() == 3 else (1, out.shape[0]))
+        on_h(h, (out.shape[0], out.shape[1]) if out.dim() == 3 else state.get("bt", (1, out.shape[0])))
         state.clear()
 
-    handles = [ex.module.register_forward_hook(on_experts, with_kwargs=True)]
+    def on_block_input(mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        x = [*args, *kwargs.values()][0]  # Llama 4's block returns [B·T, d]: keep [B, T] from its input
+        state["bt"] = (x.shape[0], x.shape[1]) if x.dim() == 3 else (1, x.shape[0])
+
+    handles = [*_route_hook(ex, state), ex.module.register_forward_hook(on_experts, with_kwargs=True)]
     if shared and ex.shared is not None:
         handles.append(ex.shared.down_proj.register_forward_hook(on_shared))
         if ex.shared_scale is not None:
             handles.append(ex.shared_scale.register_forward_hook(on_scale))
+    handles.append(ex.block.register_forward_pre_hook(on_block_input, with_kwargs=True))
     handles.append(ex.block.register_forward_hook(on_block))
     return handles
 
@@ -105,11 +154,11 @@ def moe_capture(ex: Experts, layer: int, wnorm: torch.Tensor, weights: torch.Ten
     width = ex.width
 
     @torch.no_grad()
-    def routed(hidden: torch.Tensor, index: torch.Tensor, gates: torch.Tensor) -> list:
+    def routed(call: _Call) -> list:
         parts = []
-        for e, tok, slot in _routes(index, ex.n_experts):
-            g = gates[tok, slot].float().abs().unsqueeze(-1)
-            vals = ex.activations(hidden[tok], e).float().abs_().mul_(g).mul_(wnorm[e * width:(e + 1) * width])
+        for e, tok, slot in _routes(call.index, ex.n_experts):
+            g = call.gates[tok, slot].float().abs().unsqueeze(-1)
+            vals = ex.activations(call.inputs(e, tok), e).float().abs_().mul_(g).mul_(wnorm[e * width:(e + 1) * width])
             parts.append((e, tok, vals))
         return parts
 
@@ -146,13 +195,13 @@ def moe_record(ex: Experts, layer: int, idx: list[int], cols: list[int], wnorm: 
     state: dict = {}
 
     @torch.no_grad()
-    def routed(hidden: torch.Tensor, index: torch.Tensor, gates: torch.Tensor) -> list:
+    def routed(call: _Call) -> list:
         parts = []
-        for e, tok, slot in _routes(index, ex.n_experts):
+        for e, tok, slot in _routes(call.index, ex.n_experts):
             if e in per:
                 j, pos = per[e]
-                z = ex.activations(hidden[tok], e, j).float().abs()
-                parts.append((tok, pos, z * gates[tok, slot].float().abs().unsqueeze(-1)))
+                z = ex.activations(call.inputs(e, tok), e, j).float().abs()
+                parts.append((tok, pos, z * call.gates[tok, slot].float().abs().unsqueeze(-1)))
         return parts
 
     @torch.no_grad()
@@ -168,13 +217,13 @@ def moe_record(ex: Experts, layer: int, idx: list[int], cols: list[int], wnorm: 
     return _moe_h_hooks(ex, state, on_h, routed, shared=bool(spos))
 
 
-def moe_scale_routed(ex: Experts, idx: list[int], factor: list[float]) -> torch.utils.hooks.RemovableHandle | None:
+def moe_scale_routed(ex: Experts, idx: list[int], factor: list[float]) -> list[torch.utils.hooks.RemovableHandle]:
     """:func:`~hneurons.core.hooks.scale_neurons` for the routed-expert neurons of one MoE layer.
 
     The experts' output gets Σ (α−1)·g·z_j·W[:, j] added for the tokens routed to the neuron's
     expert, which equals running the expert with z_j scaled by α (W_down is linear). Only
     neurons below ``ex.n_routed`` are read from ``idx``; shared-expert neurons are a dense FFN's
-    and are scaled on the input of their down-projection by the caller. None when none is routed.
+    and are scaled on the input of their down-projection by the caller. No hooks when none is routed.
     """
     dev = ex.module.down_proj.device
     per: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -182,16 +231,17 @@ def moe_scale_routed(ex: Experts, idx: list[int], factor: list[float]) -> torch.
         sel = [(j - e * ex.width, f) for j, f in zip(idx, factor) if j < ex.n_routed and j // ex.width == e]
         per[e] = (torch.tensor([j for j, _ in sel], device=dev), torch.tensor([f - 1.0 for _, f in sel], device=dev))
     if not per:
-        return None
+        return []
+    state: dict = {}
 
     def on_experts(mod: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
-        hidden, index, gates = _expert_call(args, kwargs)
-        for e, tok, slot in _routes(index, ex.n_experts):
+        call = _expert_call(ex, state, args, kwargs)
+        for e, tok, slot in _routes(call.index, ex.n_experts):
             if e in per:
                 j, extra = per[e]
-                z = ex.activations(hidden[tok], e, j)
-                dz = z * extra.to(z.dtype) * gates[tok, slot].unsqueeze(-1).to(z.dtype)
-                output = output.index_add(0, tok, (dz @ ex.down(e).index_select(1, j).t()).to(output.dtype))
+                z = ex.activations(call.inputs(e, tok), e, j)
+                dz = z * extra.to(z.dtype) * call.gates[tok, slot].unsqueeze(-1).to(z.dtype)
+                output = output.index_add(0, call.rows(e, tok), (dz @ ex.down(e).index_select(1, j).t()).to(output.dtype))
         return output
 
-    return ex.module.register_forward_hook(on_experts, with_kwargs=True)
+    return [*_route_hook(ex, state), ex.module.register_forward_hook(on_experts, with_kwargs=True)]
