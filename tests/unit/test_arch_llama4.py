@@ -95,6 +95,16 @@ def test_llama4_experts_cett_and_alpha_match_the_definition() -> None:
 
     neurons = [MOE_LAYER * layout.d_ff + j for j in (0, 3, I + 1, 2 * I + 8, 4 * I - 1, E * I, E * I + 5)] + [4, 40]
     assert_alpha_hook_equals_weight_edit(layout, neurons, lambda: _logits(model), base)
+    # row by row, not only summed over experts: the hook changes expert e's own output rows
+    outs = []
+    for scale in (scale_neurons, scale_down_weights):
+        with scale(layout, neurons, 2.5):
+            rec, handles = _tap(layout)  # after the α hook, to see the output it returns
+            _logits(model)
+        for h in handles:
+            h.remove()
+        outs.append(rec["out"])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-9, atol=1e-9)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
