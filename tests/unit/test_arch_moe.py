@@ -209,7 +209,7 @@ def test_moe_cett_equals_hand_computation(model_type: str) -> None:
         assert (feats[0, layer, :t].sum(-1) >= 1 - 1e-5).all()
 
 
-@pytest.mark.parametrize("model_type", ["mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen2_moe", "llama4_text"])
 def test_moe_alpha_in_generation_with_kv_cache(model_type: str) -> None:
     model = build(model_type)
     layout = resolve(model)
