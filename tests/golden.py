@@ -24,7 +24,11 @@ from typing import Any
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 FLOAT_TOL = 1e-6  # absolute, for metrics (AUROC, accuracy, compliance)
-WEIGHT_RTOL = 1e-4  # relative, for probe weights and C (solver tolerance)
+# Relative, for probe weights and C. The L1 solver stops at tol 1e-4, so float rounding in the
+# features moves weights by more than that: two clean installs of the same commit (e648e6a) an hour
+# apart on 2026-12-07, after a dependency release, gave one weight 0.495444 vs 0.495511 (1.3e-4) and
+# C 8.33960 vs 8.33968, with the same neurons, records, detection and intervention numbers.
+WEIGHT_RTOL = 1e-3
 
 
 def _digest(texts: list[str]) -> str:
@@ -81,7 +85,7 @@ def _close(a: Any, b: Any, path: str) -> bool:
             return a is b
         if math.isnan(a) and math.isnan(b):
             return True
-        rel = "weight" in path or path.endswith(".C") or "/neurons" in path
+        rel = "weight" in path or path.endswith("/C") or "/neurons" in path
         return math.isclose(a, b, rel_tol=WEIGHT_RTOL) if rel else abs(a - b) <= FLOAT_TOL
     return a == b
 
