@@ -29,12 +29,21 @@ def _run(runs: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
+def _interruptible() -> None:
+    """In the child: SIGINT back to its default, so Python turns it into KeyboardInterrupt.
+
+    A test session started in the background by a non-interactive shell (`make test &`, nohup)
+    inherits SIGINT as ignored, and Python then leaves it ignored: the run would not stop.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     runs = tmp_path_factory.mktemp("runs")
     log = runs / "smoke" / "responses" / "samples.jsonl"
     proc = subprocess.Popen([*CMD, "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, preexec_fn=_interruptible)
     deadline = time.time() + 900
     while time.time() < deadline and proc.poll() is None:
         if log.is_file() and log.stat().st_size > 0:
