@@ -9,7 +9,8 @@ Presets:
 * ``paper`` — the paper's sizes and settings (the paper, arXiv 2512.01797, §6): 10,000 questions, K = 10 at T = 1.0,
   all 10 samples must agree, 1,000 + 1,000 training questions. Needs a GPU and hours.
 * ``default`` — the README's main job on the embedded 135M model on 2 CPU cores (19.8 min on a quiet
-  machine at 53ca601; docs/RESULTS.md).
+  machine with native bf16 at 53ca601; docs/RESULTS.md). ``budget_minutes = 25`` shrinks its sizes
+  on slower machines (:mod:`hneurons.plan.budget`).
   The model answers only ~7 % of TriviaQA correctly and almost never 10/10 at T = 1, so this
   preset screens with a greedy pass and checks consistency with K = 5 samples at T = 0.5
   (see README "Default preset" for the measured effect). Everything else follows the paper.
@@ -34,13 +35,15 @@ from hneurons.errors import ConfigError
 
 __all__ = ["PAPER_SUFFIX", "PRESETS", "Config", "DetectConfig", "FeaturesConfig", "InterveneConfig", "KeyInfo",
            "ModelConfig", "OriginConfig", "ProbeConfig", "ResponsesConfig", "SpansConfig", "check_guard", "describe",
-           "load_config", "parse_overrides", "validate"]
+           "load_config", "parse_overrides", "set_key", "validate"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # sized for ≥ 150 + 150 training, ≥ 100 + 100 TriviaQA and ≥ 60 + 60 NQ-Open detection items and 60
     # intervention items with the embedded model (docs/RESULTS.md, "The default run")
     "default": {
+        # a CPU without native bf16 runs the model ~4x slower: the run shrinks its sizes to fit (plan.budget)
+        "budget_minutes": 25,
         "responses.n_questions": 4500,
         "responses.screen": True,
         "responses.k": 5,
@@ -97,7 +100,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _set(cfg: Config, key: str, value: Any) -> None:
+def set_key(cfg: Config, key: str, value: Any) -> None:
+    """Set one ``section.key`` (or top-level key) from a string or TOML value, coerced to its type."""
     parts = key.split(".")
     obj: Any = cfg
     for p in parts[:-1]:
@@ -144,7 +148,7 @@ def load_config(
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     cfg = Config()
     for k, v in copy.deepcopy(PRESETS[preset]).items():
-        _set(cfg, k, v)
+        set_key(cfg, k, v)
     from_file: dict[str, Any] = {}
     if file is not None:
         p = Path(file)
@@ -159,12 +163,12 @@ def load_config(
         from_file = _flatten(data)
         for k, v in from_file.items():
             try:
-                _set(cfg, k, v)
+                set_key(cfg, k, v)
             except ConfigError as exc:
                 raise ConfigError(f"config file {p}: {exc}") from None
     items = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     for k, v in items.items():
-        _set(cfg, k, v)
+        set_key(cfg, k, v)
     try:
         validate(cfg)
     except ConfigError as exc:

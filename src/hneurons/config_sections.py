@@ -190,9 +190,11 @@ class SpansConfig:
 
 @dataclass
 class Config:
-    """The whole configuration: a seed and one section per stage (and ``model``, ``spans``)."""
+    """The whole configuration: a seed, an optional time budget and one section per stage (and ``model``, ``spans``)."""
 
     seed: int = Field(0, description="seed of every random choice: sampling, splits, random neuron sets")
+    budget_minutes: float | None = Field(None, gt=0, description="fit `hneurons run` into this many minutes: a timing at "
+                                         "the start shrinks the generating stages' sizes; None: as configured")
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     responses: ResponsesConfig = dataclasses.field(default_factory=ResponsesConfig)
     spans: SpansConfig = dataclasses.field(default_factory=SpansConfig)
@@ -209,3 +211,7 @@ class Config:
     def section(self, name: str) -> dict[str, Any]:
         """One section as a dict, for stage input fingerprints."""
         return dataclasses.asdict(getattr(self, name))
+
+
+TOP_LEVEL_KEYS = tuple(f.name for f in dataclasses.fields(Config) if f.default_factory is dataclasses.MISSING)
+"""The keys of :class:`Config` outside any section (``seed``, ``budget_minutes``)."""

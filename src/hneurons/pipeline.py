@@ -127,13 +127,17 @@ def resolve_prompt_format(cfg: Config, log: Callable[[str], None] = print) -> di
 def run_all(cfg: Config, run_dir: str | Path, stages: list[str] | None = None, force: bool = False,
             log: Callable[[str], None] = print) -> Path:
     """Run the stages in order (all by default) and return the report's path."""
+    from hneurons.plan.budget import fit_run
+
+    started = time.perf_counter()
     rd = RunDir(Path(run_dir))
     ctx = Context(cfg, rd, log=log)
     switched = resolve_prompt_format(cfg, log)
+    budget = fit_run(ctx, started)  # sizes settle before the manifest and any fingerprint see them
     if distributed.is_main():
         rd.init_manifest(cfg.to_dict(), None, cfg.seed)
         rd.update_manifest(prompt_format=switched or {"configured": cfg.model.prompt_format,
-                                                      "used": cfg.model.prompt_format})
+                                                      "used": cfg.model.prompt_format}, budget=budget)
     distributed.barrier("starting the run")
     for name in stages or list(STAGES):
         run_stage(ctx, name, force=force)

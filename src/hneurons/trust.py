@@ -78,9 +78,10 @@ def recorded_settings(manifest: Mapping[str, Any], path: Path | str) -> dict[str
     config = manifest.get("config")
     if not isinstance(config, dict):
         raise StageError(f"{path} has no 'config' object; it was not written by `hneurons run`")
+    from hneurons.config_sections import TOP_LEVEL_KEYS
+
     flat = {f"{s}.{k}": v for s, sec in config.items() if isinstance(sec, dict) for k, v in sec.items()}
-    if "seed" in config:
-        flat["seed"] = config["seed"]
+    flat.update({k: config[k] for k in TOP_LEVEL_KEYS if k in config})  # seed, budget_minutes
     return flat
 
 

@@ -455,3 +455,19 @@ def test_auroc_axis_reaches_every_bar() -> None:
     assert auroc_axis_floor([0.8, 0.286, float("nan")]) == 0.2
     assert auroc_axis_floor([0.41 - 0.15, 0.9]) == 0.2
     assert auroc_axis_floor([0.04]) == 0.0 and auroc_axis_floor([]) == 0.3
+
+
+@pytest.mark.parametrize("budget, shown", [
+    ({"minutes": 25, "rate": 3.2, "scale": 0.29, "sizes": {"responses.n_questions": {"configured": 4500, "used": 1322}}},
+     "25 min; timing 3.2 questions/s; sizes scaled by 0.29: responses.n_questions 4500 → 1322"),
+    ({"minutes": 25, "rate": 15.1, "scale": 1.0, "sizes": {}}, "the configured sizes fit"),
+    ({"minutes": 25, "sizes": {"x": 3, "<b>": {"used": "<i>"}}}, "&lt;b&gt; None → &lt;i&gt;"),
+    ("not a record", None),
+])
+def test_the_time_budget_is_reported(run_dir: Path, stub_figures: None, budget: object, shown: str | None) -> None:
+    RunDir(run_dir).update_manifest(budget=budget)
+    manifest = _section(render_report(run_dir), "manifest")
+    if shown is None:
+        assert "time budget" not in manifest
+    else:
+        assert re.search(r"time budget</td>\s*<td[^>]*>25 min; ", manifest) and shown in manifest

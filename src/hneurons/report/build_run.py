@@ -32,6 +32,14 @@ def manifest(run: Run) -> dict[str, Any]:
     if pf:
         note = f" ({pf['reason']}; the config asked for {pf.get('configured')})" if pf.get("reason") else ""
         rows.append(["prompt format", f"{pf.get('used')}{note}"])
+    budget = m.get("budget")
+    if isinstance(budget, dict):
+        recorded = budget.get("sizes") if isinstance(budget.get("sizes"), dict) else {}
+        sizes = ", ".join(f"{k} {v.get('configured')} → {v.get('used')}" for k, v in recorded.items()
+                          if isinstance(v, dict))
+        rows.append(["time budget", f"{budget.get('minutes')} min; timing {budget.get('rate')} questions/s; "
+                                    + (f"sizes scaled by {budget.get('scale')}: {sizes}" if sizes else
+                                       "the configured sizes fit")])
     rows += [["seed", str(m.get("seed", DASH))], ["git commit", Cell(str(m.get("git_commit") or DASH), code=True)],
              ["created", str(m.get("created", DASH))]]
     stages = m.get("stages") or {}
