@@ -225,3 +225,11 @@ def test_heterogeneous_per_layer_config_gemma4(tmp_path: Path) -> None:
     s = model_spec(str(_write_config(tmp_path, "gemma4", dict(GQA, **GEMMA_ACTS, sliding_window=16))))
     assert s.model_type == "gemma4" and s.n_neurons == 2 * 48
     assert s.kv_bytes_per_token == 2 * 2 * 8 * 2 + 2 * 2 * 512 * 2
+
+
+def test_a_preset_with_a_time_budget_says_the_sizes_may_shrink() -> None:
+    smollm = str(CONFIGS / "SmolLM2-135M-Instruct")
+    assert any("budget_minutes = 25: a run times its sampler" in n for n in make_plan(smollm, "default").notes)
+    assert not any("budget_minutes" in n for n in make_plan(smollm, "paper").notes)
+    assert not any("budget_minutes" in n
+                   for n in make_plan(smollm, "default", overrides=["budget_minutes=none"]).notes)

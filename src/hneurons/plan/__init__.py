@@ -209,6 +209,9 @@ def make_plan(model: str, preset: str = "paper", gpus: int = 0, gpu_mem_gb: floa
     if over:
         notes.append(f"peak memory of {', '.join(over)} exceeds {gpu_mem_gb:g} GB per GPU: lower the batch sizes "
                      "(responses.batch_size, features.batch_size) or add GPUs")
+    if cfg.budget_minutes is not None:
+        notes.append(f"budget_minutes = {cfg.budget_minutes:g}: a run times its sampler first and, where these sizes "
+                     "would take longer, answers proportionally fewer questions (--set budget_minutes=none: as planned)")
     if gpus and not p.hf_span:
         notes.append(f"the bf16 weights ({spec.weight_bytes / costs.GB:.0f} GB) do not fit {gpus} × {gpu_mem_gb:g} GB "
                      "(80 % of each GPU for weights); add GPUs")
