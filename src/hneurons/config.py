@@ -35,7 +35,7 @@ from hneurons.errors import ConfigError
 
 __all__ = ["PAPER_SUFFIX", "PRESETS", "Config", "DetectConfig", "FeaturesConfig", "InterveneConfig", "KeyInfo",
            "ModelConfig", "OriginConfig", "ProbeConfig", "ResponsesConfig", "SpansConfig", "check_guard", "describe",
-           "load_config", "parse_overrides", "set_key", "validate"]
+           "get_key", "load_config", "parse_overrides", "set_key", "validate"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -100,18 +100,30 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def set_key(cfg: Config, key: str, value: Any) -> None:
-    """Set one ``section.key`` (or top-level key) from a string or TOML value, coerced to its type."""
+def _owner(cfg: Config, key: str) -> tuple[Any, str]:
+    """The dataclass that holds ``section.key`` (or a top-level key) and the field's name; unknown → ConfigError."""
     parts = key.split(".")
     obj: Any = cfg
     for p in parts[:-1]:
         if not dataclasses.is_dataclass(obj) or p not in {f.name for f in dataclasses.fields(obj)}:
             raise ConfigError(f"unknown config section {p!r} in {key!r}; sections: model, responses, features, probe, detect, intervene, origin")
         obj = getattr(obj, p)
-    fields = {f.name: f for f in dataclasses.fields(obj)}
+    fields = {f.name for f in dataclasses.fields(obj)}
     name = parts[-1]
     if name not in fields:
         raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(fields))}")
+    return obj, name
+
+
+def get_key(cfg: Config, key: str) -> Any:
+    """The value of one ``section.key`` (or top-level key), as :func:`set_key` names it."""
+    obj, name = _owner(cfg, key)
+    return getattr(obj, name)
+
+
+def set_key(cfg: Config, key: str, value: Any) -> None:
+    """Set one ``section.key`` (or top-level key) from a string or TOML value, coerced to its type."""
+    obj, name = _owner(cfg, key)
     hints = typing.get_type_hints(type(obj))
     setattr(obj, name, coerce(value, hints[name], key))
 

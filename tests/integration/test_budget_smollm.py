@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hneurons.config import load_config
+from hneurons.config import get_key, load_config
 from hneurons.core.models import LoadedModel
 from hneurons.pipeline import Context
 from hneurons.plan import budget
@@ -27,5 +27,5 @@ def test_the_timing_answers_the_pool_and_shrinks_to_fit(tmp_path: Path, loaded: 
     # one minute cannot hold the default sizes on any CPU: every size shrinks, none below its floor
     assert set(record["sizes"]) == set(budget.SCALED_KEYS) and record["scale"] < 1
     for key, size in record["sizes"].items():
-        assert budget.FLOORS[key] <= size["used"] < size["configured"] == budget._get(load_config("default"), key)
-        assert budget._get(cfg, key) == size["used"]
+        assert budget.FLOORS[key] <= size["used"] < size["configured"] == get_key(load_config("default"), key)
+        assert get_key(cfg, key) == size["used"]

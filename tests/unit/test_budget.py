@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hneurons.config import load_config
+from hneurons.config import get_key, load_config
 from hneurons.errors import ConfigError
 from hneurons.pipeline import Context
 from hneurons.plan import budget
@@ -55,7 +55,7 @@ def test_the_calibration_machine_reaches_one_floor() -> None:
     assert used == {"responses.n_questions": 1045, "probe.suppression_questions": 16, "detect.n_questions": 325,
                     "detect.nonexist_questions": 163, "intervene.n_items": 14}
     assert fit.floored == ("probe.suppression_questions",)  # 60 × 0.2322 = 14, held at 16
-    assert "(probe.suppression_questions held at its floor, so" in describe(fit)
+    assert "(probe.suppression_questions held at its minimum: the floor," in describe(fit)
 
 
 def test_time_already_spent_leaves_less_for_the_stages() -> None:
@@ -69,11 +69,15 @@ def test_time_already_spent_leaves_less_for_the_stages() -> None:
 def test_floors_stop_the_shrinking_and_say_so() -> None:
     fit = fit_sizes(load_config("default"), 25, 64, 64.0, spent_s=0)  # 1 question/s: far too slow
     assert {k: v["used"] for k, v in fit.sizes.items()} == FLOORS
-    assert fit.floored == SCALED_KEYS and "held at their floors" in describe(fit)
+    assert fit.floored == SCALED_KEYS and "held at their minimums: the floor," in describe(fit)
     # a configured size already under its floor is kept, not raised to it
     smoke = load_config("smoke", overrides=["budget_minutes=1"])
     fit = fit_sizes(smoke, 1, 64, 64.0, spent_s=0)
     assert "responses.n_questions" not in fit.sizes and smoke.responses.n_questions == 48
+    assert "responses.n_questions" in fit.floored  # and the log line does not call 48 a floor
+    assert describe(fit).endswith("; no size can shrink (responses.n_questions, probe.suppression_questions, "
+                                  "detect.n_questions, intervene.n_items held at their minimums: the floor, or the "
+                                  "configured size where that is smaller; so the run may take longer than the budget)")
 
 
 def test_a_budget_only_ever_shrinks() -> None:
@@ -135,7 +139,7 @@ def test_a_resumed_run_keeps_its_sizes_without_timing_again(tmp_path: Path, monk
     for cfg in (recorded, load_config("default")):
         again = Context(cfg, ctx.rundir, log=lambda s: None)
         assert fit_run(again, started=0.0) == json.loads(json.dumps(first))
-        assert {k: budget._get(cfg, k) for k in SCALED_KEYS} == used
+        assert {k: get_key(cfg, k) for k in SCALED_KEYS} == used
     assert timer.calls == 1
 
 
@@ -205,3 +209,15 @@ def test_a_run_directorys_budget_record_sets_only_sizes(tmp_path: Path, record: 
         fit_run(_ctx(tmp_path), started=0.0)
     assert "\n" not in str(err.value) and "delete" in str(err.value)
     assert load_config("default").model.trust_remote_code is False
+
+
+def test_get_key_reads_what_set_key_writes_and_names_unknown_keys() -> None:
+    from hneurons.config import set_key
+    from hneurons.errors import ConfigError
+
+    cfg = load_config("default")
+    set_key(cfg, "intervene.n_items", "7")
+    set_key(cfg, "budget_minutes", "none")
+    assert get_key(cfg, "intervene.n_items") == 7 and get_key(cfg, "budget_minutes") is None
+    with pytest.raises(ConfigError, match="unknown config key 'intervene.n_itemz'"):
+        get_key(cfg, "intervene.n_itemz")

@@ -49,3 +49,10 @@ def test_exchange_starts_with_the_prompt_and_marks_the_response() -> None:
 def test_a_base_tokenizer_in_chat_format_says_what_to_set() -> None:
     with pytest.raises(ConfigError, match='model.prompt_format = "plain"'):
         render_conversation(bpe_tokenizer(chat=False), [{"role": "user", "content": "Q"}])
+
+
+def test_answer_stop_ends_plain_answers_at_the_line_and_leaves_chat_turns_to_the_template() -> None:
+    from hneurons.text.prompts import answer_stop
+
+    assert answer_stop(chat=False) == ("\n",)
+    assert answer_stop(chat=True) == ()

@@ -24,7 +24,7 @@ from hneurons.rundir import RunDir
 from hneurons.trust import (caller_config, quote_value, read_manifest, recorded_fingerprint, recorded_settings,
                             source_fingerprint)
 from hneurons.text.locator import locate_answer_span, make_llm_locator
-from hneurons.text.prompts import render_prompt, user_text
+from hneurons.text.prompts import answer_stop, render_prompt, user_text
 from hneurons.text.spans import Span, SpanFailure
 
 ABSTAIN_TEXT = "I'm not confident enough to answer that."
@@ -91,7 +91,7 @@ class ScoringState:
     @property
     def stop(self) -> tuple[str, ...]:
         """Base-model prompts stop at the first newline, as when the run sampled them."""
-        return () if self.chat else ("\n",)
+        return answer_stop(self.chat)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hneurons.config import Config, load_config, set_key
+from hneurons.config import Config, get_key, load_config, set_key
 from hneurons.errors import ConfigError
 from hneurons.plan.workload import stage_work
 
@@ -80,11 +80,6 @@ class Fit:
         return {**asdict(self), "rate": round(self.rate, 3)}
 
 
-def _get(cfg: Config, key: str) -> Any:
-    section, name = key.split(".")
-    return getattr(getattr(cfg, section), name)
-
-
 def _generations(cfg: Config) -> dict[str, int]:
     """Generations per budgeted stage under ``cfg`` (the plan's counts; only their ratios matter here)."""
     work = stage_work(cfg)
@@ -116,7 +111,7 @@ def fit_sizes(cfg: Config, minutes: float, questions: int, seconds: float, spent
     sizes: dict[str, dict[str, int]] = {}
     floored: list[str] = []
     for key in SCALED_KEYS:
-        configured = _get(cfg, key)
+        configured = get_key(cfg, key)
         if configured is None or scale >= 1.0:
             continue
         floor = min(configured, FLOORS[key])
@@ -137,7 +132,7 @@ def apply_sizes(cfg: Config, sizes: dict[str, dict[str, int]]) -> None:
     holds the configured ones; anything else is the caller's own ``--set`` and wins.
     """
     for key, size in sizes.items():
-        if _get(cfg, key) in (size["configured"], size["used"]):
+        if get_key(cfg, key) in (size["configured"], size["used"]):
             set_key(cfg, key, size["used"])
 
 
@@ -150,14 +145,17 @@ def time_answers(answer: Callable[[list[str]], object], prompts: list[str]) -> f
 
 
 def describe(fit: Fit) -> str:
-    """One log line: the timing, the prediction and what was shrunk."""
+    """One log line: the timing, the prediction and what was shrunk (or why nothing could be)."""
     head = (f"budget {fit.minutes:g} min: {fit.timing_questions} questions answered in {fit.timing_seconds:.1f} s "
             f"({fit.rate:.2f}/s); the configured sizes would take ~{fit.predicted_minutes:.0f} min")
-    if not fit.sizes:
+    if fit.scale >= 1.0:
         return head + ", so they are kept"
+    held = "its minimum" if len(fit.floored) == 1 else "their minimums"
+    tail = (f" ({', '.join(fit.floored)} held at {held}: the floor, or the configured size where that is smaller; "
+            "so the run may take longer than the budget)") if fit.floored else ""
+    if not fit.sizes:
+        return f"{head}; no size can shrink{tail}"
     changed = ", ".join(f"{k} {v['configured']}→{v['used']}" for k, v in fit.sizes.items())
-    tail = (f" ({', '.join(fit.floored)} held at {'its floor' if len(fit.floored) == 1 else 'their floors'}, "
-            "so the run may take a little longer)") if fit.floored else ""
     return (f"{head}; scaled by {fit.scale:.2f}: {changed}{tail}. "
             "The configured sizes: --set budget_minutes=none")
 
@@ -187,13 +185,13 @@ def _time_sampler(ctx: Any) -> tuple[int, float]:
     from hneurons.core.generation import SamplingParams
     from hneurons.data import load_dataset
     from hneurons.stages._shared import sampling_backend
-    from hneurons.text.prompts import render_prompt, user_text
+    from hneurons.text.prompts import answer_stop, render_prompt, user_text
 
     r, chat = ctx.cfg.responses, ctx.cfg.model.prompt_format == "chat"
     records = load_dataset(r.dataset, r.path, limit=TIMING_QUESTIONS)
     prompts = [render_prompt(ctx.model.tokenizer, user_text(rec.question, r.suffix), chat=chat) for rec in records]
     backend = sampling_backend(ctx)
-    params = SamplingParams(temperature=0.0, max_new_tokens=r.max_new_tokens, stop=() if chat else ("\n",))
+    params = SamplingParams(temperature=0.0, max_new_tokens=r.max_new_tokens, stop=answer_stop(chat))
     return len(prompts), time_answers(lambda p: backend.generate(p, params, progress=False), prompts)
 
 
@@ -210,7 +208,7 @@ def fit_run(ctx: Any, started: float) -> dict[str, Any] | None:
     recorded = recorded_budget(ctx.rundir.manifest().get("budget"), ctx.rundir.manifest_path)
     if recorded:
         for key, size in recorded["sizes"].items():  # back to the configured sizes first
-            if _get(cfg, key) == size["used"]:
+            if get_key(cfg, key) == size["used"]:
                 set_key(cfg, key, size["configured"])
     if cfg.budget_minutes is None:
         return None

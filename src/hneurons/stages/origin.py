@@ -44,7 +44,7 @@ from hneurons.probe.h_neurons import load_h_neurons
 from hneurons.rundir import atomic_path, file_fingerprint, fingerprint_of, read_json, write_json
 from hneurons.stages._shared import answers_logged
 from hneurons.text.locator import make_llm_locator
-from hneurons.text.prompts import render_prompt
+from hneurons.text.prompts import answer_stop, render_prompt
 
 STAGE = "origin"
 NO_BASE_REASON = (
@@ -148,7 +148,7 @@ def _sample(ctx: Any, base: LoadedModel, name: str, recs: list[Any]) -> dict[str
     params_key = fingerprint_of({"t": dc.temperature, "k": r.top_k, "p": r.top_p, "max": dc.max_new_tokens,
                                  "seed": cfg.seed, "model": base.fingerprint, "prompt": "plain"})
     params = SamplingParams(temperature=dc.temperature, top_k=r.top_k, top_p=r.top_p, max_new_tokens=dc.max_new_tokens,
-                            n=1, seed=cfg.seed * 100_003, stop=("\n",))
+                            n=1, seed=cfg.seed * 100_003, stop=answer_stop(chat=False))
     return answers_logged(ctx, ctx.rundir.path(STAGE, f"samples_{name}.jsonl"), params_key, recs,
                           lambda rec: render_prompt(base.tokenizer, rec.question.strip(), chat=False),
                           lambda: HFBackend(base.model, base.tokenizer, batch_size=r.batch_size),

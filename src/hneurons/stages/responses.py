@@ -48,7 +48,7 @@ from hneurons.rundir import (
 )
 from hneurons.stages._shared import sampling_backend
 from hneurons.text.locator import make_llm_locator, span_quality
-from hneurons.text.prompts import render_prompt, user_text
+from hneurons.text.prompts import answer_stop, render_prompt, user_text
 from hneurons.text.spans import Span
 
 
@@ -186,7 +186,7 @@ def run(ctx: Context) -> dict[str, Any]:
     chat = cfg.model.prompt_format == "chat"
     prompts = {rec.id: render_prompt(ctx.model.tokenizer, user_text(rec.question, r.suffix), chat=chat) for rec in records}
     sampler = _Sampler(ctx, sampling_backend(ctx), prompts, _judge(ctx), read_samples(ctx))
-    stop = ("\n",) if not chat else ()
+    stop = answer_stop(chat)
     sample_params = SamplingParams(temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
                                    max_new_tokens=r.max_new_tokens, n=r.k, stop=stop)
     if r.screen:

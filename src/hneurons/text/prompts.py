@@ -12,7 +12,8 @@ see the same tokens:
 * :func:`render_prompt` — the common case, a single user turn;
 * :func:`render_exchange` — ``[user, assistant=response]`` and where the response's characters are,
   for the feature pass (:func:`hneurons.text.spans.build_sequence`) that must see the tokens the
-  response was sampled from.
+  response was sampled from;
+* :func:`answer_stop` — where an answer to such a prompt ends.
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ def render_conversation(tokenizer: Any, messages: Conversation, chat: bool = Tru
 def render_prompt(tokenizer: Any, user: str, chat: bool = True) -> str:
     """The exact prompt text a response to the user turn ``user`` is sampled from."""
     return render_conversation(tokenizer, [{"role": "user", "content": user}], chat)
+
+
+def answer_stop(chat: bool) -> tuple[str, ...]:
+    """The stop strings of an answer: none for a chat turn, the first newline for the plain format.
+
+    A base model continuing ``"Answer:"`` writes its answer on that line and then goes on with
+    another made-up question; the chat template ends a turn itself. Sampling, the budget's timing,
+    scoring and the origin analysis all stop the same way, so their answers are the same tokens.
+    """
+    return () if chat else ("\n",)
 
 
 def render_exchange(tokenizer: Any, user: str, response: str, chat: bool = True) -> tuple[str, int, int]:
