@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from hneurons.judges.classifier import load_classifier
+from hneurons.judges.reader import READER_WEIGHT, reader_score
 from hneurons.judges.refusal import fold
 
 
@@ -100,12 +101,22 @@ def falseqa_features(question: str, response: str) -> list[str]:
     return out
 
 
+def falseqa_score(question: str, response: str) -> float:
+    """Log-odds that the response ACCEPTED the false premise: the word classifier plus the fine-tuned reader.
+
+    The classifier (:func:`falseqa_features`) counts cues and words; the reader
+    (:mod:`hneurons.judges.reader`, MiniLM-L6 with a trained adapter) reads the (question, reply)
+    pair and catches denials that no listed word marks ("A papa cannot be pregnant").
+    """
+    words = load_classifier("falseqa_classifier").decision(falseqa_features(question, response))
+    return words + READER_WEIGHT * reader_score("falseqa_reader", question, response)
+
+
 def judge_false_premise_rule(question: str, response: str) -> bool:
     """Offline FalseQA judge: True = the response ACCEPTED the false premise, False = REFUSED.
 
-    A linear text classifier over :func:`falseqa_features` (the whole response is read: cues
-    and question-repeating negations anywhere, the opening's words), trained on GPT-4o verdicts
-    of the judge-validation set; its grouped cross-validated agreement is in the judge card. The
-    name is kept from the earlier cue rule so call sites do not change.
+    :func:`falseqa_score` > 0: a linear text classifier and a fine-tuned sentence encoder, both
+    trained on GPT-4o verdicts of the judge-validation set; their grouped cross-validated agreement
+    is in the judge card. The name is kept from the earlier cue rule so call sites do not change.
     """
-    return load_classifier("falseqa_classifier").decision(falseqa_features(question, response)) > 0
+    return falseqa_score(question, response) > 0
