@@ -130,11 +130,11 @@ def train(task: str, path: Path, out: Path, features: Callable[[dict], list[str]
     y = np.array([int(r["label"] == positive) for r in rows])
     groups = np.array([r[group] for r in rows])
     cfg = SETTINGS[task]
-    pred, scores = np.zeros(len(rows), dtype=int), np.zeros(len(rows))
+    scores = np.zeros(len(rows))
     for tr, te in GroupKFold(FOLDS).split(docs, y, groups):
         fold_model = _Model([docs[i] for i in tr], y[tr], **cfg)
-        pred[te] = fold_model.predict([docs[i] for i in te])
         scores[te] = fold_model.clf.decision_function(fold_model._x([docs[i] for i in te]))
+    pred = (scores > 0).astype(int)  # what LogisticRegression.predict gives for classes [0, 1]
     model = _Model(docs, y, **cfg)
     weights = {"model": "sublinear tf-idf words + 0/1 indicators, L2 logistic regression", "task": task,
                "positive_class": positive, **cfg, "trained_on": {"file": path.name, "sha256": _sha256(path),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 from hneurons.judges.classifier import load_classifier
-from hneurons.judges.reader import READER_WEIGHT, reader_score
 from hneurons.judges.refusal import fold
 
 
@@ -108,6 +107,8 @@ def falseqa_score(question: str, response: str) -> float:
     (:mod:`hneurons.judges.reader`, MiniLM-L6 with a trained adapter) reads the (question, reply)
     pair and catches denials that no listed word marks ("A papa cannot be pregnant").
     """
+    from hneurons.judges.reader import READER_WEIGHT, reader_score  # torch: only when a verdict is asked for
+
     words = load_classifier("falseqa_classifier").decision(falseqa_features(question, response))
     return words + READER_WEIGHT * reader_score("falseqa_reader", question, response)
 

