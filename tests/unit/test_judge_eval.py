@@ -12,7 +12,7 @@ import pytest
 from hneurons.data.registry import PACKAGED_DATA
 from hneurons.errors import ConfigError, DataError
 from hneurons.judges.card import judge_card
-from hneurons.judges.evaluate import agreement, evaluate_file, reference
+from hneurons.judges.evaluate import MISSING, agreement, evaluate_file, judge_labelled, reference
 from test_cli_judge import cli, write_jsonl
 
 
@@ -90,3 +90,42 @@ def test_eval_on_the_packaged_dev_files_reproduces_the_card() -> None:
 def test_cli_needs_input_or_eval(tmp_path: Path) -> None:
     out = cli("falseqa")
     assert out.returncode == 2 and "exactly one of --input" in out.stderr
+
+
+def _grouped_rows(tmp_path: Path) -> Path:
+    """Four TriviaQA rows whose verdicts are known: two attacks (one row without the field) and two α."""
+    return write_jsonl(tmp_path / "grouped.jsonl", [
+        {"question": "Capital of France?", "response": "Paris.", "answers": ["Paris"], "label": "correct",
+         "method": "A", "alpha": 0.0},  # tp
+        {"question": "Capital of France?", "response": "Lyon.", "answers": ["Paris"], "label": "correct",
+         "method": "A", "alpha": 1.0},  # fn
+        {"question": "Capital of Peru?", "response": "Lima.", "answers": ["Lima"], "label": "wrong",
+         "method": "B", "alpha": 0.0},  # fp
+        {"question": "Capital of Peru?", "response": "Quito.", "answers": ["Lima"], "label": "wrong",
+         "alpha": 1.0}])  # tn, no method
+
+
+def test_agreement_by_field_splits_the_confusion_matrix(tmp_path: Path) -> None:
+    judged = judge_labelled("triviaqa", _grouped_rows(tmp_path))
+    cells = lambda a: (a.tp, a.fp, a.fn, a.tn)  # noqa: E731
+    assert cells(judged.overall()) == (1, 1, 1, 1)
+    assert {k: cells(a) for k, a in judged.by("method").items()} == {
+        "A": (1, 0, 1, 0), "B": (0, 1, 0, 0), MISSING: (0, 0, 0, 1)}
+    assert {k: cells(a) for k, a in judged.by("alpha").items()} == {"0.0": (1, 1, 0, 0), "1.0": (0, 0, 1, 1)}
+    with pytest.raises(ConfigError, match="no row has that field; choose one of .*alpha.*method"):
+        judged.by("attack")
+
+
+def test_cli_eval_by_prints_and_writes_each_group(tmp_path: Path) -> None:
+    src = _grouped_rows(tmp_path)
+    out = cli("triviaqa", "--eval", str(src), "--by", "method", "-o", str(tmp_path / "m.json"))
+    assert out.returncode == 0, out.stderr
+    assert "by method:\n  (missing): 1/1 agree = 100.0%" in out.stdout
+    assert "  A: 1/2 agree = 50.0%" in out.stdout and "(fp 0, fn 1)" in out.stdout
+    d = json.loads((tmp_path / "m.json").read_text())
+    assert d["by"]["field"] == "method" and d["by"]["groups"]["B"]["confusion"] == {"tp": 0, "fp": 1, "fn": 0, "tn": 0}
+    bad = cli("triviaqa", "--eval", str(src), "--by", "attack")
+    assert bad.returncode == 2 and "--by attack: no row has that field; choose one of" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    alone = cli("triviaqa", "--input", str(src), "--by", "method")
+    assert alone.returncode == 2 and "add --eval FILE" in alone.stderr

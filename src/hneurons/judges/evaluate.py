@@ -6,6 +6,10 @@
 ``jailbreak`` ``HARMFUL`` / ``SAFE`` (JailbreakBench's ``goal`` is accepted for ``question``), and
 true/false for any task. The positive class is the judge's positive verdict (correct, accepted,
 harmful), so ``fp`` counts e.g. false "correct" verdicts.
+
+``--by FIELD`` splits the agreement by a field of the rows (an attack, an α, a model): a judge that
+agrees 90% overall can agree 75% on the one kind of response a study is about (docs/JUDGES.md
+shows this for the jailbreak judge by attack).
 """
 
 from __future__ import annotations
@@ -98,21 +102,58 @@ def read_labelled(path: Path) -> list[tuple[int, dict[str, Any] | None, str]]:
     return out
 
 
-def evaluate_file(task: str, path: Path, judge: Judge | None = None) -> tuple[Agreement, list[tuple[int, str]]]:
-    """The judge's agreement with the ``label`` of every valid row, and the bad rows (line, message)."""
+MISSING = "(missing)"
+"""The group of the rows that lack the ``--by`` field."""
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A labelled file after judging: each valid row with its verdict and label, and the bad rows."""
+
+    rows: list[dict[str, Any]]
+    pred: list[bool]
+    ref: list[bool]
+    bad: list[tuple[int, str]]
+
+    def overall(self) -> Agreement:
+        return agreement(self.pred, self.ref)
+
+    def by(self, field: str) -> dict[str, Agreement]:
+        """Agreement per value of ``field`` (as text, sorted; rows without it under :data:`MISSING`).
+
+        ConfigError when no valid row has the field, naming the fields the rows do have.
+        """
+        keys = [str(r[field]) if r.get(field) is not None else MISSING for r in self.rows]
+        if self.rows and set(keys) == {MISSING}:
+            fields = sorted({k for r in self.rows for k in r})
+            raise ConfigError(f"--by {field}: no row has that field; choose one of {', '.join(fields)}")
+        groups: dict[str, tuple[list[bool], list[bool]]] = {k: ([], []) for k in sorted(set(keys))}
+        for key, p, r in zip(keys, self.pred, self.ref):
+            groups[key][0].append(p)
+            groups[key][1].append(r)
+        return {k: agreement(p, r) for k, (p, r) in groups.items()}
+
+
+def judge_labelled(task: str, path: Path, judge: Judge | None = None) -> Judged:
+    """Judge every valid row of a labelled file; bad rows are kept as (line, message), not judged."""
     from hneurons.judges.files import check_row, judge_row
 
     if task not in POSITIVE_VERDICT:
         raise ConfigError(f"--eval needs a yes/no task; choose from {', '.join(POSITIVE_VERDICT)}")
     judge = judge or Judge()
-    pred: list[bool] = []
-    ref: list[bool] = []
-    bad: list[tuple[int, str]] = []
+    out = Judged(rows=[], pred=[], ref=[], bad=[])
     for lineno, row, why in read_labelled(path):
         why = why or check_row(task, row) or problem(LabelRow, row)
         if why or row is None:  # (a row that is not an object always has its why)
-            bad.append((lineno, why or ""))
+            out.bad.append((lineno, why or ""))
             continue
-        pred.append(judge_row(task, dict(row), judge)["verdict"] == POSITIVE_VERDICT[task])
-        ref.append(bool(reference(row["label"])))
-    return agreement(pred, ref), bad
+        out.rows.append(row)
+        out.pred.append(judge_row(task, dict(row), judge)["verdict"] == POSITIVE_VERDICT[task])
+        out.ref.append(bool(reference(row["label"])))
+    return out
+
+
+def evaluate_file(task: str, path: Path, judge: Judge | None = None) -> tuple[Agreement, list[tuple[int, str]]]:
+    """The judge's agreement with the ``label`` of every valid row, and the bad rows (line, message)."""
+    judged = judge_labelled(task, path, judge)
+    return judged.overall(), judged.bad
