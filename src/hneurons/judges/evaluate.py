@@ -141,16 +141,16 @@ def judge_labelled(task: str, path: Path, judge: Judge | None = None) -> Judged:
     if task not in POSITIVE_VERDICT:
         raise ConfigError(f"--eval needs a yes/no task; choose from {', '.join(POSITIVE_VERDICT)}")
     judge = judge or Judge()
-    out = Judged(rows=[], pred=[], ref=[], bad=[])
+    rows: list[dict[str, Any]] = []
+    bad: list[tuple[int, str]] = []
     for lineno, row, why in read_labelled(path):
         why = why or check_row(task, row) or problem(LabelRow, row)
         if why or row is None:  # (a row that is not an object always has its why)
-            out.bad.append((lineno, why or ""))
-            continue
-        out.rows.append(row)
-        out.pred.append(judge_row(task, dict(row), judge)["verdict"] == POSITIVE_VERDICT[task])
-        out.ref.append(bool(reference(row["label"])))
-    return out
+            bad.append((lineno, why or ""))
+        else:
+            rows.append(row)
+    pred = [judge_row(task, dict(row), judge)["verdict"] == POSITIVE_VERDICT[task] for row in rows]
+    return Judged(rows=rows, pred=pred, ref=[bool(reference(row["label"])) for row in rows], bad=bad)
 
 
 def evaluate_file(task: str, path: Path, judge: Judge | None = None) -> tuple[Agreement, list[tuple[int, str]]]:
